@@ -1,0 +1,149 @@
+"""One frozen dataclass per task: its hyperparameters and shapes, the single source of truth for both sides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from shared.errors import UserError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Fields common to every task; each task adds its own."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    uses_data: ClassVar[bool] = False  # True when --data-dir / --download apply
+
+    seed: int = 0  # seeds initial weights, data order and augmentation
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in POSITIVE_FIELDS and value is not None and value <= 0:
+                flag = "--" + field.name.replace("_", "-")
+                raise UserError(f"{flag} must be positive, got {value}")
+
+    def replace(self, **changes) -> "TaskSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Fields that must be > 0 whenever a task has them.
+POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "sample_size", "log_interval"}
+
+
+@dataclass(frozen=True)
+class NeuronSpec(TaskSpec):
+    """O = sigmoid(phi * w + b), fitted to a target by plain gradient descent on E = 1/2 (O - target)^2."""
+
+    name: ClassVar[str] = "neuron"
+    summary: ClassVar[str] = "one sigmoid neuron fitted by gradient descent"
+
+    phi: float = -0.23  # the single input
+    target: float = 0.74  # the output we want
+    w0: float = 2.0  # initial weight (both sides start here)
+    b0: float = -1.0  # initial bias
+    lr: float = 2.0  # gradient-descent step size
+    epochs: int = 200  # gradient steps (one example, so one step per epoch)
+
+
+@dataclass(frozen=True)
+class AutogradSpec(TaskSpec):
+    """Tensors and automatic differentiation: z = 2 x^2 + 5 x at x = 2 * ones(2, 2)."""
+
+    name: ClassVar[str] = "autograd"
+    summary: ClassVar[str] = "tensors, autograd and the graph each framework builds"
+
+    x_value: float = 2.0  # x = x_value * ones(shape)
+    shape: tuple = (2, 2)
+
+
+@dataclass(frozen=True)
+class MLPSpec(TaskSpec):
+    """The 784-200-200-10 classifier: ReLU, log_softmax + NLL, SGD with momentum."""
+
+    name: ClassVar[str] = "mlp"
+    summary: ClassVar[str] = "784-200-200-10 fully connected MNIST classifier"
+    uses_data: ClassVar[bool] = True
+
+    layer_sizes: tuple = (784, 200, 200, 10)  # input, hidden..., classes
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 200
+    epochs: int = 10
+    log_interval: int = 10  # a log line every this many batches
+    sample_size: int | None = None  # None: every training image
+    mean: float = 0.1307  # MNIST normalisation, the same on both sides
+    std: float = 0.3081
+
+
+@dataclass(frozen=True)
+class CNNSpec(TaskSpec):
+    """A small CNN: conv5x5(32) relu pool, conv5x5(64) relu pool, fc 3136->1000 relu, fc 1000->10."""
+
+    name: ClassVar[str] = "cnn"
+    summary: ClassVar[str] = "small convolutional MNIST classifier"
+    uses_data: ClassVar[bool] = True
+
+    channels: tuple = (32, 64)  # filters of the two conv layers
+    kernel_size: int = 5
+    hidden: int = 1000  # width of the first fully connected layer
+    classes: int = 10
+    image_size: int = 28
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 200
+    epochs: int = 3
+    log_interval: int = 10
+    sample_size: int | None = None
+    mean: float = 0.1307
+    std: float = 0.3081
+
+    @property
+    def flat_features(self) -> int:
+        side = self.image_size // 4  # two 2x2 max-pools
+        return self.channels[-1] * side * side  # 64 * 7 * 7 = 3136
+
+
+@dataclass(frozen=True)
+class UNetSpec(TaskSpec):
+    """U-Net car masks (Carvana): BCE + soft Dice, SGD lr 0.01 momentum 0.99, threshold 0.5."""
+
+    name: ClassVar[str] = "unet"
+    summary: ClassVar[str] = "U-Net that masks cars in Carvana photos"
+    uses_data: ClassVar[bool] = True
+
+    variant: str = "padded"  # "padded" (output = input size) or "original" (Ronneberger 2015, valid convs)
+    image_size: int = 64  # square input side; the padded net needs a multiple of 16
+    base_filters: int = 16  # width of the first level, doubled at each of the 4 downsamplings
+    batch_size: int = 8
+    epochs: int = 6
+    lr: float = 0.01
+    momentum: float = 0.99
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    threshold: float = 0.5
+    sample_size: int | None = None  # number of training images kept (by car); None: all
+    validation_size: float = 0.2  # share of the cars held out for validation
+    workers: int = 0  # data-loading workers per side
+    depth: int = 4  # downsamplings
+
+
+TASKS: dict[str, type[TaskSpec]] = {
+    spec.name: spec for spec in (NeuronSpec, AutogradSpec, MLPSpec, CNNSpec, UNetSpec)
+}
+
+
+def make_spec(task: str, **overrides) -> TaskSpec:
+    """The task's default spec with the given fields replaced; unknown task or field raises UserError."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    spec_class = TASKS[task]
+    names = {f.name for f in dataclasses.fields(spec_class)}
+    for key in overrides:
+        if key not in names:
+            raise UserError(f"--{key.replace('_', '-')} does not apply to task {task!r}")
+    return spec_class(**overrides)

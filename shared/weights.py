@@ -1,0 +1,163 @@
+"""The canonical weight layout (PyTorch state_dict names and array layouts), its numpy conversions to
+Keras layouts, and safetensors files; tf_impl/weights.py and torch_impl/weights.py apply it to models."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import DataError
+
+Weights = dict[str, np.ndarray]  # canonical name -> array in PyTorch layout
+
+
+@dataclass(frozen=True)
+class Param:
+    """One canonical tensor: its shape, what kind of layer owns it, and the fan-in its init uses."""
+
+    shape: tuple[int, ...]
+    kind: str  # "weight", "bias", "bn_weight", "bn_bias", "bn_mean", "bn_var"
+    fan_in: int = 0
+
+
+def linear(name: str, n_in: int, n_out: int) -> dict[str, Param]:
+    """nn.Linear: weight (out, in), bias (out,)."""
+    return {f"{name}.weight": Param((n_out, n_in), "weight", n_in), f"{name}.bias": Param((n_out,), "bias", n_in)}
+
+
+def conv2d(name: str, n_in: int, n_out: int, k: int) -> dict[str, Param]:
+    """nn.Conv2d: weight (out, in, kh, kw), bias (out,)."""
+    fan_in = n_in * k * k
+    return {
+        f"{name}.weight": Param((n_out, n_in, k, k), "weight", fan_in),
+        f"{name}.bias": Param((n_out,), "bias", fan_in),
+    }
+
+
+def conv_transpose2d(name: str, n_in: int, n_out: int, k: int) -> dict[str, Param]:
+    """nn.ConvTranspose2d: weight (in, out, kh, kw); PyTorch takes its fan-in from dim 1 (out * kh * kw)."""
+    fan_in = n_out * k * k
+    return {
+        f"{name}.weight": Param((n_in, n_out, k, k), "weight", fan_in),
+        f"{name}.bias": Param((n_out,), "bias", fan_in),
+    }
+
+
+def batch_norm(name: str, n: int) -> dict[str, Param]:
+    """nn.BatchNorm2d: affine weight/bias and running statistics (num_batches_tracked is not kept)."""
+    return {
+        f"{name}.weight": Param((n,), "bn_weight"),
+        f"{name}.bias": Param((n,), "bn_bias"),
+        f"{name}.running_mean": Param((n,), "bn_mean"),
+        f"{name}.running_var": Param((n,), "bn_var"),
+    }
+
+
+def mlp_layout(spec) -> dict[str, Param]:
+    """fc1, fc2, ... for consecutive layer_sizes."""
+    layout: dict[str, Param] = {}
+    sizes = spec.layer_sizes
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        layout.update(linear(f"fc{i}", n_in, n_out))
+    return layout
+
+
+def cnn_layout(spec) -> dict[str, Param]:
+    """conv1, conv2, fc1, fc2."""
+    c1, c2 = spec.channels
+    return {
+        **conv2d("conv1", 1, c1, spec.kernel_size),
+        **conv2d("conv2", c1, c2, spec.kernel_size),
+        **linear("fc1", spec.flat_features, spec.hidden),
+        **linear("fc2", spec.hidden, spec.classes),
+    }
+
+
+def parameter_count(layout: dict[str, Param]) -> int:
+    """Trainable parameters (BatchNorm running statistics are buffers, not parameters)."""
+    return sum(int(np.prod(p.shape)) for p in layout.values() if p.kind not in ("bn_mean", "bn_var"))
+
+
+# Layout conversions at the boundary. PyTorch (canonical) on the left, Keras on the right.
+
+def linear_to_keras(w: np.ndarray) -> np.ndarray:
+    """Linear (out, in) -> Dense kernel (in, out)."""
+    return np.ascontiguousarray(w.T)
+
+
+def linear_from_keras(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.T)
+
+
+def conv_to_keras(w: np.ndarray) -> np.ndarray:
+    """Conv2d (out, in, kh, kw) -> Conv2D kernel (kh, kw, in, out)."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def conv_from_keras(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+
+
+def conv_transpose_to_keras(w: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d (in, out, kh, kw) -> Conv2DTranspose kernel (kh, kw, out, in)."""
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def conv_transpose_from_keras(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+
+
+def flattened_linear_to_keras(w: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """The Linear after Flatten: PyTorch flattens (C, H, W), Keras on NHWC flattens (H, W, C),
+    so the input rows are permuted as well as transposed: (out, C*H*W) -> (H*W*C, out)."""
+    c, h, wd = chw
+    out = w.shape[0]
+    return np.ascontiguousarray(w.reshape(out, c, h, wd).transpose(2, 3, 1, 0).reshape(h * wd * c, out))
+
+
+def flattened_linear_from_keras(w: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    c, h, wd = chw
+    out = w.shape[1]
+    return np.ascontiguousarray(w.reshape(h, wd, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * wd))
+
+
+def save_weights(weights: Weights, path: str | os.PathLike) -> Path:
+    """Write a .safetensors file atomically (temporary file in the same folder, then rename)."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_weights_file(path: str | os.PathLike) -> Weights:
+    """Read a .safetensors file into canonical numpy arrays."""
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(str(path)))
+    except FileNotFoundError:
+        raise DataError(path, "no such weights file") from None
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise DataError(path, f"not a readable safetensors file ({error})") from None
+
+
+def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weights") -> None:
+    """Every canonical name present with its shape; nothing extra."""
+    missing = [k for k in layout if k not in weights]
+    extra = [k for k in weights if k not in layout]
+    wrong = [f"{k} {weights[k].shape} != {layout[k].shape}" for k in layout
+             if k in weights and tuple(weights[k].shape) != tuple(layout[k].shape)]
+    if missing or extra or wrong:
+        raise DataError(source, f"weights do not match the model: missing {missing[:3]}, extra {extra[:3]}, shapes {wrong[:3]}")
