@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""twinnets: run one task on TensorFlow and PyTorch from the same weights and data, and compare them.
+
+    python compare.py --task neuron
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from shared import harness, report
+from shared.errors import UserError
+from shared.tasks import TASKS, make_spec
+
+SIDES = ("tf", "torch")
+SIDE_PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
+# Flags that set a field of the task's spec; a flag whose field the task lacks is refused.
+SPEC_FLAGS = ("epochs", "batch_size", "lr", "seed", "sample_size", "validation_size", "image_size",
+              "base_filters", "optimizer", "variant", "workers")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        """One line, exit status 2 (argparse would print the whole usage first)."""
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=list(TASKS), help="which task to run on both sides")
+    parser.add_argument("--frameworks", default="tf,torch", help="comma-separated sides to run: tf, torch")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data-dir", type=Path, help="folder of the real dataset (default: the embedded one)")
+    source.add_argument("--download", action="store_true", help="fetch the real dataset first")
+    parser.add_argument("--epochs", type=int, help="training epochs (neuron: gradient steps)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--seed", type=int, help="seed of initial weights, data order and augmentation")
+    parser.add_argument("--sample-size", type=int, help="training images kept (default: all)")
+    parser.add_argument("--validation-size", type=float, help="share held out for validation")
+    parser.add_argument("--image-size", type=int, help="input side in pixels")
+    parser.add_argument("--base-filters", type=int, help="U-Net width of the first level")
+    parser.add_argument("--optimizer", choices=["sgd", "adam"])
+    parser.add_argument("--variant", choices=["padded", "original"], help="U-Net variant")
+    parser.add_argument("--workers", type=int, help="data-loading workers per side")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per side (default: all cores)")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
+    parser.add_argument("--benchmark", action="store_true", help="timed benchmark mode")
+    parser.add_argument("--in-process", action="store_true", help="run both sides in this process (for debugging)")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list[str]]:
+    args = build_parser().parse_args(argv)
+    sides = [s.strip() for s in args.frameworks.split(",") if s.strip()]
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown or not sides:
+        raise UserError(f"--frameworks {args.frameworks!r}: choose tf, torch or tf,torch")
+    if args.threads is not None and args.threads <= 0:
+        raise UserError(f"--threads must be positive, got {args.threads}")
+    overrides = {flag: getattr(args, flag) for flag in SPEC_FLAGS if getattr(args, flag) is not None}
+    spec = make_spec(args.task, **overrides)
+    if not spec.uses_data and (args.data_dir or args.download):
+        raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
+    if args.benchmark:
+        raise UserError("--benchmark is not implemented yet (planned: issue 5); run without it")
+    if args.data_dir is not None and not args.data_dir.exists():
+        raise UserError(f"{args.data_dir}: no such folder (--data-dir)")
+    return args, spec, list(dict.fromkeys(sides))
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    out = args.out or Path("runs") / f"{args.task}-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def environment(threads: int, in_process: bool) -> dict:
+    """Versions without importing either framework (the parent stays light)."""
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "tensorflow": version("tensorflow"), "keras": version("keras"),
+            "torch": version("torch"), "numpy": version("numpy"), "cpu": cpu, "cores": os.cpu_count(),
+            "threads": threads, "platform": platform.platform(),
+            "process": "one shared process" if in_process else "its own subprocess"}
+
+
+# ---- one side --------------------------------------------------------------------------------------------------
+
+def side_modules(side: str, task: str) -> SimpleNamespace:
+    package = SIDE_PACKAGES[side]
+    return SimpleNamespace(name=side, task=importlib.import_module(f"{package}.{task}"),
+                           runtime=importlib.import_module(f"{package}.runtime"))
+
+
+def run_side(side: str, job: dict) -> dict:
+    """Run the job on one side in this process; writes <out>/<side>/result.json and probe.npy."""
+    spec = make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+    out = Path(job["out"]) / side
+    out.mkdir(parents=True, exist_ok=True)
+    modules = side_modules(side, job["task"])
+    modules.runtime.configure(job["threads"], spec.seed)
+    result, probe = harness.run_task(modules, spec, out, job.get("data"))
+    result["threads"] = modules.runtime.threads()
+    result["versions"] = modules.runtime.versions()
+    np.save(out / "probe.npy", probe)
+    report.write_json(out / "result.json", result)
+    return result
+
+
+def worker_main(side: str, job_path: str) -> int:
+    job = json.loads(Path(job_path).read_text())
+    try:
+        run_side(side, job)
+    except UserError as error:
+        print(f"compare.py: error: {error}", file=sys.stderr)
+        return error.exit_status
+    return 0
+
+
+def launch(side: str, job: dict, job_path: Path) -> None:
+    """A fresh Python process per side: fair timing, no shared threads, clean memory figures."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", side, str(job_path)]
+    completed = subprocess.run(command, cwd=Path(__file__).resolve().parent)
+    if completed.returncode == 2:
+        raise SystemExit(2)  # the worker already printed its one-line error
+    if completed.returncode != 0:
+        raise RuntimeError(f"the {report.SIDE_NAMES[side]} side failed with exit status {completed.returncode}")
+
+
+# ---- the whole run -----------------------------------------------------------------------------------------
+
+def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
+    out = output_folder(args)
+    data = harness.prepare_data(spec, args.data_dir, args.download) if spec.uses_data else None
+    job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "out": str(out.resolve()),
+           "data": data}
+    job_path = report.write_json(out / "job.json", job)
+    started = time.perf_counter()
+    if args.in_process:
+        # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process.
+        for side in sorted(sides, key=lambda s: s != "torch"):
+            side_modules(side, spec.name)
+    for side in sides:
+        print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
+        if args.in_process:
+            run_side(side, job)
+        else:
+            launch(side, job, job_path)
+    frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in sides}
+    results = {
+        "task": spec.name,
+        "data": (data or {}).get("description", {"source": "none"}),
+        "config": {**spec.to_dict(), "frameworks": sides, "threads": args.threads},
+        "environment": environment(args.threads, args.in_process),
+        "parity": parity(spec.name, out, sides),
+        "frameworks": frameworks,
+        "wall_s": time.perf_counter() - started,
+    }
+    report.write_reports(out, results)
+    os.unlink(job_path)
+    print()
+    print(report.table(results))
+    print(f"\nwrote {out}/results.json, {out}/report.md and plots")
+    return results
+
+
+def parity(task: str, out: Path, sides: list[str]) -> dict:
+    """max |tf - torch| of the sides' probe arrays (same weights, same input) against the task's tolerance."""
+    tolerance = harness.PARITY_TOLERANCE[task]
+    what = harness.PARITY_PROBES[task]
+    if len(sides) < 2:
+        return {"max_abs_diff": None, "tolerance": tolerance, "passed": None, "what": what}
+    tf_probe, torch_probe = (np.load(out / side / "probe.npy") for side in ("tf", "torch"))
+    diff = float(np.max(np.abs(tf_probe - torch_probe))) if tf_probe.shape == torch_probe.shape else float("inf")
+    return {"max_abs_diff": diff, "tolerance": tolerance, "passed": bool(diff <= tolerance), "what": what}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--worker"]:
+        return worker_main(argv[1], argv[2])
+    try:
+        args, spec, sides = parse_args(argv)
+        compare(args, spec, sides)
+    except UserError as error:
+        print(f"compare.py: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        print("compare.py: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Side-by-side tables, plots and results.json for a run of both sides."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
+SIDE_COLORS = {"tf": "tab:orange", "torch": "tab:blue"}
+# TensorFlow wide and pale underneath, PyTorch thin on top: where the curves agree both stay visible.
+SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
+               "torch": {"color": "tab:blue", "linewidth": 1.2}}
+
+
+def write_atomic(path: Path, text: str | bytes) -> Path:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return write_atomic(path, json.dumps(_jsonable(data), indent=2) + "\n")
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---- plots -------------------------------------------------------------------------------------------------
+
+def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = True) -> Path:
+    """Loss curves of both sides on one axis (per batch when recorded, else per epoch)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for side, result in results["frameworks"].items():
+        batches = result.get("batch_losses") if per_batch else None
+        if batches:
+            axis.plot(np.arange(1, len(batches) + 1), batches, label=SIDE_NAMES[side], **SIDE_STYLES[side])
+            axis.set_xlabel("training step (batch)")
+        else:
+            history = result.get("history", [])
+            axis.plot([h["epoch"] for h in history], [h[key] for h in history], label=SIDE_NAMES[side],
+                      **SIDE_STYLES[side])
+            axis.set_xlabel("epoch" if results["task"] != "neuron" else "gradient step")
+    axis.set_ylabel(key)
+    axis.set_title(f"{results['task']}: {key} of both sides")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return save_figure(figure, path)
+
+
+def plot_neuron_surface(results: dict, path: Path) -> Path:
+    """E(w, b) with both descent paths and the line of exact solutions phi*w + b = logit(target)."""
+    plt = _pyplot()
+    config = results["config"]
+    phi, target = config["phi"], config["target"]
+    paths = {side: np.array([[p["w"], p["b"]] for p in r["trajectory"]]) for side, r in results["frameworks"].items()}
+    points = np.concatenate(list(paths.values()))
+    w_lo, w_hi = points[:, 0].min() - 3, points[:, 0].max() + 3
+    b_lo, b_hi = points[:, 1].min() - 2, points[:, 1].max() + 2
+    w_grid, b_grid = np.meshgrid(np.linspace(w_lo, w_hi, 200), np.linspace(b_lo, b_hi, 200))
+    surface = 0.5 * (1 / (1 + np.exp(-(phi * w_grid + b_grid))) - target) ** 2
+    figure, axis = plt.subplots(figsize=(7, 5.5))
+    contour = axis.contourf(w_grid, b_grid, surface, levels=30, cmap="viridis")
+    figure.colorbar(contour, label="E = 1/2 (O - t)^2")
+    logit = math.log(target / (1 - target))
+    ws = np.linspace(w_lo, w_hi, 2)
+    axis.plot(ws, logit - phi * ws, color="white", linewidth=1.5, label=f"exact solutions: {phi}w + b = logit({target})")
+    for side, xy in paths.items():
+        axis.plot(xy[:, 0], xy[:, 1], label=f"{SIDE_NAMES[side]} descent path", **SIDE_STYLES[side])
+    axis.plot(*xy[0], marker="s", color="red", markersize=7, linestyle="none", label="start")
+    axis.plot(*xy[-1], marker="*", color="white", markersize=12, linestyle="none", label="end")
+    axis.set_aspect("equal")  # so the path is seen to meet the solution line at a right angle
+    axis.set_xlim(w_lo, w_hi)
+    axis.set_ylim(b_lo, b_hi)
+    axis.set_xlabel("w")
+    axis.set_ylabel("b")
+    axis.set_title("One equation, two unknowns: descent stops on the nearest exact solution")
+    axis.legend(loc="lower left", fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_graphs(results: dict, path: Path) -> Path:
+    """The two graphs of z = 2x^2 + 5x side by side, as the frameworks print them."""
+    plt = _pyplot()
+    sides = list(results["frameworks"])
+    figure, axes = plt.subplots(1, len(sides), figsize=(6 * len(sides), 4), squeeze=False)
+    for axis, side in zip(axes[0], sides):
+        result = results["frameworks"][side]
+        title = {"tf": "TensorFlow: ops of the traced tf.function graph",
+                 "torch": "PyTorch: grad_fn chain recorded while running"}[side]
+        axis.text(0.02, 0.98, result["graph"] + "\n\ncontrol flow:\n" + result["control_flow"]["graph"],
+                  va="top", ha="left", family="monospace", fontsize=8, transform=axis.transAxes, wrap=True)
+        axis.set_title(title, fontsize=10)
+        axis.axis("off")
+    return save_figure(figure, path)
+
+
+# ---- tables and markdown -----------------------------------------------------------------------------------
+
+def _format(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def summary_rows(results: dict) -> list[tuple[str, list]]:
+    """(label, [value per side]) rows: metrics first, then timing."""
+    sides = list(results["frameworks"])
+    frameworks = results["frameworks"]
+    labels: list[str] = []
+    for side in sides:
+        for key in frameworks[side].get("metrics", {}):
+            if key not in labels:
+                labels.append(key)
+    rows = [(label, [frameworks[s].get("metrics", {}).get(label) for s in sides]) for label in labels]
+    for key, label in (("first_step_s", "first step s (trace/compile)"), ("step_s_median", "step s (median)"),
+                       ("samples_per_s", "samples/s"), ("train_s", "train s")):
+        values = [frameworks[s].get("timing", {}).get(key) for s in sides]
+        if any(v is not None for v in values):
+            rows.append((label, values))
+    return rows
+
+
+def table(results: dict) -> str:
+    """A plain-text side-by-side table for the console."""
+    sides = list(results["frameworks"])
+    header = ["", *[SIDE_NAMES[s] for s in sides]]
+    body = [[label, *[_format(v) for v in values]] for label, values in summary_rows(results)]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    parity = results.get("parity")
+    if parity and parity.get("max_abs_diff") is not None:
+        verdict = "PASSED" if parity["passed"] else "FAILED"
+        lines.append(f"parity: max |tf - torch| = {parity['max_abs_diff']:.3e} (tolerance {parity['tolerance']:.0e}): {verdict}")
+    return "\n".join(lines)
+
+
+def markdown_table(results: dict) -> str:
+    sides = list(results["frameworks"])
+    lines = ["| | " + " | ".join(SIDE_NAMES[s] for s in sides) + " |", "|---" * (len(sides) + 1) + "|"]
+    for label, values in summary_rows(results):
+        lines.append(f"| {label} | " + " | ".join(_format(v) for v in values) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict, explanation: str, images: list[str], extra: str = "") -> str:
+    data = results.get("data", {})
+    env = results["environment"]
+    parity = results.get("parity", {})
+    parts = [
+        f"# twinnets: {results['task']}",
+        "",
+        explanation,
+        "",
+        f"Data: **{data.get('source', 'none')}**" + (f" ({data.get('location')})" if data.get("location") else ""),
+        "",
+        f"Environment: Python {env.get('python')}, TensorFlow {env.get('tensorflow')}, PyTorch {env.get('torch')}, "
+        f"{env.get('cpu')}, {env.get('threads')} threads per side, each side in {env.get('process')}.",
+        "",
+        markdown_table(results),
+        "",
+    ]
+    if parity.get("max_abs_diff") is not None:
+        parts += [f"Parity: max |tf - torch| = {parity['max_abs_diff']:.3e}, tolerance {parity['tolerance']:.0e}: "
+                  f"**{'passed' if parity['passed'] else 'FAILED'}** ({parity.get('what', '')}).", ""]
+    if extra:
+        parts += [extra, ""]
+    parts += [f"![{name}]({name})" for name in images]
+    parts += ["", "Configuration:", "", "```json", json.dumps(_jsonable(results["config"]), indent=2), "```", ""]
+    return "\n".join(parts)
+
+
+# ---- per-task reports ----------------------------------------------------------------------------------------
+
+EXPLANATIONS = {
+    "neuron": "One sigmoid neuron, O = sigmoid(phi*w + b), fitted to the target by plain gradient descent on "
+              "E = 1/2 (O - t)^2. Two unknowns and one equation: every (w, b) on the line phi*w + b = logit(t) "
+              "is an exact solution, and descent stops on the one nearest its start. Both sides start from the "
+              "same (w, b) with the same step size; the PyTorch side runs eagerly, the TensorFlow step is one "
+              "tf.function traced once.",
+    "autograd": "Tensors and automatic differentiation. z = 2x^2 + 5x at x = 2*ones(2,2); backpropagating ones "
+                "gives dz/dx = 4x + 5 = 13 on both sides. PyTorch records the graph while the code runs (dynamic); "
+                "TensorFlow traces a tf.function into a graph once per input signature and replays it (static).",
+}
+
+
+def _neuron_extra(results: dict) -> str:
+    lines = ["| side | start w | start b | start O | end w | end b | end O | end E |", "|---|---|---|---|---|---|---|---|"]
+    for side, result in results["frameworks"].items():
+        first, last = result["trajectory"][0], result["trajectory"][-1]
+        lines.append(f"| {SIDE_NAMES[side]} | {first['w']:.6f} | {first['b']:.6f} | {first['output']:.6f} | "
+                     f"{last['w']:.6f} | {last['b']:.6f} | {last['output']:.6f} | {last['error']:.3e} |")
+    config = results["config"]
+    logit = math.log(config["target"] / (1 - config["target"]))
+    lines += ["", f"Exact solutions: {config['phi']}*w + b = logit({config['target']}) = {logit:.6f}. "
+              "The TensorFlow step traced "
+              f"{results['frameworks'].get('tf', {}).get('traces', '-')} time(s) and was replayed as a graph."]
+    return "\n".join(lines)
+
+
+def _autograd_extra(results: dict) -> str:
+    lines = []
+    for side, result in results["frameworks"].items():
+        lines += [f"## {SIDE_NAMES[side]}", "", "Tensor basics:", "", "```"]
+        lines += [f"{k}: {v}" for k, v in result["basics"].items()]
+        lines += ["```", "", f"dz/dx = {result['grad']} (expected 4x + 5 = 13)", "",
+                  f"gradient of the non-trainable tensor: {result['constant']['grad']}", "",
+                  f"graphs built for {result['tracing']['calls']} calls: {result['tracing']['graphs_built']} "
+                  f"(traces: {result['tracing']['traces']})", "", "The graph of z:", "", "```", result["graph"], "```",
+                  "", "Data-dependent control flow:", "", "```", result["control_flow"]["graph"], "```", ""]
+        lines += [f"- {note}" for note in result["notes"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(out: Path, results: dict) -> list[Path]:
+    """results.json, report.md and the task's plots, each written atomically."""
+    out = Path(out)
+    task = results["task"]
+    images: list[str] = []
+    extra = ""
+    if task == "neuron":
+        images = [plot_neuron_surface(results, out / "neuron_surface.png").name,
+                  plot_losses(results, out / "loss.png", per_batch=False).name]
+        extra = _neuron_extra(results)
+    elif task == "autograd":
+        images = [plot_graphs(results, out / "graphs.png").name]
+        extra = _autograd_extra(results)
+    written = [write_json(out / "results.json", results)]
+    written.append(write_atomic(out / "report.md", markdown_report(results, EXPLANATIONS.get(task, ""), images, extra)))
+    return written + [out / name for name in images]
