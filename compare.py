@@ -113,8 +113,9 @@ def environment(threads: int, in_process: bool) -> dict:
 
 def side_modules(side: str, task: str) -> SimpleNamespace:
     package = SIDE_PACKAGES[side]
-    return SimpleNamespace(name=side, task=importlib.import_module(f"{package}.{task}"),
-                           runtime=importlib.import_module(f"{package}.runtime"))
+    modules = {"task": task, "runtime": "runtime", "weights": "weights", "train": "train"}
+    return SimpleNamespace(name=side, **{key: importlib.import_module(f"{package}.{module}")
+                                         for key, module in modules.items()})
 
 
 def run_side(side: str, job: dict) -> dict:

@@ -149,6 +149,27 @@ def plot_graphs(results: dict, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_confusion(results: dict, path: Path) -> Path:
+    """One confusion matrix per side (rows: true digit, columns: predicted digit)."""
+    plt = _pyplot()
+    sides = list(results["frameworks"])
+    figure, axes = plt.subplots(1, len(sides), figsize=(5 * len(sides), 4.4), squeeze=False)
+    for axis, side in zip(axes[0], sides):
+        matrix = np.asarray(results["frameworks"][side]["confusion_matrix"])
+        axis.imshow(matrix, cmap="Blues")
+        for (row, col), count in np.ndenumerate(matrix):
+            if count:
+                axis.text(col, row, str(count), ha="center", va="center", fontsize=7,
+                          color="white" if count > matrix.max() / 2 else "black")
+        accuracy = results["frameworks"][side]["metrics"]["test_accuracy"]
+        axis.set_title(f"{SIDE_NAMES[side]}: test accuracy {accuracy:.4f}")
+        axis.set_xlabel("predicted digit")
+        axis.set_ylabel("true digit")
+        axis.set_xticks(range(matrix.shape[1]))
+        axis.set_yticks(range(matrix.shape[0]))
+    return save_figure(figure, path)
+
+
 # ---- tables and markdown -----------------------------------------------------------------------------------
 
 def _format(value) -> str:
@@ -245,6 +266,12 @@ EXPLANATIONS = {
     "autograd": "Tensors and automatic differentiation. z = 2x^2 + 5x at x = 2*ones(2,2); backpropagating ones "
                 "gives dz/dx = 4x + 5 = 13 on both sides. PyTorch records the graph while the code runs (dynamic); "
                 "TensorFlow traces a tf.function into a graph once per input signature and replays it (static).",
+    "mlp": "The 784-200-200-10 classifier (ReLU, log_softmax + NLL loss, SGD lr 0.01 momentum 0.9, batch 200). "
+           "Both sides load the same canonical initial weights and see the same batches in the same order, so "
+           "their per-batch loss curves lie on top of each other until float rounding makes them drift apart.",
+    "cnn": "A small CNN (conv 5x5 32, pool, conv 5x5 64, pool, fc 3136-1000, fc 1000-10, log_softmax + NLL). "
+           "Both sides load the same canonical initial weights (Keras' first Dense gets its rows permuted, because "
+           "Flatten on NHWC orders features (H, W, C) where PyTorch's order is (C, H, W)) and see identical batches.",
 }
 
 
@@ -259,6 +286,21 @@ def _neuron_extra(results: dict) -> str:
     lines += ["", f"Exact solutions: {config['phi']}*w + b = logit({config['target']}) = {logit:.6f}. "
               "The TensorFlow step traced "
               f"{results['frameworks'].get('tf', {}).get('traces', '-')} time(s) and was replayed as a graph."]
+    return "\n".join(lines)
+
+
+def _classifier_extra(results: dict) -> str:
+    lines = ["Per-epoch test accuracy:", "", "| epoch | " + " | ".join(SIDE_NAMES[s] for s in results["frameworks"]) + " |",
+             "|---" * (len(results["frameworks"]) + 1) + "|"]
+    histories = [r["history"] for r in results["frameworks"].values()]
+    for row in zip(*histories):
+        lines.append(f"| {row[0]['epoch']} | " + " | ".join(f"{h['test_accuracy']:.4f}" for h in row) + " |")
+    note = results.get("data", {}).get("note")
+    if note:
+        lines += ["", f"Data note: {note}."]
+    tf_result = results["frameworks"].get("tf")
+    if tf_result and tf_result.get("traces") is not None:
+        lines += ["", f"The TensorFlow train step traced {tf_result['traces']} time(s) for all its batches."]
     return "\n".join(lines)
 
 
@@ -290,6 +332,9 @@ def write_reports(out: Path, results: dict) -> list[Path]:
     elif task == "autograd":
         images = [plot_graphs(results, out / "graphs.png").name]
         extra = _autograd_extra(results)
+    elif task in ("mlp", "cnn"):
+        images = [plot_losses(results, out / "loss.png").name, plot_confusion(results, out / "confusion.png").name]
+        extra = _classifier_extra(results)
     written = [write_json(out / "results.json", results)]
     written.append(write_atomic(out / "report.md", markdown_report(results, EXPLANATIONS.get(task, ""), images, extra)))
     return written + [out / name for name in images]

@@ -21,7 +21,7 @@ import numpy as np
 from shared.errors import DataError
 
 CSV_HEADER = ("img", "rle_mask")
-# Only ASCII digits and single spaces between them; int() alone would also take "+3", "1_0" and "٣".
+# Only ASCII digits and single spaces between them; int() alone would also take "+3", "1_0" and non-ASCII digits.
 _RLE_TEXT = re.compile(r"[0-9]+(?: [0-9]+)*|", re.ASCII)
 
 
@@ -37,17 +37,25 @@ def rle_encode(mask: np.ndarray) -> str:
     return " ".join(map(str, edges.tolist()))
 
 
-def _parse_runs(rle: str) -> np.ndarray:
-    """The (starts, lengths) pairs of a run-length text as an (n, 2) int64 array; bad syntax raises ValueError."""
+def _check_syntax(rle: str) -> str:
+    """The text with single spaces, if it is pairs of non-negative integers; else ValueError (cheap: no parsing)."""
+    if not isinstance(rle, str):  # e.g. NaN where pandas read an empty cell
+        raise ValueError(f"run-length text must be a string, got {type(rle).__name__}")
     text = rle.strip()
     if not _RLE_TEXT.fullmatch(text):
         text = " ".join(text.split())  # tolerate tabs, newlines and repeated spaces, nothing else
         if not _RLE_TEXT.fullmatch(text):
             bad = next(t for t in text.split() if not (t.isascii() and t.isdigit()))
             raise ValueError(f"run-length text holds {bad[:20]!r}, not a non-negative integer")
-    tokens = text.split()
-    if len(tokens) % 2:
-        raise ValueError(f"run-length text has an odd number of integers ({len(tokens)}); it must be start/length pairs")
+    count = text.count(" ") + 1 if text else 0
+    if count % 2:
+        raise ValueError(f"run-length text has an odd number of integers ({count}); it must be start/length pairs")
+    return text
+
+
+def _parse_runs(rle: str) -> np.ndarray:
+    """The (starts, lengths) pairs of a run-length text as an (n, 2) int64 array; bad syntax raises ValueError."""
+    tokens = _check_syntax(rle).split()
     if any(len(t) > 18 for t in tokens):  # beyond int64, and beyond any image
         raise ValueError("run-length text holds an integer too large for any image")
     return np.array(tokens, dtype=np.int64).reshape(-1, 2)
@@ -123,7 +131,7 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, str]:
                 if name in rows:
                     raise DataError(path, f"row {row}: img {name!r} appears twice")
                 try:
-                    _parse_runs(rle)
+                    _check_syntax(rle)
                 except ValueError as error:
                     raise DataError(path, f"row {row}: {name}: {error}") from None
                 rows[name] = rle
@@ -185,8 +193,7 @@ class RLEWriter:
         """Append one row with an already encoded run-length text (syntax checked, ValueError if bad)."""
         if self._csv is None:
             raise ValueError("RLEWriter is not open; use it as a context manager")
-        _parse_runs(rle)
-        self._csv.writerow((name, rle.strip()))
+        self._csv.writerow((name, _check_syntax(rle)))
         self.rows += 1
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.data.mnist import (
+    DIGITS_TRAIN_COPIES,
+    jitter,
     MNIST_FILES,
     MNISTData,
     download_mnist,
@@ -136,7 +138,7 @@ def test_embedded_digits():
     data = load_mnist()
     assert data.source == "sklearn-digits" and data.location == "sklearn.datasets.load_digits"
     n_train, n_test = len(data.train_images), len(data.test_images)
-    assert n_train + n_test == 1797
+    assert n_train == (1 + DIGITS_TRAIN_COPIES) * (1797 - n_test)  # each training digit plus its jittered copies
     assert abs(n_test / 1797 - 0.2) < 0.01
     assert data.train_images.shape == (n_train, 28, 28, 1) and data.train_images.dtype == np.float32
     assert data.test_images.shape == (n_test, 28, 28, 1)
@@ -148,8 +150,30 @@ def test_embedded_digits():
     assert ink_rows[-1] - ink_rows[0] + 1 <= 28
 
 
+def test_jittered_copies_keep_labels_and_differ_a_little():
+    plain, jittered = load_digits_28(seed=0, train_copies=0), load_digits_28(seed=0, train_copies=2)
+    n = len(plain.train_images)
+    np.testing.assert_array_equal(jittered.train_images[:n], plain.train_images)  # the originals come first
+    np.testing.assert_array_equal(jittered.train_labels, np.tile(plain.train_labels, 3))
+    np.testing.assert_array_equal(jittered.test_images, plain.test_images)  # the test split is never altered
+    copy = jittered.train_images[n:2 * n]
+    assert copy.dtype == np.float32 and copy.min() >= 0.0 and copy.max() <= 1.0
+    change = np.abs(copy - plain.train_images).mean(axis=(1, 2, 3))
+    ink = plain.train_images.mean(axis=(1, 2, 3))
+    assert np.all(change > 0)  # every copy moved
+    assert np.median(change / ink) < 1.0  # but stays a digit, not noise: less change than ink on average
+    assert "jittered" in jittered.describe()["note"]
+
+
+def test_jitter_with_zero_ranges_is_identity():
+    images = load_digits_28(seed=0, train_copies=0).train_images[:20]
+    same = jitter(images, np.random.default_rng(0), max_degrees=0.0, max_zoom=0.0, max_shift=0.0)
+    np.testing.assert_allclose(same, images, atol=1e-6)
+
+
 def test_embedded_split_deterministic_and_disjoint():
-    a, b, c = load_digits_28(seed=1), load_digits_28(seed=1), load_digits_28(seed=2)
+    a, b, c = (load_digits_28(seed=1, train_copies=0), load_digits_28(seed=1, train_copies=0),
+               load_digits_28(seed=2, train_copies=0))
     np.testing.assert_array_equal(a.train_images, b.train_images)
     np.testing.assert_array_equal(a.test_labels, b.test_labels)
     assert not np.array_equal(a.test_images, c.test_images)

@@ -1,0 +1,34 @@
+"""Metrics in numpy, computed the same way for both sides: accuracy, confusion matrix, Dice, mask agreement."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.asarray(predicted) == np.asarray(labels)))
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix
+
+
+def dice(predicted: np.ndarray, truth: np.ndarray, smooth: float = 0.0) -> float:
+    """2|A n B| / (|A| + |B|) over binary masks; two empty masks agree perfectly (1.0)."""
+    predicted, truth = np.asarray(predicted) > 0.5, np.asarray(truth) > 0.5
+    total = predicted.sum() + truth.sum()
+    if total == 0:
+        return 1.0
+    return float((2.0 * np.logical_and(predicted, truth).sum() + smooth) / (total + smooth))
+
+
+def mean_dice(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Dice per image (first axis), averaged: Kaggle's Carvana metric."""
+    return float(np.mean([dice(p, t) for p, t in zip(predicted, truth)]))
+
+
+def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of pixels on which two binary masks agree."""
+    return float(np.mean((np.asarray(a) > 0.5) == (np.asarray(b) > 0.5)))

@@ -1,0 +1,103 @@
+"""Training and evaluation of the MNIST classifiers in TensorFlow: the train step is one tf.function
+(GradientTape, apply_gradients), traced once and replayed as a graph; twin of torch_impl/train.py."""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shared.callbacks import CallbackList
+from shared.progress import Progress, test_log_line, train_log_line
+from shared.timing import StepTimer
+from tf_impl.data import make_loader, to_tensor_images
+from tf_impl.weights import canonical_gradients
+
+
+def nll_loss(log_probs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean negative log-likelihood of the true class (the model outputs log_softmax)."""
+    return -tf.reduce_mean(tf.gather(log_probs, labels, batch_dims=1))
+
+
+def forward(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Log-probabilities (N, 10) for canonical NHWC images, in inference mode."""
+    return model(to_tensor_images(images), training=False).numpy()
+
+
+def gradients(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
+    """Loss and d(loss)/d(parameter) by canonical name, for one batch in training mode."""
+    with tf.GradientTape() as tape:
+        loss = nll_loss(model(to_tensor_images(images), training=True), tf.convert_to_tensor(labels))
+    grads = tape.gradient(loss, model.trainable_variables)
+    by_variable = {id(variable): grad.numpy() for variable, grad in zip(model.trainable_variables, grads)}
+    return float(loss), canonical_gradients(model, by_variable)
+
+
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:
+    """Average test loss, accuracy and the predicted classes."""
+    loader = make_loader(images, labels, batch_size, seed=0, shuffle=False)
+
+    @tf.function(input_signature=loader.element_spec)
+    def eval_step(batch_images, batch_labels):
+        log_probs = model(batch_images, training=False)
+        return -tf.reduce_sum(tf.gather(log_probs, batch_labels, batch_dims=1)), tf.argmax(log_probs, axis=1)
+
+    total_loss, predictions = 0.0, []
+    for batch_images, batch_labels in loader.batches(0):
+        loss, predicted = eval_step(batch_images, batch_labels)
+        total_loss += float(loss)
+        predictions.append(predicted.numpy())
+    predicted = np.concatenate(predictions)
+    return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)), "predictions": predicted}
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Predicted classes for canonical NHWC images."""
+    return np.concatenate([forward(model, images[i:i + batch_size]).argmax(axis=1)
+                           for i in range(0, len(images), batch_size)])
+
+
+def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) -> dict:
+    """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
+    train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
+    optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+    callbacks, progress, timer = CallbackList(callbacks), Progress(verbose, "TensorFlow"), StepTimer()
+    n_train, n_batches = len(data.train_labels), len(train_data)
+
+    # A batch dimension of None: the smaller last batch replays the same graph instead of tracing a second one.
+    @tf.function(input_signature=train_data.element_spec)
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = nll_loss(model(images, training=True), labels)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    history, batch_losses, train_s = [], [], 0.0
+    callbacks.on_train_begin()
+    for epoch in range(1, spec.epochs + 1):
+        progress.start_epoch(epoch, spec.epochs, n_batches)
+        epoch_start, epoch_losses = time.perf_counter(), []
+        for batch_index, (images, labels) in enumerate(train_data.batches(epoch)):
+            with timer.step(int(labels.shape[0])):
+                loss_value = float(train_step(images, labels))  # the host copy waits for the step
+            epoch_losses.append(loss_value)
+            progress.update(loss=loss_value)
+            callbacks.on_batch_end(len(batch_losses) + len(epoch_losses), {"loss": loss_value})
+            if batch_index % spec.log_interval == 0:
+                progress.write(train_log_line(epoch, batch_index * spec.batch_size, n_train, batch_index,
+                                              n_batches, loss_value))
+        train_s += time.perf_counter() - epoch_start
+        progress.end_epoch()
+        batch_losses += epoch_losses
+        test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
+        progress.write(test_log_line(test["loss"], int(round(test["accuracy"] * len(data.test_labels))),
+                                     len(data.test_labels)))
+        logs = {"epoch": epoch, "loss": float(np.mean(epoch_losses)), "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"]}
+        history.append(logs)
+        callbacks.on_epoch_end(epoch, logs)
+    callbacks.on_train_end()
+    return {"history": history, "batch_losses": batch_losses, "timing": timer.summary(train_s),
+            "traces": train_step.experimental_get_tracing_count()}

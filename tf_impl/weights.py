@@ -1,0 +1,85 @@
+"""Canonical weights (PyTorch state_dict layout, numpy) in and out of Keras models, converting each layer's
+layout at this boundary; twin of torch_impl/weights.py.
+
+Each Keras layer carries its canonical name (`name="fc1"`, `name="down1.conv1"`), as Hugging Face does,
+so weights map by name. Layouts: Dense kernel (in, out); Conv2D (kh, kw, in, out);
+Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/moving_variance.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from shared import weights as layouts
+from shared.weights import Weights
+
+
+def named_layers(model: keras.Layer) -> dict[str, keras.Layer]:
+    """Every layer that owns weights, by its canonical name."""
+    return {layer.name: layer for layer in model._flatten_layers(include_self=False) if layer.weights
+            and not isinstance(layer, keras.Model)}
+
+
+def _to_keras(model, name: str, layer: keras.Layer, canonical: Weights) -> list[np.ndarray]:
+    """The layer's weights in Keras order and layout."""
+    flattened = getattr(model, "flattened_inputs", {})  # Dense after Flatten: name -> (C, H, W)
+    if isinstance(layer, keras.layers.Dense):
+        weight = canonical[f"{name}.weight"]
+        kernel = (layouts.flattened_linear_to_keras(weight, flattened[name]) if name in flattened
+                  else layouts.linear_to_keras(weight))
+        return [kernel, canonical[f"{name}.bias"]]
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return [layouts.conv_transpose_to_keras(canonical[f"{name}.weight"]), canonical[f"{name}.bias"]]
+    if isinstance(layer, keras.layers.Conv2D):
+        return [layouts.conv_to_keras(canonical[f"{name}.weight"]), canonical[f"{name}.bias"]]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [canonical[f"{name}.{key}"] for key in ("weight", "bias", "running_mean", "running_var")]
+    raise TypeError(f"no canonical layout for layer {name!r} of type {type(layer).__name__}")
+
+
+def _from_keras(model, name: str, layer: keras.Layer, values: list | None = None) -> Weights:
+    """The layer's weights (or the given values in the same order, e.g. gradients) in canonical layout."""
+    flattened = getattr(model, "flattened_inputs", {})
+    values = [np.asarray(v) for v in (layer.get_weights() if values is None else values)]
+    if isinstance(layer, keras.layers.Dense):
+        kernel, bias = values
+        weight = (layouts.flattened_linear_from_keras(kernel, flattened[name]) if name in flattened
+                  else layouts.linear_from_keras(kernel))
+        return {f"{name}.weight": weight, f"{name}.bias": bias}
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return {f"{name}.weight": layouts.conv_transpose_from_keras(values[0]), f"{name}.bias": values[1]}
+    if isinstance(layer, keras.layers.Conv2D):
+        return {f"{name}.weight": layouts.conv_from_keras(values[0]), f"{name}.bias": values[1]}
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return dict(zip((f"{name}.{key}" for key in ("weight", "bias", "running_mean", "running_var")), values))
+    raise TypeError(f"no canonical layout for layer {name!r} of type {type(layer).__name__}")
+
+
+def load_weights(model: keras.Model, canonical: Weights) -> None:
+    layers = named_layers(model)
+    expected = {key for name, layer in layers.items() for key in _from_keras(model, name, layer)}
+    missing, unexpected = sorted(expected - set(canonical)), sorted(set(canonical) - expected)
+    if missing or unexpected:
+        raise KeyError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, layer in layers.items():
+        layer.set_weights(_to_keras(model, name, layer, canonical))
+
+
+def export_weights(model: keras.Model) -> Weights:
+    exported: Weights = {}
+    for name, layer in named_layers(model).items():
+        exported.update(_from_keras(model, name, layer))
+    return exported
+
+
+def canonical_gradients(model: keras.Model, gradients: dict) -> Weights:
+    """Gradients keyed by variable (id) -> canonical names and layouts (trainable tensors only)."""
+    canonical: Weights = {}
+    for name, layer in named_layers(model).items():
+        values = [gradients[id(variable)] for variable in layer.trainable_weights]
+        canonical.update(_from_keras(model, name, layer, values))
+    return canonical
+
+
+def count_parameters(model: keras.Model) -> int:
+    return int(sum(np.prod(variable.shape) for variable in model.trainable_weights))

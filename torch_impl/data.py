@@ -1,0 +1,51 @@
+"""Shared numpy datasets wrapped the PyTorch way (Dataset, Sampler, DataLoader); twin of tf_impl/data.py."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from shared.data.batches import batch_indices
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """Canonical NHWC numpy -> PyTorch's NCHW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+class ArrayDataset(Dataset):
+    """In-memory images and labels, indexed by a whole batch of indices at once (no per-sample collate)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images = to_tensor_images(images)  # (N, C, H, W)
+        self.labels = torch.from_numpy(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = torch.as_tensor(indices)
+        return self.images[indices], self.labels[indices]
+
+
+class SharedOrderSampler(Sampler):
+    """Yields the batches of shared.data.batches for the current epoch: the TensorFlow side sees the same."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(batch_indices(self.n, self.batch_size, self.seed, self.epoch, self.shuffle))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
+def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
+    """batch_size=None: the sampler already yields whole batches, which the dataset indexes in one go."""
+    sampler = SharedOrderSampler(len(labels), batch_size, seed, shuffle)
+    return DataLoader(ArrayDataset(images, labels), sampler=sampler, batch_size=None)
