@@ -113,7 +113,9 @@ def environment(threads: int, in_process: bool) -> dict:
 
 def side_modules(side: str, task: str) -> SimpleNamespace:
     package = SIDE_PACKAGES[side]
-    modules = {"task": task, "runtime": "runtime", "weights": "weights", "train": "train"}
+    modules = {"task": task, "runtime": "runtime", "weights": "weights", "data": "data", "train": "train"}
+    if task == "unet":
+        modules.update(classifier="classifier", callbacks="callbacks")
     return SimpleNamespace(name=side, **{key: importlib.import_module(f"{package}.{module}")
                                          for key, module in modules.items()})
 

@@ -1,6 +1,12 @@
 """The callback protocol both sides' training loops call, and the callbacks that need no framework."""
 from __future__ import annotations
 
+import numpy as np
+from PIL import Image
+
+from shared.rle import RLEWriter
+from shared.tiles import tile_predict
+
 
 class Callback:
     """Hooks a training loop calls; `logs` holds plain Python floats (loss, dice, accuracy, ...)."""
@@ -46,3 +52,40 @@ class CallbackList(Callback):
     def on_train_end(self, logs=None):
         for callback in self.callbacks:
             callback.on_train_end(logs)
+
+
+class PredictionsSaverCallback(Callback):
+    """At the end of training: predicts every test photo, upsamples the probabilities to the photo's
+    original size, thresholds, run-length encodes, and streams the rows into a gzip CSV (never holding
+    all predictions in memory). `predict` maps (N, S, S, 3) images to (N, S_out, S_out) probabilities."""
+
+    def __init__(self, path, test_images, predict, threshold: float = 0.5, tile_in: int | None = None,
+                 tile_out: int | None = None, batch_size: int = 8):
+        self.path, self.test_images, self.predict = path, test_images, predict
+        self.threshold, self.batch_size = threshold, batch_size
+        self.tile_in, self.tile_out = tile_in, tile_out
+        self.rows = 0
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+        if self.tile_in is None or self.tile_in == self.tile_out:
+            return self.predict(images)
+        return np.stack([tile_predict(image, self.tile_in, self.tile_out, self.predict) for image in images])
+
+    def save(self):
+        with RLEWriter(self.path) as writer:
+            for start in range(0, len(self.test_images), self.batch_size):
+                batch = [self.test_images.get(i) for i in range(start, min(start + self.batch_size, len(self.test_images)))]
+                probabilities = self._probabilities(np.stack([image for image, _, _ in batch]))
+                for (_, name, size), probability in zip(batch, probabilities):
+                    writer.write(name, upsample(probability, size) > self.threshold)
+            self.rows = writer.rows
+        return self.path
+
+
+def upsample(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a (h, w) probability map to the photo's original (width, height)."""
+    image = Image.fromarray(np.asarray(probability, np.float32))  # float32 -> mode "F"
+    return np.asarray(image.resize(size, Image.BILINEAR))

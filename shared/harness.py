@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from shared import metrics, weights
-from shared.data import mnist
+from shared.callbacks import PredictionsSaverCallback
+from shared.data import carvana, mnist, synthetic_cars
 from shared.errors import UserError
 from shared.init import init_weights
 from shared.tasks import TaskSpec
@@ -79,7 +80,85 @@ def prepare_data(spec: TaskSpec, data_dir, download: bool) -> dict:
             data_dir = mnist.download_mnist()
         data = mnist.load_mnist(data_dir, seed=spec.seed, sample_size=spec.sample_size)
         return {"data_dir": None if data_dir is None else str(data_dir), "description": data.describe()}
-    raise UserError(f"task {spec.name!r} has no data loader yet")
+    if spec.name == "unet":
+        return prepare_carvana(spec, data_dir, download)
+    raise UserError(f"task {spec.name!r} has no data loader")
+
+
+def prepare_carvana(spec: TaskSpec, data_dir, download: bool) -> dict:
+    """The real Carvana files (a folder, its zips, or a download), or the generated synthetic-carvana set."""
+    if download:
+        data_dir = carvana.DatasetFetcher().download_dataset(carvana.default_download_dir())
+    if data_dir is None:
+        data_dir = synthetic_cars.synthetic_carvana(n_cars=spec.synthetic_cars, n_test_cars=spec.synthetic_test_cars,
+                                                    seed=spec.seed)
+        source = synthetic_cars.SOURCE_NAME
+    else:
+        source = "carvana"
+    layout = carvana.resolve_carvana(data_dir)
+    train, valid = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    if spec.sample_size is None and spec.validation_size == 0 and not train:
+        raise UserError(f"{data_dir}: no training photos")
+    carvana.read_pair(train[0])  # fail early, in one line, on an unreadable first pair
+    test = carvana.get_test_files(layout) if layout.test_dir is not None else []
+    description = {"source": source, "location": str(layout.root), "train": len(train), "valid": len(valid),
+                   "test": len(test), "cars": len({s.car for s in train + valid}),
+                   "image_size": spec.image_size, "mask_size": spec.output_size,
+                   "resize": "photos squeezed to a square (aspect ratio not kept), masks by nearest neighbour"}
+    return {"data_dir": str(data_dir), "description": description}
+
+
+def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) -> tuple[dict, np.ndarray]:
+    """Train the U-Net with the four callbacks, from the canonical initial weights; the probe is the
+    initial model's logits on the first validation (or training) batch."""
+    layout = carvana.resolve_carvana(data["data_dir"])
+    train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    pad = (spec.image_size - spec.output_size) // 2  # 0 for the padded U-Net
+    train_set = carvana.TrainImageDataset(train_samples, spec.output_size, augment=spec.augment, seed=spec.seed, pad=pad)
+    valid_set = (carvana.TrainImageDataset(valid_samples, spec.output_size, augment=False, seed=spec.seed, pad=pad)
+                 if valid_samples else None)
+    probe_set = valid_set or carvana.TrainImageDataset(train_samples, spec.output_size, seed=spec.seed, pad=pad)
+    probe_images = np.stack([probe_set.get(i)[0] for i in range(min(spec.batch_size, len(probe_set)))])
+
+    model = side.task.build(spec)
+    side.weights.load_weights(model, init_weights(weights.unet_layout(spec), spec.seed))
+    probe = side.classifier.forward(model, probe_images)
+
+    classifier = side.classifier.CarvanaClassifier(model, spec.epochs, spec)
+    train_loader = side.data.make_image_loader(train_set, spec.batch_size, spec.seed, True, spec.workers)
+    valid_loader = (side.data.make_image_loader(valid_set, spec.batch_size, spec.seed, False, spec.workers)
+                    if valid_set else None)
+    preview = [probe_set.get(i) for i in range(min(spec.preview_images, len(probe_set)))]
+    tensorboard = out_dir / "tensorboard"
+    saver = side.callbacks.ModelSaverCallback(model, out_dir / "model")
+    callbacks = [side.callbacks.TensorboardLoggerCallback(tensorboard, model, probe_images[:1]),
+                 side.callbacks.TensorboardVisualizerCallback(tensorboard, preview, classifier.predict, spec.threshold),
+                 saver]
+    test_files = carvana.get_test_files(layout) if layout.test_dir is not None else []
+    submission = None
+    if test_files:
+        submission = out_dir / "submit.csv.gz"
+        test_set = carvana.TestImageDataset(test_files, spec.output_size if pad else spec.image_size)
+        callbacks.append(PredictionsSaverCallback(submission, test_set, classifier.predict, spec.threshold,
+                                                  spec.image_size, spec.output_size, spec.batch_size))
+
+    history = classifier.train(train_loader, valid_loader, spec.epochs, callbacks)
+    preview_masks = classifier.predict(np.stack([image for image, _ in preview]))
+    np.savez_compressed(out_dir / "preview.npz", images=np.stack([image for image, _ in preview]),
+                        masks=np.stack([mask for _, mask in preview]), predicted=preview_masks)
+    final = history[-1]
+    result = {
+        "history": history,
+        "batch_losses": classifier.batch_losses,
+        "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if valid_set else {}),
+                    "train_dice": final["dice"], "train_loss": final["loss"],
+                    "parameters": side.weights.count_parameters(model)},
+        "timing": classifier.timer.summary(classifier.train_s),
+        "traces": getattr(classifier, "traces", None),
+        "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
+                      "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},
+    }
+    return result, probe
 
 
 def load_classifier_data(spec: TaskSpec, data: dict) -> SimpleNamespace:
@@ -121,7 +200,8 @@ def run_classifier(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=No
     return result, probe
 
 
-RUNNERS = {"neuron": run_neuron, "autograd": run_autograd, "mlp": run_classifier, "cnn": run_classifier}
+RUNNERS = {"neuron": run_neuron, "autograd": run_autograd, "mlp": run_classifier, "cnn": run_classifier,
+           "unet": run_unet}
 
 
 def run_task(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) -> tuple[dict, np.ndarray]:

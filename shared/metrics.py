@@ -32,3 +32,8 @@ def mean_dice(predicted: np.ndarray, truth: np.ndarray) -> float:
 def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Share of pixels on which two binary masks agree."""
     return float(np.mean((np.asarray(a) > 0.5) == (np.asarray(b) > 0.5)))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function (no overflow for large negative logits)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64))).astype(np.float32)

@@ -27,7 +27,7 @@ class Progress:
     def start_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         if self.verbose:
             self.bar = tqdm(total=batches, desc=f"{self.side} epoch {epoch}/{epochs}", file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, disable=None)  # no bar when not a terminal
 
     def update(self, **metrics: float) -> None:
         if self.bar is not None:

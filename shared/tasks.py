@@ -130,6 +130,57 @@ class UNetSpec(TaskSpec):
     validation_size: float = 0.2  # share of the cars held out for validation
     workers: int = 0  # data-loading workers per side
     depth: int = 4  # downsamplings
+    bn_eps: float = 1e-5  # PyTorch's default; Keras' own default (1e-3) would break parity
+    bn_momentum: float = 0.1  # PyTorch's convention (weight of the new batch); Keras gets 1 - this
+    augment: bool = True  # joint flip / shift-scale / HSV jitter of the training images
+    synthetic_cars: int = 16  # cars in the embedded dataset (16 photos each, Kaggle's 1918x1280)
+    synthetic_test_cars: int = 2  # cars in its test folder
+    preview_images: int = 4  # validation photos shown in TensorBoard and the report's grid
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant not in ("padded", "original"):
+            raise UserError(f"--variant must be padded or original, got {self.variant!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UserError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+        if not 0.0 <= self.validation_size < 1.0:
+            raise UserError(f"--validation-size must lie in [0, 1), got {self.validation_size}")
+        if self.workers < 0:
+            raise UserError(f"--workers must be 0 or more, got {self.workers}")
+        if self.variant == "padded" and self.image_size % 2**self.depth:
+            raise UserError(f"--image-size {self.image_size}: the padded U-Net needs a multiple of "
+                            f"{2**self.depth} (it halves the image {self.depth} times)")
+        if self.variant == "original" and unet_output_size(self.image_size, self.depth) is None:
+            raise UserError(f"--image-size {self.image_size}: the original U-Net needs a valid tile size, "
+                            f"such as {', '.join(map(str, valid_tile_sizes(self.depth)[:6]))} (or 572)")
+
+    @property
+    def output_size(self) -> int:
+        """Side of the predicted mask: the input side (padded) or the valid centre of the tile (original)."""
+        return self.image_size if self.variant == "padded" else unet_output_size(self.image_size, self.depth)
+
+
+def unet_output_size(input_size: int, depth: int) -> int | None:
+    """Output side of the original (valid-convolution) U-Net for an input tile, or None if the tile is invalid:
+    each level loses 4 pixels to two 3x3 convolutions and must have an even side before pooling."""
+    size = input_size
+    for _ in range(depth):
+        size -= 4
+        if size <= 0 or size % 2:
+            return None
+        size //= 2
+    size -= 4  # the bottleneck's two convolutions
+    if size <= 0:
+        return None
+    for _ in range(depth):
+        size = size * 2 - 4
+        if size <= 0:
+            return None
+    return size
+
+
+def valid_tile_sizes(depth: int, limit: int = 1024) -> list[int]:
+    return [size for size in range(1, limit) if unet_output_size(size, depth)]
 
 
 TASKS: dict[str, type[TaskSpec]] = {

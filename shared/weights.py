@@ -161,3 +161,28 @@ def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weig
              if k in weights and tuple(weights[k].shape) != tuple(layout[k].shape)]
     if missing or extra or wrong:
         raise DataError(source, f"weights do not match the model: missing {missing[:3]}, extra {extra[:3]}, shapes {wrong[:3]}")
+
+
+def unet_widths(base_filters: int, depth: int) -> list[int]:
+    """Channels per level: base, 2 base, 4 base, ... down to the bottleneck (depth + 1 levels)."""
+    return [base_filters * 2**level for level in range(depth + 1)]
+
+
+def double_conv(name: str, n_in: int, n_out: int) -> dict[str, Param]:
+    """conv3x3 - BN - ReLU, twice: the U-Net's building block."""
+    return {**conv2d(f"{name}.conv1", n_in, n_out, 3), **batch_norm(f"{name}.bn1", n_out),
+            **conv2d(f"{name}.conv2", n_out, n_out, 3), **batch_norm(f"{name}.bn2", n_out)}
+
+
+def unet_layout(spec) -> dict[str, Param]:
+    """enc1..enc{depth+1} down the contracting path, up{l}/dec{l} back up, head 1x1 to one logit.
+    The padded and the original (valid-convolution) variants share this layout."""
+    widths = unet_widths(spec.base_filters, spec.depth)
+    layout: dict[str, Param] = {}
+    for level, width in enumerate(widths, start=1):
+        layout.update(double_conv(f"enc{level}", 3 if level == 1 else widths[level - 2], width))
+    for level in range(spec.depth, 0, -1):
+        layout.update(conv_transpose2d(f"up{level}", widths[level], widths[level - 1], 2))
+        layout.update(double_conv(f"dec{level}", 2 * widths[level - 1], widths[level - 1]))
+    layout.update(conv2d("head", widths[0], 1, 1))
+    return layout

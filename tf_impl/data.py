@@ -40,3 +40,42 @@ class ArrayDataset:
 
 def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> ArrayDataset:
     return ArrayDataset(images, labels, batch_size, seed, shuffle)
+
+
+class ImageLoader:
+    """The shared TrainImageDataset as a tf.data pipeline: parallel map (numpy decode + augment, keyed by
+    (epoch, index) like the PyTorch side), batch, prefetch."""
+
+    def __init__(self, images, batch_size: int, seed: int, shuffle: bool, workers: int = 0):
+        self.images, self.batch_size, self.seed, self.shuffle = images, batch_size, seed, shuffle
+        self.workers = workers
+        image, mask = images.get(0, 0)
+        self.image_shape, self.mask_shape = image.shape, mask.shape + (1,)
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def batches(self, epoch: int) -> tf.data.Dataset:
+        def load(index):
+            image, mask = self.images.get(int(index), epoch)
+            return image, mask[..., None]  # (H, W, 3), (H, W, 1)
+
+        def load_op(index):
+            image, mask = tf.numpy_function(load, [index], [tf.float32, tf.float32])
+            return tf.ensure_shape(image, self.image_shape), tf.ensure_shape(mask, self.mask_shape)
+
+        order = epoch_order(len(self.images), self.seed, epoch, self.shuffle)
+        parallel = {"num_parallel_calls": self.workers, "deterministic": True} if self.workers else {}
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .map(load_op, **parallel)
+                .batch(self.batch_size)
+                .prefetch(tf.data.AUTOTUNE))
+
+    @property
+    def element_spec(self):
+        return (tf.TensorSpec((None, *self.image_shape), tf.float32), tf.TensorSpec((None, *self.mask_shape), tf.float32))
+
+
+def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> ImageLoader:
+    """Batches of (images (N, H, W, 3), masks (N, H, W, 1)); `workers` parallel map calls decode and augment."""
+    return ImageLoader(images, batch_size, seed, shuffle, workers)

@@ -62,6 +62,7 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) 
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+    optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
     callbacks, progress, timer = CallbackList(callbacks), Progress(verbose, "TensorFlow"), StepTimer()
     n_train, n_batches = len(data.train_labels), len(train_data)
 

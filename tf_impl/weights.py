@@ -14,10 +14,15 @@ from shared import weights as layouts
 from shared.weights import Weights
 
 
+# The layers whose weights have a canonical layout; containers (models, blocks) only hold them.
+CANONICAL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose,
+                    keras.layers.BatchNormalization)
+
+
 def named_layers(model: keras.Layer) -> dict[str, keras.Layer]:
-    """Every layer that owns weights, by its canonical name."""
-    return {layer.name: layer for layer in model._flatten_layers(include_self=False) if layer.weights
-            and not isinstance(layer, keras.Model)}
+    """Every layer that owns canonical weights, by its canonical name."""
+    return {layer.name: layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, CANONICAL_LAYERS)}
 
 
 def _to_keras(model, name: str, layer: keras.Layer, canonical: Weights) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shared.data.batches import batch_indices
+from shared.data.batches import batch_indices, epoch_order
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
@@ -49,3 +49,43 @@ def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: i
     """batch_size=None: the sampler already yields whole batches, which the dataset indexes in one go."""
     sampler = SharedOrderSampler(len(labels), batch_size, seed, shuffle)
     return DataLoader(ArrayDataset(images, labels), sampler=sampler, batch_size=None)
+
+
+class CarvanaDataset(Dataset):
+    """The shared TrainImageDataset as a torch Dataset; items are addressed by (epoch, index), so the
+    augmentation of a sample is the same in any worker process and on the TensorFlow side."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        image, mask = self.images.get(index, epoch)
+        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask[None])  # (3,H,W), (1,H,W)
+
+
+class EpochSampler(Sampler):
+    """(epoch, index) keys in the shared numpy order of each epoch. It takes the place of RandomSampler /
+    SequentialSampler, whose torch-generated order the TensorFlow side could not reproduce."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter([(self.epoch, int(index)) for index in epoch_order(self.n, self.seed, self.epoch, self.shuffle)])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
+    """Batches of (images (N, 3, H, W), masks (N, 1, H, W)); workers decode and augment in parallel."""
+    return DataLoader(CarvanaDataset(images), batch_size=batch_size, sampler=EpochSampler(len(images), seed, shuffle),
+                      num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from shared.tiles import mirror_pad
 from shared.data.augment import random_augment
 from shared.data.batches import epoch_rng
 from shared.errors import DataError, UserError
@@ -101,6 +102,11 @@ def _find_file(top: Path, name: str) -> Path | None:
 
 def _cache_root() -> Path:
     return Path(os.environ.get("TWINNETS_CACHE") or Path.home() / ".cache" / "twinnets")
+
+
+def default_download_dir() -> Path:
+    """Where --download puts Kaggle's zips: <cache>/carvana-download."""
+    return _cache_root() / "carvana-download"
 
 
 def _extract_bases(data_dir: Path) -> list[Path]:
@@ -547,9 +553,10 @@ class TrainImageDataset:
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: int, augment: bool = False, seed: int = 0,
-                 cache_bytes: int = CACHE_BUDGET_BYTES):
+                 cache_bytes: int = CACHE_BUDGET_BYTES, pad: int = 0):
         if image_size <= 0:
             raise UserError(f"--image-size must be positive, got {image_size}")
+        self.pad = pad  # mirror border added to the photo only: the original U-Net's overlap-tile input
         self.samples = list(samples)
         self.image_size = int(image_size)
         self.augment = augment
@@ -578,6 +585,8 @@ class TrainImageDataset:
         mask = mask_u8.astype(np.float32)  # (S, S)
         if self.augment:
             image, mask = random_augment(image, mask, epoch_rng(self.seed, epoch, index))
+        if self.pad:
+            image = mirror_pad(image, self.pad)  # (S + 2 pad, S + 2 pad, 3); the mask stays (S, S)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -491,6 +491,7 @@ def load_mnist(
             test_labels=data.test_labels,
             source=data.source,
             location=data.location,
+            note=data.note,
         )
     return data
 

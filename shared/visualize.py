@@ -1,0 +1,23 @@
+"""Pictures of masks in numpy, shared by both sides' TensorBoard callbacks and the report."""
+from __future__ import annotations
+
+import numpy as np
+
+OVERLAY_COLOR = np.array([1.0, 0.2, 0.2], np.float32)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The photo with the mask tinted red: (H, W, 3) float in [0, 1]."""
+    mask = (np.asarray(mask) > 0.5)[..., None]
+    return np.where(mask, (1 - alpha) * image + alpha * OVERLAY_COLOR, image).astype(np.float32)
+
+
+def mask_panel(image: np.ndarray, true_mask: np.ndarray, predicted: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """image | true mask | predicted mask | overlay of the prediction, side by side: (H, 4W, 3) uint8.
+    A photo larger than the masks (the original U-Net's mirrored border) is cropped to its centre."""
+    size = true_mask.shape[0]
+    border = (image.shape[0] - size) // 2
+    image = image[border:border + size, border:border + size]
+    binary = (predicted > threshold).astype(np.float32)
+    panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1), overlay(image, binary)]
+    return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)

@@ -1,0 +1,88 @@
+"""The training callbacks that need TensorFlow: TensorBoard through tf.summary, and model saving;
+twin of torch_impl/callbacks.py (PredictionsSaverCallback needs no framework: shared/callbacks.py)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shared.callbacks import Callback
+from shared.visualize import mask_panel
+from shared.weights import save_weights
+from tf_impl.weights import export_weights
+
+
+class TensorboardLoggerCallback(Callback):
+    """Train and validation loss and Dice per epoch, and the model graph, with tf.summary."""
+
+    def __init__(self, log_dir: str | os.PathLike, model: keras.Model | None = None,
+                 example: np.ndarray | None = None):
+        self.log_dir, self.model, self.example = Path(log_dir), model, example
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(str(self.log_dir))
+        if self.model is not None and self.example is not None:
+            signature = tf.TensorSpec((None, *self.example.shape[1:]), tf.float32)
+            graph = tf.function(lambda x: self.model(x, training=False)).get_concrete_function(signature).graph
+            with self.writer.as_default():
+                tf.summary.graph(graph)  # the static graph, as the TensorBoard Graphs tab shows it
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch):
+            for key in ("loss", "dice"):
+                for split, name in (("train", key), ("valid", f"val_{key}")):
+                    if name in logs:
+                        tf.summary.scalar(f"{key}/{split}", logs[name])
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class TensorboardVisualizerCallback(Callback):
+    """Per epoch, a few validation photos with the true mask, the predicted mask and an overlay."""
+
+    def __init__(self, log_dir: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray]], predict,
+                 threshold: float = 0.5):
+        self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.samples:
+            return
+        images = np.stack([image for image, _ in self.samples])
+        probabilities = self.predict(images)
+        writer = tf.summary.create_file_writer(str(self.log_dir))
+        with writer.as_default(step=epoch):
+            for i, ((image, mask), predicted) in enumerate(zip(self.samples, probabilities)):
+                panel = mask_panel(image, mask, predicted, self.threshold)
+                tf.summary.image(f"validation/{i}: photo | true | predicted | overlay", panel[None])
+        writer.close()
+
+
+class ModelSaverCallback(Callback):
+    """After every epoch: the model as `<stem>.keras` and the canonical `<stem>.safetensors`, each atomically."""
+
+    def __init__(self, model: keras.Model, path_stem: str | os.PathLike):
+        self.model, self.stem = model, Path(path_stem)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self) -> dict:
+        self.stem.parent.mkdir(parents=True, exist_ok=True)
+        native = self.stem.with_suffix(".keras")
+        fd, tmp = tempfile.mkstemp(dir=native.parent, prefix=f".{native.stem}.", suffix=".keras")  # Keras wants .keras
+        os.close(fd)
+        try:
+            self.model.save(tmp)
+            os.replace(tmp, native)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
+        return {"model": str(native), "checkpoint": str(canonical)}

@@ -1,0 +1,138 @@
+"""CarvanaClassifier: trains, validates and predicts with a U-Net in TensorFlow; the train step is one
+tf.function (GradientTape, apply_gradients) traced once and replayed; twin of torch_impl/classifier.py."""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shared.callbacks import CallbackList
+from shared.metrics import sigmoid
+from shared.progress import Progress
+from shared.timing import StepTimer
+from tf_impl.data import to_tensor_images
+from tf_impl.weights import canonical_gradients
+
+
+def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
+    """Binary cross-entropy from logits + (1 - soft Dice), the Dice taken per image and averaged."""
+    bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=masks, logits=logits))
+    batch = tf.shape(logits)[0]
+    probabilities, truth = tf.reshape(tf.sigmoid(logits), (batch, -1)), tf.reshape(masks, (batch, -1))
+    soft_dice = ((2 * tf.reduce_sum(probabilities * truth, 1) + smooth)
+                 / (tf.reduce_sum(probabilities, 1) + tf.reduce_sum(truth, 1) + smooth))
+    return bce + (1 - tf.reduce_mean(soft_dice))
+
+
+def dice_score(logits: tf.Tensor, masks: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Mean Dice of the thresholded predictions; an empty prediction of an empty mask scores 1."""
+    batch = tf.shape(logits)[0]
+    predicted = tf.reshape(tf.cast(tf.sigmoid(logits) > threshold, tf.float32), (batch, -1))
+    truth = tf.reshape(masks, (batch, -1))
+    total = tf.reduce_sum(predicted, 1) + tf.reduce_sum(truth, 1)
+    return tf.reduce_mean(tf.where(total > 0, 2 * tf.reduce_sum(predicted * truth, 1) / tf.maximum(total, 1.0),
+                                   tf.ones_like(total)))
+
+
+def forward(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Logits (N, H, W, 1) for canonical NHWC images, BatchNorm in inference mode."""
+    return model(to_tensor_images(images), training=False).numpy()
+
+
+def gradients(model: keras.Model, images: np.ndarray, masks: np.ndarray) -> tuple[float, dict]:
+    """Loss and d(loss)/d(parameter) by canonical name for one batch, BatchNorm in training mode."""
+    with tf.GradientTape() as tape:
+        loss = bce_dice_loss(model(to_tensor_images(images), training=True), to_tensor_images(masks))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return float(loss), canonical_gradients(model, {id(v): g.numpy() for v, g in zip(model.trainable_variables, grads)})
+
+
+def make_optimizer(model: keras.Model, spec) -> keras.optimizers.Optimizer:
+    if spec.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=spec.lr, epsilon=1e-8)  # PyTorch's epsilon
+    return keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+
+
+class CarvanaClassifier:
+    """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+
+    def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True):
+        self.net, self.epochs, self.spec = net, epochs, spec
+        self.optimizer = make_optimizer(net, spec)
+        self.progress = Progress(verbose, "TensorFlow")
+        self.timer = StepTimer()
+        self.batch_losses: list[float] = []
+        self.train_s = 0.0
+        self._train_step = self._eval_step = None
+
+    def _compile(self, element_spec) -> None:
+        """One graph for each step; the batch dimension is None, so a smaller last batch does not retrace."""
+
+        @tf.function(input_signature=element_spec)
+        def train_step(images, masks):
+            with tf.GradientTape() as tape:
+                logits = self.net(images, training=True)
+                loss = bce_dice_loss(logits, masks)
+            grads = tape.gradient(loss, self.net.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.net.trainable_variables))
+            return loss, dice_score(logits, masks, self.spec.threshold)
+
+        @tf.function(input_signature=element_spec)
+        def eval_step(images, masks):
+            logits = self.net(images, training=False)
+            return bce_dice_loss(logits, masks), dice_score(logits, masks, self.spec.threshold)
+
+        self._train_step, self._eval_step = train_step, eval_step
+
+    def train_step(self, images: tf.Tensor, masks: tf.Tensor) -> tuple[float, float]:
+        loss, dice = self._train_step(images, masks)
+        return float(loss), float(dice)  # the host copies wait for the step to finish
+
+    def validate(self, valid_loader) -> dict:
+        """Loss and thresholded Dice over the validation set, averaged per image."""
+        if self._eval_step is None:
+            self._compile(valid_loader.element_spec)
+        losses, dices, counts = [], [], []
+        for images, masks in valid_loader.batches(0):
+            loss, dice = self._eval_step(images, masks)
+            losses.append(float(loss)), dices.append(float(dice)), counts.append(int(images.shape[0]))
+        return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
+
+    def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
+        callbacks = CallbackList(callbacks)
+        self._compile(train_loader.element_spec)
+        history = []
+        callbacks.on_train_begin()
+        for epoch in range(1, (epochs or self.epochs) + 1):
+            self.progress.start_epoch(epoch, epochs or self.epochs, len(train_loader))
+            callbacks.on_epoch_begin(epoch)
+            start, losses, dices, counts = time.perf_counter(), [], [], []
+            for images, masks in train_loader.batches(epoch):
+                with self.timer.step(int(images.shape[0])):
+                    loss, dice = self.train_step(images, masks)
+                losses.append(loss), dices.append(dice), counts.append(int(images.shape[0]))
+                self.batch_losses.append(loss)
+                self.progress.update(loss=loss, dice=dice)
+                callbacks.on_batch_end(len(self.batch_losses), {"loss": loss, "dice": dice})
+            self.train_s += time.perf_counter() - start
+            self.progress.end_epoch()
+            logs = {"epoch": epoch, "loss": float(np.average(losses, weights=counts)),
+                    "dice": float(np.average(dices, weights=counts))}
+            if valid_loader is not None:
+                logs.update(self.validate(valid_loader))
+            self.progress.write("TensorFlow epoch {epoch}: ".format(epoch=epoch)
+                                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
+            history.append(logs)
+            callbacks.on_epoch_end(epoch, logs)
+        callbacks.on_train_end({"history": history})
+        return history
+
+    @property
+    def traces(self) -> int:
+        return self._train_step.experimental_get_tracing_count() if self._train_step else 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, H_out, W_out) for canonical NHWC images."""
+        return sigmoid(forward(self.net, images)[..., 0])

@@ -1,0 +1,98 @@
+"""The U-Net (padded, and Ronneberger's original with valid convolutions) as Keras models; twin of torch_impl/unet.py."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from shared.weights import unet_widths
+
+
+class BatchNorm(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization with PyTorch's running statistics: both normalise a training batch with its
+    biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var."""
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if not training:
+            return super().call(x, training=False)
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])  # per channel, over N, H, W
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+        self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
+        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+
+
+class DoubleConv(keras.layers.Layer):
+    """(conv3x3 -> BatchNorm -> ReLU) twice; padding 'same' keeps the size, 'valid' loses 2 pixels per conv."""
+
+    def __init__(self, n_out: int, padding: str, bn_eps: float, bn_momentum: float, name: str):
+        super().__init__(name=name)
+        # Keras' momentum weighs the old running statistics; PyTorch's weighs the new batch.
+        self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}.conv1")
+        self.bn1 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}.bn1")
+        self.conv2 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}.conv2")
+        self.bn2 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}.bn2")
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        x = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        return tf.nn.relu(self.bn2(self.conv2(x), training=training))
+
+
+def center_crop(skip: tf.Tensor, size) -> tf.Tensor:
+    """The original U-Net crops the encoder's larger feature map to the decoder's size before concatenating."""
+    top = (skip.shape[1] - size[0]) // 2
+    left = (skip.shape[2] - size[1]) // 2
+    return skip[:, top:top + size[0], left:left + size[1], :]
+
+
+class UNet(keras.Model):
+    """Contracting path enc1..enc{depth+1} with 2x2 max-pooling, expanding path up{l} (2x2 transposed conv)
+    + skip + dec{l}, and a 1x1 head to one logit per pixel."""
+
+    def __init__(self, base_filters: int, depth: int, padding: str, bn_eps: float, bn_momentum: float):
+        super().__init__(name="unet")
+        widths = unet_widths(base_filters, depth)
+        self.depth = depth
+        for level, width in enumerate(widths, start=1):
+            setattr(self, f"enc{level}", DoubleConv(width, padding, bn_eps, bn_momentum, name=f"enc{level}"))
+        for level in range(depth, 0, -1):
+            setattr(self, f"up{level}", keras.layers.Conv2DTranspose(widths[level - 1], 2, strides=2,
+                                                                     name=f"up{level}"))
+            setattr(self, f"dec{level}", DoubleConv(widths[level - 1], padding, bn_eps, bn_momentum,
+                                                    name=f"dec{level}"))
+        self.head = keras.layers.Conv2D(1, 1, name="head")
+        self.pool = keras.layers.MaxPooling2D(2)
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        skips = []
+        for level in range(1, self.depth + 1):  # (N, H, W, 3) -> ... halving H, W at each level
+            x = getattr(self, f"enc{level}")(x, training=training)
+            skips.append(x)
+            x = self.pool(x)
+        x = getattr(self, f"enc{self.depth + 1}")(x, training=training)  # the bottleneck
+        for level in range(self.depth, 0, -1):  # doubling H, W back up
+            x = getattr(self, f"up{level}")(x)
+            skip = center_crop(skips[level - 1], x.shape[1:3])
+            x = getattr(self, f"dec{level}")(tf.concat([skip, x], axis=-1), training=training)
+        return self.head(x)  # (N, H_out, W_out, 1) logits
+
+
+class UNetOriginal(UNet):
+    """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
+
+    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+        super().__init__(base_filters, depth, padding="valid", bn_eps=bn_eps, bn_momentum=bn_momentum)
+
+
+class UNetPadded(UNet):
+    """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
+
+    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+        super().__init__(base_filters, depth, padding="same", bn_eps=bn_eps, bn_momentum=bn_momentum)
+
+
+def build(spec) -> UNet:
+    """Keras creates weights on the first call; the harness then loads the canonical weights."""
+    variant = UNetPadded if spec.variant == "padded" else UNetOriginal
+    model = variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
+    model(tf.zeros((1, spec.image_size, spec.image_size, 3)))
+    return model

@@ -1,0 +1,92 @@
+"""The training callbacks that need PyTorch: TensorBoard through torch.utils.tensorboard, and model saving;
+twin of tf_impl/callbacks.py (PredictionsSaverCallback needs no framework: shared/callbacks.py)."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# TensorBoard's writer imports TensorFlow when it can find it; its own marker module says "no TensorFlow
+# here", which keeps TensorFlow out of the PyTorch process (fair timing, clean memory, no import boundary leak).
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from shared.callbacks import Callback
+from shared.visualize import mask_panel
+from shared.weights import save_weights
+from torch_impl.data import to_tensor_images
+from torch_impl.weights import export_weights
+
+
+class TensorboardLoggerCallback(Callback):
+    """Train and validation loss and Dice per epoch, and the model graph, with PyTorch's SummaryWriter."""
+
+    def __init__(self, log_dir: str | os.PathLike, model: torch.nn.Module | None = None,
+                 example: np.ndarray | None = None):
+        self.log_dir, self.model, self.example = Path(log_dir), model, example
+        self.writer: SummaryWriter | None = None
+
+    def on_train_begin(self, logs=None):
+        self.writer = SummaryWriter(str(self.log_dir))
+        if self.model is not None and self.example is not None:
+            self.model.eval()
+            with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns that it is deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                self.writer.add_graph(self.model, to_tensor_images(self.example))
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "dice"):
+            values = {split: logs[name] for split, name in (("train", key), ("valid", f"val_{key}")) if name in logs}
+            self.writer.add_scalars(key, values, epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class TensorboardVisualizerCallback(Callback):
+    """Per epoch, a few validation photos with the true mask, the predicted mask and an overlay."""
+
+    def __init__(self, log_dir: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray]], predict,
+                 threshold: float = 0.5):
+        self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.samples:
+            return
+        images = np.stack([image for image, _ in self.samples])
+        probabilities = self.predict(images)
+        with SummaryWriter(str(self.log_dir)) as writer:
+            for i, ((image, mask), predicted) in enumerate(zip(self.samples, probabilities)):
+                panel = mask_panel(image, mask, predicted, self.threshold)
+                writer.add_image(f"validation/{i}: photo | true | predicted | overlay", panel, epoch, dataformats="HWC")
+
+
+class ModelSaverCallback(Callback):
+    """After every epoch: the state_dict as `<stem>.pt` and the canonical `<stem>.safetensors`, each atomically."""
+
+    def __init__(self, model: torch.nn.Module, path_stem: str | os.PathLike):
+        self.model, self.stem = model, Path(path_stem)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self) -> dict:
+        self.stem.parent.mkdir(parents=True, exist_ok=True)
+        native = self.stem.with_suffix(".pt")
+        fd, tmp = tempfile.mkstemp(dir=native.parent, prefix=f".{native.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.model.state_dict(), tmp)
+            os.replace(tmp, native)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
+        return {"model": str(native), "checkpoint": str(canonical)}

@@ -1,0 +1,120 @@
+"""CarvanaClassifier: trains, validates and predicts with a U-Net in PyTorch, the explicit eager loop
+(zero_grad, forward, backward, step); twin of tf_impl/classifier.py."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared.callbacks import CallbackList
+from shared.metrics import sigmoid
+from shared.progress import Progress
+from shared.timing import StepTimer
+from torch_impl.data import to_tensor_images
+from torch_impl.weights import SKIPPED
+
+
+def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy from logits + (1 - soft Dice), the Dice taken per image and averaged."""
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, masks)
+    probabilities, truth = torch.sigmoid(logits).flatten(1), masks.flatten(1)
+    soft_dice = (2 * (probabilities * truth).sum(1) + smooth) / (probabilities.sum(1) + truth.sum(1) + smooth)
+    return bce + (1 - soft_dice.mean())
+
+
+def dice_score(logits: torch.Tensor, masks: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mean Dice of the thresholded predictions; an empty prediction of an empty mask scores 1."""
+    predicted, truth = (torch.sigmoid(logits) > threshold).float().flatten(1), masks.flatten(1)
+    total = predicted.sum(1) + truth.sum(1)
+    return torch.where(total > 0, 2 * (predicted * truth).sum(1) / total.clamp(min=1), torch.ones_like(total)).mean()
+
+
+def forward(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Logits (N, H, W, 1) for canonical NHWC images, BatchNorm in inference mode."""
+    model.eval()
+    with torch.no_grad():
+        return model(to_tensor_images(images)).permute(0, 2, 3, 1).numpy()
+
+
+def gradients(model: nn.Module, images: np.ndarray, masks: np.ndarray) -> tuple[float, dict]:
+    """Loss and d(loss)/d(parameter) by canonical name for one batch, BatchNorm in training mode."""
+    model.train()
+    model.zero_grad()
+    loss = bce_dice_loss(model(to_tensor_images(images)), to_tensor_images(masks))
+    loss.backward()
+    return loss.item(), {name: p.grad.numpy().copy() for name, p in model.named_parameters()
+                         if not name.endswith(SKIPPED)}
+
+
+def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=spec.lr)
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
+
+
+class CarvanaClassifier:
+    """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+
+    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True):
+        self.net, self.epochs, self.spec = net, epochs, spec
+        self.optimizer = make_optimizer(net, spec)
+        self.progress = Progress(verbose, "PyTorch")
+        self.timer = StepTimer()
+        self.batch_losses: list[float] = []
+        self.train_s = 0.0
+
+    def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+        self.optimizer.zero_grad()
+        logits = self.net(images)
+        loss = bce_dice_loss(logits, masks)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), dice_score(logits.detach(), masks, self.spec.threshold).item()
+
+    def validate(self, valid_loader) -> dict:
+        """Loss and thresholded Dice over the validation set, averaged per image."""
+        self.net.eval()
+        losses, dices, counts = [], [], []
+        with torch.no_grad():
+            for images, masks in valid_loader:
+                logits = self.net(images)
+                losses.append(bce_dice_loss(logits, masks).item())
+                dices.append(dice_score(logits, masks, self.spec.threshold).item())
+                counts.append(len(images))
+        return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
+
+    def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
+        callbacks = CallbackList(callbacks)
+        history = []
+        callbacks.on_train_begin()
+        for epoch in range(1, (epochs or self.epochs) + 1):
+            self.net.train()
+            train_loader.sampler.set_epoch(epoch)
+            self.progress.start_epoch(epoch, epochs or self.epochs, len(train_loader))
+            callbacks.on_epoch_begin(epoch)
+            start, losses, dices, counts = time.perf_counter(), [], [], []
+            for images, masks in train_loader:
+                with self.timer.step(len(images)):
+                    loss, dice = self.train_step(images, masks)
+                losses.append(loss), dices.append(dice), counts.append(len(images))
+                self.batch_losses.append(loss)
+                self.progress.update(loss=loss, dice=dice)
+                callbacks.on_batch_end(len(self.batch_losses), {"loss": loss, "dice": dice})
+            self.train_s += time.perf_counter() - start
+            self.progress.end_epoch()
+            logs = {"epoch": epoch, "loss": float(np.average(losses, weights=counts)),
+                    "dice": float(np.average(dices, weights=counts))}
+            if valid_loader is not None:
+                logs.update(self.validate(valid_loader))
+            self.progress.write("PyTorch epoch {epoch}: " .format(epoch=epoch)
+                                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
+            history.append(logs)
+            callbacks.on_epoch_end(epoch, logs)
+        callbacks.on_train_end({"history": history})
+        return history
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (N, H_out, W_out) for canonical NHWC images."""
+        return sigmoid(forward(self.net, images)[..., 0])
