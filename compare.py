@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from shared import harness, report
+from shared import harness, metrics, report
 from shared.errors import UserError
 from shared.tasks import TASKS, make_spec
 
@@ -122,7 +122,7 @@ def side_modules(side: str, task: str) -> SimpleNamespace:
 
 def run_side(side: str, job: dict) -> dict:
     """Run the job on one side in this process; writes <out>/<side>/result.json and probe.npy."""
-    spec = make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+    spec = job_spec(job)
     out = Path(job["out"]) / side
     out.mkdir(parents=True, exist_ok=True)
     modules = side_modules(side, job["task"])
@@ -135,19 +135,32 @@ def run_side(side: str, job: dict) -> dict:
     return result
 
 
-def worker_main(side: str, job_path: str) -> int:
+def job_spec(job: dict):
+    return make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+
+
+def agree_side(side: str, job: dict) -> None:
+    """Predict the agreement images with the reference side's trained weights: <out>/<side>/agreement.npy."""
+    spec = job_spec(job)
+    modules = side_modules(side, job["task"])
+    modules.runtime.configure(job["threads"], spec.seed)
+    masks = harness.predict_with_weights(modules, spec, job["data"], Path(job["reference_weights"]))
+    np.save(Path(job["out"]) / side / "agreement.npy", masks)
+
+
+def worker_main(mode: str, side: str, job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     try:
-        run_side(side, job)
+        (agree_side if mode == "--agree" else run_side)(side, job)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
     return 0
 
 
-def launch(side: str, job: dict, job_path: Path) -> None:
+def launch(side: str, job_path: Path, mode: str = "--worker") -> None:
     """A fresh Python process per side: fair timing, no shared threads, clean memory figures."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", side, str(job_path)]
+    command = [sys.executable, str(Path(__file__).resolve()), mode, side, str(job_path)]
     completed = subprocess.run(command, cwd=Path(__file__).resolve().parent)
     if completed.returncode == 2:
         raise SystemExit(2)  # the worker already printed its one-line error
@@ -173,8 +186,11 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
         if args.in_process:
             run_side(side, job)
         else:
-            launch(side, job, job_path)
+            launch(side, job_path)
     frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in sides}
+    agreement = None
+    if spec.name == "unet" and len(sides) == 2:
+        agreement = mask_agreement(args, job, job_path, frameworks, sides)
     results = {
         "task": spec.name,
         "data": (data or {}).get("description", {"source": "none"}),
@@ -184,12 +200,29 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
         "frameworks": frameworks,
         "wall_s": time.perf_counter() - started,
     }
+    if agreement is not None:
+        results["agreement"] = agreement
     report.write_reports(out, results)
     os.unlink(job_path)
     print()
     print(report.table(results))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots")
     return results
+
+
+def mask_agreement(args, job: dict, job_path: Path, frameworks: dict, sides: list[str]) -> dict:
+    """Share of validation pixels on which the two sides' masks agree: once with the same weights (the
+    TensorFlow side's trained ones, loaded into both), once for each side's own trained model."""
+    out = Path(job["out"])
+    job = {**job, "reference_weights": frameworks["tf"]["artifacts"]["checkpoint"]}
+    report.write_json(job_path, job)
+    print("== both sides predict with the same (TensorFlow-trained) weights ==", flush=True)
+    for side in sides:
+        agree_side(side, job) if args.in_process else launch(side, job_path, "--agree")
+    same = [np.load(out / side / "agreement.npy") for side in sides]
+    own = [np.load(out / side / "preview.npz")["predicted"] > job_spec(job).threshold for side in sides]
+    return {"same_weights": metrics.pixel_agreement(*same), "own_weights_preview": metrics.pixel_agreement(*own),
+            "pixels": int(same[0].size), "reference": "tf"}
 
 
 def parity(task: str, out: Path, sides: list[str]) -> dict:
@@ -206,8 +239,8 @@ def parity(task: str, out: Path, sides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] == ["--worker"]:
-        return worker_main(argv[1], argv[2])
+    if argv[:1] in (["--worker"], ["--agree"]):
+        return worker_main(argv[0], argv[1], argv[2])
     try:
         args, spec, sides = parse_args(argv)
         compare(args, spec, sides)

@@ -128,7 +128,8 @@ def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) ->
     train_loader = side.data.make_image_loader(train_set, spec.batch_size, spec.seed, True, spec.workers)
     valid_loader = (side.data.make_image_loader(valid_set, spec.batch_size, spec.seed, False, spec.workers)
                     if valid_set else None)
-    preview = [probe_set.get(i) for i in range(min(spec.preview_images, len(probe_set)))]
+    # Spread over the set, so the preview shows several cars rather than the angles of one.
+    preview = [probe_set.get(int(i)) for i in np.unique(np.linspace(0, len(probe_set) - 1, spec.preview_images).round())]
     tensorboard = out_dir / "tensorboard"
     saver = side.callbacks.ModelSaverCallback(model, out_dir / "model")
     callbacks = [side.callbacks.TensorboardLoggerCallback(tensorboard, model, probe_images[:1]),
@@ -198,6 +199,26 @@ def run_classifier(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=No
         "artifacts": {"checkpoint": str(checkpoint)},
     }
     return result, probe
+
+
+def agreement_images(spec: TaskSpec, data: dict) -> np.ndarray:
+    """The validation photos (or the first training batch without validation), as the U-Net's input."""
+    layout = carvana.resolve_carvana(data["data_dir"], include_test=False)
+    train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    samples = valid_samples or train_samples[:spec.batch_size]
+    dataset = carvana.TrainImageDataset(samples, spec.output_size, seed=spec.seed,
+                                        pad=(spec.image_size - spec.output_size) // 2)
+    return np.stack([dataset.get(i)[0] for i in range(len(dataset))])
+
+
+def predict_with_weights(side: SimpleNamespace, spec: TaskSpec, data: dict, weights_path: Path) -> np.ndarray:
+    """Masks this side predicts for the agreement images when it runs the given canonical weights."""
+    model = side.task.build(spec)
+    side.weights.load_weights(model, weights.load_weights_file(weights_path))
+    images = agreement_images(spec, data)
+    logits = np.concatenate([side.classifier.forward(model, images[i:i + spec.batch_size])
+                             for i in range(0, len(images), spec.batch_size)])
+    return (metrics.sigmoid(logits[..., 0]) > spec.threshold).astype(np.uint8)
 
 
 RUNNERS = {"neuron": run_neuron, "autograd": run_autograd, "mlp": run_classifier, "cnn": run_classifier,

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from shared.atomic import atomic_path
 
 SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
 SIDE_COLORS = {"tf": "tab:orange", "torch": "tab:blue"}
@@ -18,17 +18,9 @@ SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
 
 def write_atomic(path: Path, text: str | bytes) -> Path:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode() if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(text.encode() if isinstance(text, str) else text)
+    return Path(path)
 
 
 def _jsonable(value):
@@ -56,17 +48,12 @@ def save_figure(figure, path: Path) -> Path:
     """Save a matplotlib figure atomically as PNG and close it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, dpi=110, bbox_inches="tight")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def _pyplot():
@@ -170,6 +157,51 @@ def plot_confusion(results: dict, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def plot_curves(results: dict, path: Path) -> Path:
+    """Loss and Dice per epoch, train and validation, both sides on the same axes."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, key in zip(axes, ("loss", "dice")):
+        for side, result in results["frameworks"].items():
+            history = result["history"]
+            epochs = [h["epoch"] for h in history]
+            axis.plot(epochs, [h[key] for h in history], label=f"{SIDE_NAMES[side]} train", **SIDE_STYLES[side])
+            if history and f"val_{key}" in history[0]:
+                axis.plot(epochs, [h[f"val_{key}"] for h in history], label=f"{SIDE_NAMES[side]} validation",
+                          linestyle=":", marker="o", markersize=3, **SIDE_STYLES[side])
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(key)
+        axis.set_title(f"{key} per epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def plot_mask_grid(results: dict, out: Path, path: Path) -> Path:
+    """Validation photos, their true masks and each side's predicted mask, one row per photo."""
+    plt = _pyplot()
+    sides = list(results["frameworks"])
+    previews = {side: np.load(out / side / "preview.npz") for side in sides}
+    first = previews[sides[0]]
+    rows = len(first["images"])
+    columns = ["photo", "true mask", *[f"{SIDE_NAMES[s]} mask" for s in sides]]
+    figure, axes = plt.subplots(rows, len(columns), figsize=(2.4 * len(columns), 2.4 * rows), squeeze=False)
+    threshold = results["config"].get("threshold", 0.5)
+    for row in range(rows):
+        size = first["masks"][row].shape[0]
+        border = (first["images"][row].shape[0] - size) // 2
+        pictures = [first["images"][row][border:border + size, border:border + size], first["masks"][row],
+                    *[previews[s]["predicted"][row] > threshold for s in sides]]
+        for column, picture in enumerate(pictures):
+            axis = axes[row][column]
+            axis.imshow(picture, cmap=None if picture.ndim == 3 else "gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column], fontsize=9)
+    return save_figure(figure, path)
+
+
 # ---- tables and markdown -----------------------------------------------------------------------------------
 
 def _format(value) -> str:
@@ -217,6 +249,9 @@ def table(results: dict) -> str:
     if parity and parity.get("max_abs_diff") is not None:
         verdict = "PASSED" if parity["passed"] else "FAILED"
         lines.append(f"parity: max |tf - torch| = {parity['max_abs_diff']:.3e} (tolerance {parity['tolerance']:.0e}): {verdict}")
+    agreement = results.get("agreement")
+    if agreement:
+        lines.append(f"mask agreement with the same weights: {100 * agreement['same_weights']:.3f}% of pixels")
     return "\n".join(lines)
 
 
@@ -269,6 +304,11 @@ EXPLANATIONS = {
     "mlp": "The 784-200-200-10 classifier (ReLU, log_softmax + NLL loss, SGD lr 0.01 momentum 0.9, batch 200). "
            "Both sides load the same canonical initial weights and see the same batches in the same order, so "
            "their per-batch loss curves lie on top of each other until float rounding makes them drift apart.",
+    "unet": "A U-Net learns the car mask of each photo (BCE + soft Dice loss; Dice of the 0.5-thresholded "
+            "prediction as the metric). Both sides start from the same canonical weights and see the same "
+            "augmented batches in the same order; the TensorFlow step is one traced tf.function, the PyTorch step "
+            "the eager loop. Each side writes TensorBoard logs, its model in its own format and the canonical "
+            "safetensors, and a Kaggle run-length submission (submit.csv.gz) for the test photos.",
     "cnn": "A small CNN (conv 5x5 32, pool, conv 5x5 64, pool, fc 3136-1000, fc 1000-10, log_softmax + NLL). "
            "Both sides load the same canonical initial weights (Keras' first Dense gets its rows permuted, because "
            "Flatten on NHWC orders features (H, W, C) where PyTorch's order is (C, H, W)) and see identical batches.",
@@ -304,6 +344,29 @@ def _classifier_extra(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _unet_extra(results: dict) -> str:
+    config, data = results["config"], results.get("data", {})
+    lines = [f"Model: the {config['variant']} U-Net, base width {config['base_filters']}, input "
+             f"{config['image_size']}x{config['image_size']}; {data.get('train')} training and {data.get('valid')} "
+             f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
+             f"Optimiser {config['optimizer']} lr {config['lr']}"
+             + (f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else "")
+             + f", batch {config['batch_size']}, {config['epochs']} epochs. Full size is one flag away: "
+             "`--image-size 1024 --base-filters 64 --sample-size ...`."]
+    agreement = results.get("agreement")
+    if agreement:
+        lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "
+                      f"**{100 * agreement['same_weights']:.3f}%** of {agreement['pixels']:,} validation pixels. "
+                      f"Each side's own trained model: {100 * agreement['own_weights_preview']:.2f}% on the preview "
+                      "photos (their weights drift apart during training through float rounding)."]
+    for side, result in results["frameworks"].items():
+        submission = result.get("artifacts", {}).get("submission")
+        if submission:
+            lines.append(f"- {SIDE_NAMES[side]} submission: `{submission}`; TensorBoard logs: "
+                         f"`{result['artifacts'].get('tensorboard')}`")
+    return "\n".join(lines)
+
+
 def _autograd_extra(results: dict) -> str:
     lines = []
     for side, result in results["frameworks"].items():
@@ -332,6 +395,9 @@ def write_reports(out: Path, results: dict) -> list[Path]:
     elif task == "autograd":
         images = [plot_graphs(results, out / "graphs.png").name]
         extra = _autograd_extra(results)
+    elif task == "unet":
+        images = [plot_curves(results, out / "curves.png").name, plot_mask_grid(results, out, out / "masks.png").name]
+        extra = _unet_extra(results)
     elif task in ("mlp", "cnn"):
         images = [plot_losses(results, out / "loss.png").name, plot_confusion(results, out / "confusion.png").name]
         extra = _classifier_extra(results)

@@ -3,12 +3,12 @@ Keras layouts, and safetensors files; tf_impl/weights.py and torch_impl/weights.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from shared.atomic import atomic_path
 from shared.errors import DataError
 
 Weights = dict[str, np.ndarray]  # canonical name -> array in PyTorch layout
@@ -128,17 +128,9 @@ def save_weights(weights: Weights, path: str | os.PathLike) -> Path:
     """Write a .safetensors file atomically (temporary file in the same folder, then rename)."""
     from safetensors.numpy import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as temporary:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(temporary))
+    return Path(path)
 
 
 def load_weights_file(path: str | os.PathLike) -> Weights:

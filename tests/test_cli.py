@@ -154,8 +154,6 @@ def test_neuron_writes_report_and_plots(neuron):
     assert "parity: max |tf - torch|" in neuron["_stdout"] and "PASSED" in neuron["_stdout"]
 
 
-@pytest.mark.xfail(strict=True, reason="shared/report.py write_atomic and save_figure (and shared/weights.py save_weights) "
-                   "keep mkstemp's 0600 mode, so results.json, report.md, the PNGs and checkpoints ignore the umask")
 def test_outputs_are_readable_as_the_umask_allows(neuron):
     umask = os.umask(0)
     os.umask(umask)

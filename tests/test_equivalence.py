@@ -217,19 +217,11 @@ def test_every_file_has_a_twin():
     assert {"mlp.py", "cnn.py", "neuron.py", "autograd.py", "train.py", "weights.py", "data.py"} <= tf_files
 
 
-# Known differences at the time of writing; strict, so each marker fails once its module is fixed.
-KNOWN_DIFFERENCES = {
-    "autograd": "tf_impl/autograd.py has public traced_z and graph_ops, torch_impl/autograd.py has neither",
-    "data": "torch_impl/data.py has public SharedOrderSampler (and the U-Net loaders differ), tf_impl/data.py has no counterpart",
-    "weights": "tf_impl/weights.py has public named_layers and canonical_gradients, torch_impl/weights.py has neither",
-}
 TWIN_MODULES = sorted(Path(name).stem for name in implementation_files("tf_impl") & implementation_files("torch_impl")
                       if name != "__init__.py")
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENCES[m])) if m in KNOWN_DIFFERENCES
-    else m for m in TWIN_MODULES])
+@pytest.mark.parametrize("module", TWIN_MODULES)
 def test_both_sides_export_the_same_public_names(module):
     tf_names = public_names(importlib.import_module(f"tf_impl.{module}"))
     torch_names = public_names(importlib.import_module(f"torch_impl.{module}"))

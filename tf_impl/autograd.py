@@ -55,11 +55,11 @@ def gradient_of_constant(x_value: float, shape: tuple) -> dict:
 
 
 @tf.function
-def traced_z(x):
+def _traced_z(x):
     return z_of(x)
 
 
-def graph_ops(concrete_function) -> str:
+def _graph_ops(concrete_function) -> str:
     """The operations of a concrete function's graph, one per line: name = type(inputs)."""
     lines = []
     for op in concrete_function.graph.get_operations():
@@ -70,7 +70,7 @@ def graph_ops(concrete_function) -> str:
 
 def graph(x_value: float, shape: tuple) -> str:
     """The ops of the graph that tracing z_of produced (the same graph every later call replays)."""
-    return graph_ops(traced_z.get_concrete_function(tf.TensorSpec(shape, tf.float32)))
+    return _graph_ops(_traced_z.get_concrete_function(tf.TensorSpec(shape, tf.float32)))
 
 
 def graphs_per_call(x_value: float, shapes: list[tuple]) -> dict:

@@ -3,13 +3,13 @@ twin of torch_impl/callbacks.py (PredictionsSaverCallback needs no framework: sh
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.atomic import atomic_path
 from shared.callbacks import Callback
 from shared.visualize import mask_panel
 from shared.weights import save_weights
@@ -74,15 +74,8 @@ class ModelSaverCallback(Callback):
         self.save()
 
     def save(self) -> dict:
-        self.stem.parent.mkdir(parents=True, exist_ok=True)
         native = self.stem.with_suffix(".keras")
-        fd, tmp = tempfile.mkstemp(dir=native.parent, prefix=f".{native.stem}.", suffix=".keras")  # Keras wants .keras
-        os.close(fd)
-        try:
-            self.model.save(tmp)
-            os.replace(tmp, native)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(native, suffix=".keras") as temporary:  # Keras picks the format from the suffix
+            self.model.save(temporary)
         canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
         return {"model": str(native), "checkpoint": str(canonical)}

@@ -42,7 +42,7 @@ def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: i
     return ArrayDataset(images, labels, batch_size, seed, shuffle)
 
 
-class ImageLoader:
+class CarvanaDataset:
     """The shared TrainImageDataset as a tf.data pipeline: parallel map (numpy decode + augment, keyed by
     (epoch, index) like the PyTorch side), batch, prefetch."""
 
@@ -76,6 +76,6 @@ class ImageLoader:
         return (tf.TensorSpec((None, *self.image_shape), tf.float32), tf.TensorSpec((None, *self.mask_shape), tf.float32))
 
 
-def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> ImageLoader:
+def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> CarvanaDataset:
     """Batches of (images (N, H, W, 3), masks (N, H, W, 1)); `workers` parallel map calls decode and augment."""
-    return ImageLoader(images, batch_size, seed, shuffle, workers)
+    return CarvanaDataset(images, batch_size, seed, shuffle, workers)

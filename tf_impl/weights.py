@@ -19,7 +19,7 @@ CANONICAL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2D
                     keras.layers.BatchNormalization)
 
 
-def named_layers(model: keras.Layer) -> dict[str, keras.Layer]:
+def _named_layers(model: keras.Layer) -> dict[str, keras.Layer]:
     """Every layer that owns canonical weights, by its canonical name."""
     return {layer.name: layer for layer in model._flatten_layers(include_self=False)
             if isinstance(layer, CANONICAL_LAYERS)}
@@ -61,7 +61,7 @@ def _from_keras(model, name: str, layer: keras.Layer, values: list | None = None
 
 
 def load_weights(model: keras.Model, canonical: Weights) -> None:
-    layers = named_layers(model)
+    layers = _named_layers(model)
     expected = {key for name, layer in layers.items() for key in _from_keras(model, name, layer)}
     missing, unexpected = sorted(expected - set(canonical)), sorted(set(canonical) - expected)
     if missing or unexpected:
@@ -72,7 +72,7 @@ def load_weights(model: keras.Model, canonical: Weights) -> None:
 
 def export_weights(model: keras.Model) -> Weights:
     exported: Weights = {}
-    for name, layer in named_layers(model).items():
+    for name, layer in _named_layers(model).items():
         exported.update(_from_keras(model, name, layer))
     return exported
 
@@ -80,7 +80,7 @@ def export_weights(model: keras.Model) -> Weights:
 def canonical_gradients(model: keras.Model, gradients: dict) -> Weights:
     """Gradients keyed by variable (id) -> canonical names and layouts (trainable tensors only)."""
     canonical: Weights = {}
-    for name, layer in named_layers(model).items():
+    for name, layer in _named_layers(model).items():
         values = [gradients[id(variable)] for variable in layer.trainable_weights]
         canonical.update(_from_keras(model, name, layer, values))
     return canonical

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import types
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
+from shared.atomic import atomic_path
 from shared.callbacks import Callback
 from shared.visualize import mask_panel
 from shared.weights import save_weights
@@ -78,15 +78,8 @@ class ModelSaverCallback(Callback):
         self.save()
 
     def save(self) -> dict:
-        self.stem.parent.mkdir(parents=True, exist_ok=True)
         native = self.stem.with_suffix(".pt")
-        fd, tmp = tempfile.mkstemp(dir=native.parent, prefix=f".{native.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.model.state_dict(), tmp)
-            os.replace(tmp, native)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(native) as temporary:
+            torch.save(self.model.state_dict(), temporary)
         canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
         return {"model": str(native), "checkpoint": str(canonical)}

@@ -13,7 +13,7 @@ from shared.metrics import sigmoid
 from shared.progress import Progress
 from shared.timing import StepTimer
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import SKIPPED
+from torch_impl.weights import canonical_gradients
 
 
 def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -44,8 +44,7 @@ def gradients(model: nn.Module, images: np.ndarray, masks: np.ndarray) -> tuple[
     model.zero_grad()
     loss = bce_dice_loss(model(to_tensor_images(images)), to_tensor_images(masks))
     loss.backward()
-    return loss.item(), {name: p.grad.numpy().copy() for name, p in model.named_parameters()
-                         if not name.endswith(SKIPPED)}
+    return loss.item(), canonical_gradients(model)
 
 
 def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:

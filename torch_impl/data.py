@@ -28,7 +28,7 @@ class ArrayDataset(Dataset):
         return self.images[indices], self.labels[indices]
 
 
-class SharedOrderSampler(Sampler):
+class _SharedOrderSampler(Sampler):
     """Yields the batches of shared.data.batches for the current epoch: the TensorFlow side sees the same."""
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool):
@@ -47,7 +47,7 @@ class SharedOrderSampler(Sampler):
 
 def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
     """batch_size=None: the sampler already yields whole batches, which the dataset indexes in one go."""
-    sampler = SharedOrderSampler(len(labels), batch_size, seed, shuffle)
+    sampler = _SharedOrderSampler(len(labels), batch_size, seed, shuffle)
     return DataLoader(ArrayDataset(images, labels), sampler=sampler, batch_size=None)
 
 
@@ -67,7 +67,7 @@ class CarvanaDataset(Dataset):
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask[None])  # (3,H,W), (1,H,W)
 
 
-class EpochSampler(Sampler):
+class _EpochSampler(Sampler):
     """(epoch, index) keys in the shared numpy order of each epoch. It takes the place of RandomSampler /
     SequentialSampler, whose torch-generated order the TensorFlow side could not reproduce."""
 
@@ -87,5 +87,5 @@ class EpochSampler(Sampler):
 
 def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
     """Batches of (images (N, 3, H, W), masks (N, 1, H, W)); workers decode and augment in parallel."""
-    return DataLoader(CarvanaDataset(images), batch_size=batch_size, sampler=EpochSampler(len(images), seed, shuffle),
+    return DataLoader(CarvanaDataset(images), batch_size=batch_size, sampler=_EpochSampler(len(images), seed, shuffle),
                       num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)

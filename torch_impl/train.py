@@ -13,7 +13,7 @@ from shared.callbacks import CallbackList
 from shared.progress import Progress, test_log_line, train_log_line
 from shared.timing import StepTimer
 from torch_impl.data import make_loader, to_tensor_images
-from torch_impl.weights import SKIPPED
+from torch_impl.weights import canonical_gradients
 
 
 def nll_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -34,8 +34,7 @@ def gradients(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple
     model.zero_grad()
     loss = nll_loss(model(to_tensor_images(images)), torch.from_numpy(labels))
     loss.backward()
-    return loss.item(), {name: p.grad.numpy().copy() for name, p in model.named_parameters()
-                         if not name.endswith(SKIPPED)}
+    return loss.item(), canonical_gradients(model)
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict:

@@ -8,15 +8,20 @@ from torch import nn
 from shared.weights import unet_widths
 
 
+class BatchNorm(nn.BatchNorm2d):
+    """PyTorch's own BatchNorm2d, the reference its Keras twin imitates: a training batch is normalised with
+    its biased variance, and running_var stores the unbiased one (n / (n - 1) times larger)."""
+
+
 class DoubleConv(nn.Module):
     """(conv3x3 -> BatchNorm -> ReLU) twice; padding 1 keeps the size, padding 0 loses 2 pixels per conv."""
 
     def __init__(self, n_in: int, n_out: int, padding: int, bn_eps: float, bn_momentum: float):
         super().__init__()
         self.conv1 = nn.Conv2d(n_in, n_out, 3, padding=padding)
-        self.bn1 = nn.BatchNorm2d(n_out, eps=bn_eps, momentum=bn_momentum)
+        self.bn1 = BatchNorm(n_out, eps=bn_eps, momentum=bn_momentum)
         self.conv2 = nn.Conv2d(n_out, n_out, 3, padding=padding)
-        self.bn2 = nn.BatchNorm2d(n_out, eps=bn_eps, momentum=bn_momentum)
+        self.bn2 = BatchNorm(n_out, eps=bn_eps, momentum=bn_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -25,5 +25,11 @@ def export_weights(model: nn.Module) -> Weights:
             if not name.endswith(SKIPPED)}
 
 
+def canonical_gradients(model: nn.Module) -> Weights:
+    """The .grad of every parameter after backward(), by canonical name (already in canonical layout)."""
+    return {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()
+            if not name.endswith(SKIPPED)}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
