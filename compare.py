@@ -31,6 +31,11 @@ SPEC_FLAGS = ("epochs", "batch_size", "lr", "seed", "sample_size", "validation_s
               "base_filters", "optimizer", "variant", "workers")
 
 
+# The U-Net at the paper's width and a Carvana-like resolution; the original net takes the paper's 572 tile.
+FULL_SIZE = {"image_size": 1024, "base_filters": 64}
+FULL_SIZE_ORIGINAL_TILE = 572
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         """One line, exit status 2 (argparse would print the whole usage first)."""
@@ -55,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizer", choices=["sgd", "adam"])
     parser.add_argument("--variant", choices=["padded", "original"], help="U-Net variant")
     parser.add_argument("--workers", type=int, help="data-loading workers per side")
+    parser.add_argument("--full-size", action="store_true",
+                        help=f"unet at full size: --image-size {FULL_SIZE['image_size']} ({FULL_SIZE_ORIGINAL_TILE} "
+                             f"for --variant original) --base-filters {FULL_SIZE['base_filters']}; each can still "
+                             "be set on its own")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per side (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
     parser.add_argument("--benchmark", action="store_true", help="timed benchmark mode")
@@ -71,6 +80,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list
     if args.threads is not None and args.threads <= 0:
         raise UserError(f"--threads must be positive, got {args.threads}")
     overrides = {flag: getattr(args, flag) for flag in SPEC_FLAGS if getattr(args, flag) is not None}
+    if args.full_size:
+        if args.task != "unet":
+            raise UserError(f"--full-size does not apply to task {args.task!r}: it sizes the U-Net")
+        full = {**FULL_SIZE, **({"image_size": FULL_SIZE_ORIGINAL_TILE} if args.variant == "original" else {})}
+        overrides = {**full, **overrides}
     spec = make_spec(args.task, **overrides)
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
