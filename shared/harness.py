@@ -97,8 +97,6 @@ def prepare_carvana(spec: TaskSpec, data_dir, download: bool) -> dict:
         source = "carvana"
     layout = carvana.resolve_carvana(data_dir)
     train, valid = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
-    if spec.sample_size is None and spec.validation_size == 0 and not train:
-        raise UserError(f"{data_dir}: no training photos")
     carvana.read_pair(train[0])  # fail early, in one line, on an unreadable first pair
     test = carvana.get_test_files(layout) if layout.test_dir is not None else []
     description = {"source": source, "location": str(layout.root), "train": len(train), "valid": len(valid),
@@ -154,7 +152,7 @@ def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) ->
         "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if valid_set else {}),
                     "train_dice": final["dice"], "train_loss": final["loss"],
                     "parameters": side.weights.count_parameters(model)},
-        "timing": classifier.timer.summary(classifier.train_s),
+        "timing": classifier.timing,
         "traces": getattr(classifier, "traces", None),
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
                       "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},

@@ -21,3 +21,11 @@ def mask_panel(image: np.ndarray, true_mask: np.ndarray, predicted: np.ndarray, 
     binary = (predicted > threshold).astype(np.float32)
     panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1), overlay(image, binary)]
     return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)
+
+
+def preview_panels(samples: list[tuple[np.ndarray, np.ndarray]], predict, threshold: float = 0.5) -> list[np.ndarray]:
+    """One mask_panel per (image, true mask) sample, from the model's probabilities (predict: NHWC -> NHW)."""
+    if not samples:
+        return []
+    probabilities = predict(np.stack([image for image, _ in samples]))
+    return [mask_panel(image, mask, predicted, threshold) for (image, mask), predicted in zip(samples, probabilities)]

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from shared.atomic import atomic_path
 from shared.callbacks import Callback
-from shared.visualize import mask_panel
+from shared.visualize import preview_panels
 from shared.weights import save_weights
 from tf_impl.weights import export_weights
 
@@ -52,14 +52,9 @@ class TensorboardVisualizerCallback(Callback):
         self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.samples:
-            return
-        images = np.stack([image for image, _ in self.samples])
-        probabilities = self.predict(images)
         writer = tf.summary.create_file_writer(str(self.log_dir))
         with writer.as_default(step=epoch):
-            for i, ((image, mask), predicted) in enumerate(zip(self.samples, probabilities)):
-                panel = mask_panel(image, mask, predicted, self.threshold)
+            for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold)):
                 tf.summary.image(f"validation/{i}: photo | true | predicted | overlay", panel[None])
         writer.close()
 

@@ -2,16 +2,12 @@
 tf.function (GradientTape, apply_gradients) traced once and replayed; twin of torch_impl/classifier.py."""
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared.callbacks import CallbackList
+from shared.history import TrainingLog
 from shared.metrics import sigmoid
-from shared.progress import Progress
-from shared.timing import StepTimer
 from tf_impl.data import to_tensor_images
 from tf_impl.weights import canonical_gradients
 
@@ -61,10 +57,10 @@ class CarvanaClassifier:
     def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True):
         self.net, self.epochs, self.spec = net, epochs, spec
         self.optimizer = make_optimizer(net, spec)
-        self.progress = Progress(verbose, "TensorFlow")
-        self.timer = StepTimer()
+        self.optimizer.build(net.trainable_variables)  # its slots now: created inside the first trace, they force a second
+        self.verbose = verbose
         self.batch_losses: list[float] = []
-        self.train_s = 0.0
+        self.timing: dict = {}
         self._train_step = self._eval_step = None
 
     def _compile(self, element_spec) -> None:
@@ -101,33 +97,20 @@ class CarvanaClassifier:
         return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
 
     def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
-        callbacks = CallbackList(callbacks)
+        """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
+        epochs = epochs or self.epochs
         self._compile(train_loader.element_spec)
-        history = []
-        callbacks.on_train_begin()
-        for epoch in range(1, (epochs or self.epochs) + 1):
-            self.progress.start_epoch(epoch, epochs or self.epochs, len(train_loader))
-            callbacks.on_epoch_begin(epoch)
-            start, losses, dices, counts = time.perf_counter(), [], [], []
-            for images, masks in train_loader.batches(epoch):
-                with self.timer.step(int(images.shape[0])):
+        log = TrainingLog("TensorFlow", epochs, len(train_loader), callbacks, self.verbose)
+        for epoch in range(1, epochs + 1):
+            log.begin_epoch(epoch)
+            for batch_index, (images, masks) in enumerate(train_loader.batches(epoch)):
+                with log.timer.step(int(images.shape[0])):
                     loss, dice = self.train_step(images, masks)
-                losses.append(loss), dices.append(dice), counts.append(int(images.shape[0]))
-                self.batch_losses.append(loss)
-                self.progress.update(loss=loss, dice=dice)
-                callbacks.on_batch_end(len(self.batch_losses), {"loss": loss, "dice": dice})
-            self.train_s += time.perf_counter() - start
-            self.progress.end_epoch()
-            logs = {"epoch": epoch, "loss": float(np.average(losses, weights=counts)),
-                    "dice": float(np.average(dices, weights=counts))}
-            if valid_loader is not None:
-                logs.update(self.validate(valid_loader))
-            self.progress.write("TensorFlow epoch {epoch}: ".format(epoch=epoch)
-                                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
-            history.append(logs)
-            callbacks.on_epoch_end(epoch, logs)
-        callbacks.on_train_end({"history": history})
-        return history
+                log.end_batch(epoch, batch_index, int(images.shape[0]), loss=loss, dice=dice)
+            log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+        run = log.result()
+        self.batch_losses, self.timing = run["batch_losses"], run["timing"]
+        return run["history"]
 
     @property
     def traces(self) -> int:

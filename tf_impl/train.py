@@ -2,15 +2,12 @@
 (GradientTape, apply_gradients), traced once and replayed as a graph; twin of torch_impl/train.py."""
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared.callbacks import CallbackList
-from shared.progress import Progress, test_log_line, train_log_line
-from shared.timing import StepTimer
+from shared.history import TrainingLog
+from shared.progress import test_log_line
 from tf_impl.data import make_loader, to_tensor_images
 from tf_impl.weights import canonical_gradients
 
@@ -49,7 +46,8 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_s
         total_loss += float(loss)
         predictions.append(predicted.numpy())
     predicted = np.concatenate(predictions)
-    return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)), "predictions": predicted}
+    return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)),
+            "correct": int(np.sum(predicted == labels)), "predictions": predicted}
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -63,8 +61,8 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) 
     train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
     optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
-    callbacks, progress, timer = CallbackList(callbacks), Progress(verbose, "TensorFlow"), StepTimer()
-    n_train, n_batches = len(data.train_labels), len(train_data)
+    log = TrainingLog("TensorFlow", spec.epochs, len(train_data), callbacks, verbose, spec.log_interval,
+                      spec.batch_size, len(data.train_labels))
 
     # A batch dimension of None: the smaller last batch replays the same graph instead of tracing a second one.
     @tf.function(input_signature=train_data.element_spec)
@@ -75,30 +73,13 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) 
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    history, batch_losses, train_s = [], [], 0.0
-    callbacks.on_train_begin()
     for epoch in range(1, spec.epochs + 1):
-        progress.start_epoch(epoch, spec.epochs, n_batches)
-        epoch_start, epoch_losses = time.perf_counter(), []
+        log.begin_epoch(epoch)
         for batch_index, (images, labels) in enumerate(train_data.batches(epoch)):
-            with timer.step(int(labels.shape[0])):
+            with log.timer.step(int(labels.shape[0])):
                 loss_value = float(train_step(images, labels))  # the host copy waits for the step
-            epoch_losses.append(loss_value)
-            progress.update(loss=loss_value)
-            callbacks.on_batch_end(len(batch_losses) + len(epoch_losses), {"loss": loss_value})
-            if batch_index % spec.log_interval == 0:
-                progress.write(train_log_line(epoch, batch_index * spec.batch_size, n_train, batch_index,
-                                              n_batches, loss_value))
-        train_s += time.perf_counter() - epoch_start
-        progress.end_epoch()
-        batch_losses += epoch_losses
+            log.end_batch(epoch, batch_index, int(labels.shape[0]), loss=loss_value)
         test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
-        progress.write(test_log_line(test["loss"], int(round(test["accuracy"] * len(data.test_labels))),
-                                     len(data.test_labels)))
-        logs = {"epoch": epoch, "loss": float(np.mean(epoch_losses)), "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"]}
-        history.append(logs)
-        callbacks.on_epoch_end(epoch, logs)
-    callbacks.on_train_end()
-    return {"history": history, "batch_losses": batch_losses, "timing": timer.summary(train_s),
-            "traces": train_step.experimental_get_tracing_count()}
+        log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
+                      test_log_line(test["loss"], test["correct"], len(data.test_labels)))
+    return {**log.result(), "traces": train_step.experimental_get_tracing_count()}

@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from shared.atomic import atomic_path
 from shared.callbacks import Callback
-from shared.visualize import mask_panel
+from shared.visualize import preview_panels
 from shared.weights import save_weights
 from torch_impl.data import to_tensor_images
 from torch_impl.weights import export_weights
@@ -58,13 +58,8 @@ class TensorboardVisualizerCallback(Callback):
         self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.samples:
-            return
-        images = np.stack([image for image, _ in self.samples])
-        probabilities = self.predict(images)
         with SummaryWriter(str(self.log_dir)) as writer:
-            for i, ((image, mask), predicted) in enumerate(zip(self.samples, probabilities)):
-                panel = mask_panel(image, mask, predicted, self.threshold)
+            for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold)):
                 writer.add_image(f"validation/{i}: photo | true | predicted | overlay", panel, epoch, dataformats="HWC")
 
 

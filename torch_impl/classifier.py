@@ -2,16 +2,12 @@
 (zero_grad, forward, backward, step); twin of tf_impl/classifier.py."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from torch import nn
 
-from shared.callbacks import CallbackList
+from shared.history import TrainingLog
 from shared.metrics import sigmoid
-from shared.progress import Progress
-from shared.timing import StepTimer
 from torch_impl.data import to_tensor_images
 from torch_impl.weights import canonical_gradients
 
@@ -59,10 +55,9 @@ class CarvanaClassifier:
     def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True):
         self.net, self.epochs, self.spec = net, epochs, spec
         self.optimizer = make_optimizer(net, spec)
-        self.progress = Progress(verbose, "PyTorch")
-        self.timer = StepTimer()
+        self.verbose = verbose
         self.batch_losses: list[float] = []
-        self.train_s = 0.0
+        self.timing: dict = {}
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
         self.optimizer.zero_grad()
@@ -85,34 +80,21 @@ class CarvanaClassifier:
         return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
 
     def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
-        callbacks = CallbackList(callbacks)
-        history = []
-        callbacks.on_train_begin()
-        for epoch in range(1, (epochs or self.epochs) + 1):
+        """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
+        epochs = epochs or self.epochs
+        log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose)
+        for epoch in range(1, epochs + 1):
             self.net.train()
             train_loader.sampler.set_epoch(epoch)
-            self.progress.start_epoch(epoch, epochs or self.epochs, len(train_loader))
-            callbacks.on_epoch_begin(epoch)
-            start, losses, dices, counts = time.perf_counter(), [], [], []
-            for images, masks in train_loader:
-                with self.timer.step(len(images)):
+            log.begin_epoch(epoch)
+            for batch_index, (images, masks) in enumerate(train_loader):
+                with log.timer.step(len(images)):
                     loss, dice = self.train_step(images, masks)
-                losses.append(loss), dices.append(dice), counts.append(len(images))
-                self.batch_losses.append(loss)
-                self.progress.update(loss=loss, dice=dice)
-                callbacks.on_batch_end(len(self.batch_losses), {"loss": loss, "dice": dice})
-            self.train_s += time.perf_counter() - start
-            self.progress.end_epoch()
-            logs = {"epoch": epoch, "loss": float(np.average(losses, weights=counts)),
-                    "dice": float(np.average(dices, weights=counts))}
-            if valid_loader is not None:
-                logs.update(self.validate(valid_loader))
-            self.progress.write("PyTorch epoch {epoch}: " .format(epoch=epoch)
-                                + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
-            history.append(logs)
-            callbacks.on_epoch_end(epoch, logs)
-        callbacks.on_train_end({"history": history})
-        return history
+                log.end_batch(epoch, batch_index, len(images), loss=loss, dice=dice)
+            log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+        run = log.result()
+        self.batch_losses, self.timing = run["batch_losses"], run["timing"]
+        return run["history"]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, H_out, W_out) for canonical NHWC images."""

@@ -2,16 +2,13 @@
 (zero_grad, forward, backward, step); twin of tf_impl/train.py."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.callbacks import CallbackList
-from shared.progress import Progress, test_log_line, train_log_line
-from shared.timing import StepTimer
+from shared.history import TrainingLog
+from shared.progress import test_log_line
 from torch_impl.data import make_loader, to_tensor_images
 from torch_impl.weights import canonical_gradients
 
@@ -48,7 +45,8 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_siz
             total_loss += F.nll_loss(log_probs, batch_labels, reduction="sum").item()
             predictions.append(log_probs.argmax(dim=1).numpy())
     predicted = np.concatenate(predictions)
-    return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)), "predictions": predicted}
+    return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)),
+            "correct": int(np.sum(predicted == labels)), "predictions": predicted}
 
 
 def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -61,37 +59,21 @@ def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True) ->
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_loader = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
-    callbacks, progress, timer = CallbackList(callbacks), Progress(verbose, "PyTorch"), StepTimer()
-    n_train, n_batches = len(train_loader.dataset), len(train_loader)
-    history, batch_losses, train_s = [], [], 0.0
-    callbacks.on_train_begin()
+    log = TrainingLog("PyTorch", spec.epochs, len(train_loader), callbacks, verbose, spec.log_interval,
+                      spec.batch_size, len(data.train_labels))
     for epoch in range(1, spec.epochs + 1):
         model.train()
         train_loader.sampler.set_epoch(epoch)
-        progress.start_epoch(epoch, spec.epochs, n_batches)
-        epoch_start, epoch_losses = time.perf_counter(), []
+        log.begin_epoch(epoch)
         for batch_index, (images, labels) in enumerate(train_loader):
-            with timer.step(len(labels)):
+            with log.timer.step(len(labels)):
                 optimizer.zero_grad()
                 loss = nll_loss(model(images), labels)
                 loss.backward()
                 optimizer.step()
                 loss_value = loss.item()
-            epoch_losses.append(loss_value)
-            progress.update(loss=loss_value)
-            callbacks.on_batch_end(len(batch_losses) + len(epoch_losses), {"loss": loss_value})
-            if batch_index % spec.log_interval == 0:
-                progress.write(train_log_line(epoch, batch_index * spec.batch_size, n_train, batch_index,
-                                              n_batches, loss_value))
-        train_s += time.perf_counter() - epoch_start
-        progress.end_epoch()
-        batch_losses += epoch_losses
+            log.end_batch(epoch, batch_index, len(labels), loss=loss_value)
         test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
-        progress.write(test_log_line(test["loss"], int(round(test["accuracy"] * len(data.test_labels))),
-                                     len(data.test_labels)))
-        logs = {"epoch": epoch, "loss": float(np.mean(epoch_losses)), "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"]}
-        history.append(logs)
-        callbacks.on_epoch_end(epoch, logs)
-    callbacks.on_train_end()
-    return {"history": history, "batch_losses": batch_losses, "timing": timer.summary(train_s)}
+        log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
+                      test_log_line(test["loss"], test["correct"], len(data.test_labels)))
+    return log.result()

@@ -1,0 +1,69 @@
+"""The bookkeeping every training loop needs and no framework provides: step timing, per-batch losses,
+the progress bar and log lines, per-epoch history and the callbacks. Both sides' loops call it the same
+way, so the loops themselves show only what differs: the framework's dialect."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from shared.callbacks import CallbackList
+from shared.progress import Progress, train_log_line
+from shared.timing import StepTimer
+
+
+class TrainingLog:
+    """Used as: begin_epoch; per batch `with log.timer.step(n): ...` then end_batch; end_epoch; result."""
+
+    def __init__(self, side: str, epochs: int, batches: int, callbacks=None, verbose: bool = True,
+                 log_interval: int = 0, batch_size: int = 0, samples: int = 0):
+        self.side, self.epochs, self.batches = side, epochs, batches
+        self.callbacks = CallbackList(callbacks)
+        self.progress = Progress(verbose, side)
+        self.timer = StepTimer()
+        # The source text's "Train Epoch: ..." line every log_interval batches (0: none).
+        self.log_interval, self.batch_size, self.samples = log_interval, batch_size, samples
+        self.history: list[dict] = []
+        self.batch_losses: list[float] = []
+        self.train_s = 0.0
+        self._epoch_metrics: list[dict] = []
+        self._epoch_sizes: list[int] = []
+        self._epoch_start = 0.0
+        self.callbacks.on_train_begin()
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.progress.start_epoch(epoch, self.epochs, self.batches)
+        self.callbacks.on_epoch_begin(epoch)
+        self._epoch_metrics, self._epoch_sizes = [], []
+        self._epoch_start = time.perf_counter()
+
+    def end_batch(self, epoch: int, batch_index: int, size: int, **metrics: float) -> None:
+        """Record one batch's metrics (plain floats; `loss` required)."""
+        self._epoch_metrics.append(metrics)
+        self._epoch_sizes.append(size)
+        self.batch_losses.append(metrics["loss"])
+        self.progress.update(**metrics)
+        self.callbacks.on_batch_end(len(self.batch_losses), metrics)
+        if self.log_interval and batch_index % self.log_interval == 0:
+            self.progress.write(train_log_line(epoch, batch_index * self.batch_size, self.samples, batch_index,
+                                               self.batches, metrics["loss"]))
+
+    def end_epoch(self, epoch: int, evaluation: dict | None = None, line: str | None = None) -> dict:
+        """Close the epoch: training time, batch metrics averaged per sample, plus `evaluation`
+        (validation or test metrics); prints `line`, or a summary of the epoch."""
+        self.train_s += time.perf_counter() - self._epoch_start
+        self.progress.end_epoch()
+        logs = {"epoch": epoch}
+        for key in self._epoch_metrics[0]:
+            logs[key] = float(np.average([m[key] for m in self._epoch_metrics], weights=self._epoch_sizes))
+        logs.update(evaluation or {})
+        self.progress.write(line or f"{self.side} epoch {epoch}: "
+                            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
+        self.history.append(logs)
+        self.callbacks.on_epoch_end(epoch, logs)
+        return logs
+
+    def result(self) -> dict:
+        """history, batch_losses and timing; tells the callbacks that training ended."""
+        self.callbacks.on_train_end({"history": self.history})
+        return {"history": self.history, "batch_losses": self.batch_losses, "timing": self.timer.summary(self.train_s)}
