@@ -172,6 +172,8 @@ def plot_curves(results: dict, path: Path) -> Path:
         axis.set_xlabel("epoch")
         axis.set_ylabel(key)
         axis.set_title(f"{key} per epoch")
+        if key == "loss":
+            axis.set_yscale("log")  # an early validation spike would flatten the rest
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     return save_figure(figure, path)
