@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
     parser.add_argument("--benchmark", action="store_true", help="timed benchmark mode")
     parser.add_argument("--in-process", action="store_true", help="run both sides in this process (for debugging)")
+    parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     return parser
 
 
@@ -97,6 +98,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list
 
 def output_folder(args: argparse.Namespace) -> Path:
     out = args.out or Path("runs") / f"{args.task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.is_file():
+        raise UserError(f"{out}: --out is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -176,8 +181,8 @@ def launch(side: str, job_path: Path, mode: str = "--worker") -> None:
     """A fresh Python process per side: fair timing, no shared threads, clean memory figures."""
     command = [sys.executable, str(Path(__file__).resolve()), mode, side, str(job_path)]
     completed = subprocess.run(command, cwd=Path(__file__).resolve().parent)
-    if completed.returncode == 2:
-        raise SystemExit(2)  # the worker already printed its one-line error
+    if completed.returncode in (2, 3):
+        raise SystemExit(completed.returncode)  # the worker already printed its one-line error
     if completed.returncode != 0:
         raise RuntimeError(f"the {report.SIDE_NAMES[side]} side failed with exit status {completed.returncode}")
 

@@ -7,6 +7,12 @@ class UserError(Exception):
     exit_status = 2
 
 
+class TrainingDiverged(UserError):
+    """The loss stopped being a finite number: training stops, exit status 3."""
+
+    exit_status = 3
+
+
 class DataError(UserError):
     """A data file that is missing, truncated or malformed; the message names the file."""
 

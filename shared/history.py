@@ -3,11 +3,13 @@ the progress bar and log lines, per-epoch history and the callbacks. Both sides'
 way, so the loops themselves show only what differs: the framework's dialect."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from shared.callbacks import CallbackList
+from shared.errors import TrainingDiverged
 from shared.progress import Progress, train_log_line
 from shared.timing import StepTimer
 
@@ -38,7 +40,12 @@ class TrainingLog:
         self._epoch_start = time.perf_counter()
 
     def end_batch(self, epoch: int, batch_index: int, size: int, **metrics: float) -> None:
-        """Record one batch's metrics (plain floats; `loss` required)."""
+        """Record one batch's metrics (plain floats; `loss` required); a non-finite loss stops training."""
+        if not math.isfinite(metrics["loss"]):
+            last = next((loss for loss in reversed(self.batch_losses) if math.isfinite(loss)), None)
+            raise TrainingDiverged(
+                f"{self.side}: the loss became {metrics['loss']} at step {len(self.batch_losses) + 1} (epoch {epoch}, "
+                f"batch {batch_index + 1}); the last finite loss was {last}; try a lower --lr")
         self._epoch_metrics.append(metrics)
         self._epoch_sizes.append(size)
         self.batch_losses.append(metrics["loss"])
