@@ -14,6 +14,8 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
+import types
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,13 +169,27 @@ def agree_side(side: str, job: dict) -> None:
     np.save(Path(job["out"]) / side / "agreement.npy", masks)
 
 
+def keep_tensorflow_out() -> None:
+    """TensorBoard's writer imports TensorFlow when it finds it; its own marker module says "no TensorFlow here".
+    Set only in a PyTorch worker process: fair timing, clean memory, and the import boundary kept at run time
+    (in a shared process it would hide TensorFlow from tf.summary too)."""
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
 def worker_main(mode: str, side: str, job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
+    if side == "torch":
+        keep_tensorflow_out()
     try:
         (agree_side if mode == "--agree" else run_side)(side, job)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - reported here, so no live exception outlasts the worker (tf.data would hang at exit)
+        traceback.print_exc()
+        return 1
     return 0
 
 
@@ -259,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] in (["--worker"], ["--agree"]):
-        return worker_main(argv[0], argv[1], argv[2])
+        status = worker_main(argv[0], argv[1], argv[2])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
     try:
         args, spec, sides = parse_args(argv)
         compare(args, spec, sides)

@@ -20,3 +20,7 @@ class DataError(UserError):
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+    def __reduce__(self):
+        """Picklable with its two arguments, so a DataLoader worker process can hand it back."""
+        return type(self), (self.path, self.problem)

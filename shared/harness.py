@@ -97,6 +97,7 @@ def prepare_carvana(spec: TaskSpec, data_dir, download: bool) -> dict:
         source = "carvana"
     layout = carvana.resolve_carvana(data_dir)
     train, valid = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    carvana.check_pair_sizes(train + valid)
     carvana.read_pair(train[0])  # fail early, in one line, on an unreadable first pair
     test = carvana.get_test_files(layout) if layout.test_dir is not None else []
     description = {"source": source, "location": str(layout.root), "train": len(train), "valid": len(valid),

@@ -100,7 +100,8 @@ class Runs:
         self.base = base
         mnist = write_fake_mnist(base / "mnist")
         self.futures = {
-            name: pool.submit(run_cli, *(a.format(mnist=mnist) for a in args), "--out", str(base / name),
+            # One thread per side: two runs share the two cores, and oversubscribed OpenMP threads crawl.
+            name: pool.submit(run_cli, *(a.format(mnist=mnist) for a in args), "--threads", "1", "--out", str(base / name),
                               cache=base / "cache")
             for name, args in RUNS.items()}
 

@@ -574,16 +574,11 @@ def test_keras_file_holds_the_weights(tmp_path):
 
 def test_tensorboard_logger_writes_event_files(side, tmp_path, request):
     if side == "tf":
-        # Found by this test: importing torch_impl/callbacks.py installs TensorBoard's "no TensorFlow here" marker
-        # and makes TensorBoard resolve its lazy `tf` to a stub for the rest of the process, so tf.summary fails
-        # with "cannot import tensorflow 2.0 API" wherever both sides share a process: tests and
-        # `compare.py --task unet --in-process`. compare.py's worker processes (one side each) are fine, and
-        # tests/test_unet_cli.py checks their event files. Strict: once fixed, this test passes and the mark goes.
+        # Both sides in one process (tests, --in-process): loading the PyTorch writer first must not hide
+        # TensorFlow from tf.summary (it did when torch_impl set TensorBoard's "no TensorFlow" marker).
         import importlib
 
         importlib.import_module("torch_impl.callbacks")  # as --in-process does, before the TensorFlow side runs
-        request.applymarker(pytest.mark.xfail(strict=True, raises=ImportError,
-                                              reason="torch_impl.callbacks hides TensorFlow from tf.summary"))
     spec = small_spec("padded")
     model = build(side, spec, init_weights(layouts.unet_layout(spec), 0))
     images, _ = batch(spec, 1, seed=8)
@@ -596,8 +591,6 @@ def test_tensorboard_logger_writes_event_files(side, tmp_path, request):
     assert sum(e.stat().st_size for e in events) > 200  # the graph and the scalars, not only the file header
 
 
-@pytest.mark.xfail(strict=True, reason="the .keras config records UNet's constructor defaults (base_filters 64, "
-                                       "depth 4), not the model's, and the classes are not registered")
 def test_keras_file_reloads_with_load_model(tmp_path):
     import keras
 
@@ -626,8 +619,6 @@ def _first_pipeline_error(loader, epoch: int) -> tuple[type, str] | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="tf.numpy_function wraps the DataError in a tf.errors.UnknownError; in "
-                                       "compare.py's worker that error is not a UserError and the process hangs at exit")
 def test_tf_pipeline_reports_a_corrupt_photo_as_a_data_error(small_carvana, tmp_path):
     """A photo that only the pipeline decodes (not the first pair, which prepare_data checks) is truncated."""
     import gc

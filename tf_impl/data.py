@@ -49,15 +49,30 @@ class CarvanaDataset:
     def __init__(self, images, batch_size: int, seed: int, shuffle: bool, workers: int = 0):
         self.images, self.batch_size, self.seed, self.shuffle = images, batch_size, seed, shuffle
         self.workers = workers
+        self.failure: Exception | None = None  # a data error raised inside the pipeline, kept to re-raise as is
         image, mask = images.get(0, 0)
         self.image_shape, self.mask_shape = image.shape, mask.shape + (1,)
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
 
-    def batches(self, epoch: int) -> tf.data.Dataset:
+    def batches(self, epoch: int):
+        """The epoch's batches; a bad file raises its own one-line DataError, not TensorFlow's wrapper of it."""
+        try:
+            yield from self.pipeline(epoch)
+        except tf.errors.OpError:
+            if self.failure is None:
+                raise
+            failure, self.failure = self.failure, None
+            raise failure from None
+
+    def pipeline(self, epoch: int) -> tf.data.Dataset:
         def load(index):
-            image, mask = self.images.get(int(index), epoch)
+            try:
+                image, mask = self.images.get(int(index), epoch)
+            except Exception as error:  # tf.numpy_function would turn it into an UnknownError
+                self.failure = error
+                raise
             return image, mask[..., None]  # (H, W, 3), (H, W, 1)
 
         def load_op(index):

@@ -48,8 +48,9 @@ class UNet(keras.Model):
     """Contracting path enc1..enc{depth+1} with 2x2 max-pooling, expanding path up{l} (2x2 transposed conv)
     + skip + dec{l}, and a 1x1 head to one logit per pixel."""
 
-    def __init__(self, base_filters: int, depth: int, padding: str, bn_eps: float, bn_momentum: float):
-        super().__init__(name="unet")
+    def __init__(self, base_filters: int, depth: int, padding: str, bn_eps: float, bn_momentum: float, **kwargs):
+        super().__init__(**{"name": "unet", **kwargs})
+        self.arguments = {"base_filters": base_filters, "depth": depth, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
         widths = unet_widths(base_filters, depth)
         self.depth = depth
         for level, width in enumerate(widths, start=1):
@@ -75,19 +76,27 @@ class UNet(keras.Model):
             x = getattr(self, f"dec{level}")(tf.concat([skip, x], axis=-1), training=training)
         return self.head(x)  # (N, H_out, W_out, 1) logits
 
+    def get_config(self) -> dict:
+        """What keras.saving.load_model needs to rebuild the model from a .keras file."""
+        return {"name": self.name, "trainable": self.trainable, **self.arguments}
 
+
+@keras.saving.register_keras_serializable(package="twinnets")
 class UNetOriginal(UNet):
     """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
-        super().__init__(base_filters, depth, padding="valid", bn_eps=bn_eps, bn_momentum=bn_momentum)
+    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 **kwargs):
+        super().__init__(base_filters, depth, "valid", bn_eps, bn_momentum, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="twinnets")
 class UNetPadded(UNet):
     """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
-        super().__init__(base_filters, depth, padding="same", bn_eps=bn_eps, bn_momentum=bn_momentum)
+    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 **kwargs):
+        super().__init__(base_filters, depth, "same", bn_eps, bn_momentum, **kwargs)
 
 
 def build(spec) -> UNet:

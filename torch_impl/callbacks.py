@@ -3,18 +3,12 @@ twin of tf_impl/callbacks.py (PredictionsSaverCallback needs no framework: share
 from __future__ import annotations
 
 import os
-import sys
-import types
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-
-# TensorBoard's writer imports TensorFlow when it can find it; its own marker module says "no TensorFlow
-# here", which keeps TensorFlow out of the PyTorch process (fair timing, clean memory, no import boundary leak).
-sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter
 
 from shared.atomic import atomic_path
 from shared.callbacks import Callback

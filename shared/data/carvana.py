@@ -474,6 +474,14 @@ def original_size(path: str | os.PathLike) -> tuple[int, int]:
         return img.size
 
 
+def check_pair_sizes(samples: Sequence[Sample]) -> None:
+    """Every mask has its photo's size (headers only: cheap enough to check all before training starts)."""
+    for sample in samples:
+        photo, mask = original_size(sample.image), original_size(sample.mask)
+        if photo != mask:
+            raise DataError(sample.mask, f"mask is {mask[0]}x{mask[1]} but its photo {sample.name} is {photo[0]}x{photo[1]}")
+
+
 def _load_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """The photo as uint8 (H, W, 3), resized to size=(w, h) bilinearly."""
     with _decoding(path, "JPEG"), Image.open(path) as img:
