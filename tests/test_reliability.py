@@ -50,3 +50,27 @@ def test_cli_exits_3_when_the_loss_diverges(tmp_path):
     assert completed.returncode == 3, completed.stderr
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and "loss became" in lines[0]
+
+
+def test_a_bad_photo_read_by_a_dataloader_worker_stays_a_one_line_data_error(tmp_path):
+    """PyTorch re-creates a worker's error from its traceback text; it must still read as the error itself."""
+    import pickle
+
+    from shared.data import carvana
+    from shared.data.synthetic_cars import generate_synthetic_carvana
+    from shared.errors import DataError
+    from torch_impl.data import make_image_loader
+
+    root = generate_synthetic_carvana(tmp_path / "carvana", n_cars=2, n_test_cars=1, size=(96, 64))
+    train, _ = carvana.get_train_files(carvana.resolve_carvana(root), validation_size=0.5)
+    bad = train[-1].image
+    bad.write_bytes(bad.read_bytes()[:600])
+    loader = make_image_loader(carvana.TrainImageDataset(train, 16), batch_size=4, seed=0, shuffle=False, workers=2)
+    with pytest.raises(DataError) as caught:
+        for _ in loader:
+            pass
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(bad)), message
+    assert caught.value.path == str(bad) and "JPEG" in caught.value.problem
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is DataError and str(copy) == message
