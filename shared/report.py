@@ -353,8 +353,8 @@ def _unet_extra(results: dict) -> str:
              f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
              f"Optimiser {config['optimizer']} lr {config['lr']}"
              + (f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else "")
-             + f", batch {config['batch_size']}, {config['epochs']} epochs. Full size is one flag away: "
-             "`--image-size 1024 --base-filters 64 --sample-size ...`."]
+             + f", batch {config['batch_size']}, {config['epochs']} epochs. Full size is one flag away: `--full-size` "
+             "(the paper's width 64 and 1024x1024 inputs; the 572 tile for --variant original)."]
     agreement = results.get("agreement")
     if agreement:
         lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "
