@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -74,3 +75,48 @@ def test_a_bad_photo_read_by_a_dataloader_worker_stays_a_one_line_data_error(tmp
     assert caught.value.path == str(bad) and "cannot read" in caught.value.problem
     copy = pickle.loads(pickle.dumps(caught.value))
     assert type(copy) is DataError and str(copy) == message
+
+
+def _unet_losses(side: str, root) -> list[float]:
+    """One epoch of the U-Net through the real pipeline (augmentation on), from the canonical weights."""
+    from conftest import side_module
+    from shared.data import carvana
+    from shared.init import init_weights
+    from shared.tasks import make_spec
+    from shared.weights import unet_layout
+
+    spec = make_spec("unet", base_filters=2, image_size=32, batch_size=4, epochs=1)
+    train, _ = carvana.get_train_files(carvana.resolve_carvana(root), validation_size=0.5)
+    loader = side_module(side, "data").make_image_loader(carvana.TrainImageDataset(train, 32, augment=True), 4, 0, True)
+    model = side_module(side, "unet").build(spec)
+    side_module(side, "weights").load_weights(model, init_weights(unet_layout(spec), 0))
+    classifier = side_module(side, "classifier").CarvanaClassifier(model, 1, spec, verbose=False)
+    classifier.train(loader, None)
+    return classifier.batch_losses
+
+
+def _mlp_losses(side: str) -> list[float]:
+    from types import SimpleNamespace
+
+    from conftest import side_module
+    from shared.harness import initial_weights
+    from shared.tasks import make_spec
+
+    spec = make_spec("mlp", layer_sizes=(784, 16, 16, 10), batch_size=20, epochs=2)
+    rng = np.random.default_rng(3)
+    images, labels = rng.normal(size=(100, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 100)
+    data = SimpleNamespace(train_images=images, train_labels=labels, test_images=images[:20], test_labels=labels[:20])
+    model = side_module(side, "mlp").build(spec)
+    side_module(side, "weights").load_weights(model, initial_weights(spec))
+    return side_module(side, "train").train(model, spec, data, verbose=False)["batch_losses"]
+
+
+def test_reruns_give_the_same_losses(side, tmp_path):
+    """The same seed and settings give the same losses again (CPU), batch for batch, on each side."""
+    from shared.data.synthetic_cars import generate_synthetic_carvana
+
+    root = generate_synthetic_carvana(tmp_path / "carvana", n_cars=2, n_test_cars=1, size=(96, 64))
+    first, second = _mlp_losses(side), _mlp_losses(side)
+    assert len(first) == 10 and first == second
+    first, second = _unet_losses(side, root), _unet_losses(side, root)
+    assert len(first) == 4 and first == second, np.max(np.abs(np.subtract(first, second)))
