@@ -38,6 +38,10 @@ FULL_SIZE = {"image_size": 1024, "base_filters": 64}
 FULL_SIZE_ORIGINAL_TILE = 572
 
 
+class SideFailed(Exception):
+    """A side's worker process crashed (its traceback is already on the console): exit status 1."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         """One line, exit status 2 (argparse would print the whole usage first)."""
@@ -200,7 +204,8 @@ def launch(side: str, job_path: Path, mode: str = "--worker") -> None:
     if completed.returncode in (2, 3):
         raise SystemExit(completed.returncode)  # the worker already printed its one-line error
     if completed.returncode != 0:
-        raise RuntimeError(f"the {report.SIDE_NAMES[side]} side failed with exit status {completed.returncode}")
+        raise SideFailed(f"the {report.SIDE_NAMES[side]} side failed with exit status {completed.returncode} "
+                         "(its traceback is above)")
 
 
 # ---- the whole run -----------------------------------------------------------------------------------------
@@ -285,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
+    except SideFailed as failure:
+        print(f"compare.py: error: {failure}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("compare.py: interrupted", file=sys.stderr)
         return 130
