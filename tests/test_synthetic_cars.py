@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +180,7 @@ def test_cache_dir_argument_and_damaged_cache(tmp_path):
 
 
 def test_full_size_car(tmp_path):
-    start = time.perf_counter()
     root = generate_synthetic_carvana(tmp_path / "full", n_cars=1, n_test_cars=0, seed=1)
-    per_image = (time.perf_counter() - start) / len(ANGLES)
-    print(f"full-size synthetic Carvana: {per_image:.3f} s per image")
-    assert per_image < 1.0  # about 0.12 s on one slow core; loose, for busy machines
     name = sorted((root / "train").iterdir())[0].name
     with Image.open(root / "train" / name) as photo:
         assert photo.size == (1918, 1280) and photo.mode == "RGB"
