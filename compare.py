@@ -50,7 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=list(TASKS), help="which task to run on both sides")
+    parser.add_argument("--task", choices=list(TASKS), help="which task to run on both sides")
     parser.add_argument("--frameworks", default="tf,torch", help="comma-separated sides to run: tf, torch")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="folder of the real dataset (default: the embedded one)")
@@ -75,11 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", action="store_true", help="timed benchmark mode")
     parser.add_argument("--in-process", action="store_true", help="run both sides in this process (for debugging)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue a killed run from its last checkpoints, with its own settings")
     return parser
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list[str]]:
     args = build_parser().parse_args(argv)
+    if args.resume is not None:
+        return args, None, []
+    if args.task is None:
+        raise UserError("the following arguments are required: --task (see --help)")
     sides = [s.strip() for s in args.frameworks.split(",") if s.strip()]
     unknown = [s for s in sides if s not in SIDES]
     if unknown or not sides:
@@ -214,7 +220,25 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     out = output_folder(args)
     data = harness.prepare_data(spec, args.data_dir, args.download) if spec.uses_data else None
     job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "out": str(out.resolve()),
-           "data": data}
+           "data": data, "sides": sides}
+    return run_job(args, out, job)
+
+
+def resume(args: argparse.Namespace) -> dict:
+    """Continue a run whose job.json is still there (it goes when the run completes), from each side's last
+    checkpoint; a side that had finished is not run again."""
+    out = args.resume
+    if not (out / "job.json").is_file():
+        finished = (out / "results.json").is_file()
+        raise UserError(f"{out}: nothing to resume ({'the run had finished' if finished else 'not a twinnets run folder'})")
+    job = json.loads((out / "job.json").read_text())
+    print(f"resuming {job['task']} in {out}", flush=True)
+    return run_job(args, out, job)
+
+
+def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
+    """Each side that has no result yet, then the comparison and the reports; job.json goes last."""
+    spec, sides = job_spec(job), job["sides"]
     job_path = report.write_json(out / "job.json", job)
     started = time.perf_counter()
     if args.in_process:
@@ -222,6 +246,9 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
         for side in sorted(sides, key=lambda s: s != "torch"):
             side_modules(side, spec.name)
     for side in sides:
+        if (out / side / "result.json").is_file():
+            print(f"== {report.SIDE_NAMES[side]}: finished before ==", flush=True)
+            continue
         print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
         if args.in_process:
             run_side(side, job)
@@ -233,9 +260,9 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
         agreement = mask_agreement(args, job, job_path, frameworks, sides)
     results = {
         "task": spec.name,
-        "data": (data or {}).get("description", {"source": "none"}),
-        "config": {**spec.to_dict(), "frameworks": sides, "threads": args.threads},
-        "environment": environment(args.threads, args.in_process),
+        "data": (job["data"] or {}).get("description", {"source": "none"}),
+        "config": {**spec.to_dict(), "frameworks": sides, "threads": job["threads"]},
+        "environment": environment(job["threads"], args.in_process),
         "parity": parity(spec.name, out, sides),
         "frameworks": frameworks,
         "wall_s": time.perf_counter() - started,
@@ -286,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
     try:
         args, spec, sides = parse_args(argv)
-        compare(args, spec, sides)
+        resume(args) if args.resume is not None else compare(args, spec, sides)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status

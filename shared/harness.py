@@ -123,7 +123,7 @@ def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) ->
     side.weights.load_weights(model, init_weights(weights.unet_layout(spec), spec.seed))
     probe = side.classifier.forward(model, probe_images)
 
-    classifier = side.classifier.CarvanaClassifier(model, spec.epochs, spec)
+    classifier = side.classifier.CarvanaClassifier(model, spec.epochs, spec, checkpoint_dir=out_dir / "checkpoint")
     train_loader = side.data.make_image_loader(train_set, spec.batch_size, spec.seed, True, spec.workers)
     valid_loader = (side.data.make_image_loader(valid_set, spec.batch_size, spec.seed, False, spec.workers)
                     if valid_set else None)
@@ -183,7 +183,7 @@ def run_classifier(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=No
     model = side.task.build(spec)
     side.weights.load_weights(model, initial_weights(spec))
     probe = side.train.forward(model, dataset.test_images[:spec.batch_size])
-    run = side.train.train(model, spec, dataset, verbose=True)
+    run = side.train.train(model, spec, dataset, verbose=True, checkpoint_dir=out_dir / "checkpoint")
     final = side.train.evaluate(model, dataset.test_images, dataset.test_labels, spec.batch_size)
     checkpoint = weights.save_weights(side.weights.export_weights(model), out_dir / "checkpoint.safetensors")
     result = {

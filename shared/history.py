@@ -33,6 +33,20 @@ class TrainingLog:
         self._epoch_start = 0.0
         self.callbacks.on_train_begin()
 
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the log, to continue it after a restart."""
+        return {"history": self.history, "batch_losses": self.batch_losses, "train_s": self.train_s,
+                "step_times": self.timer.times, "step_samples": self.timer.samples}
+
+    def restore(self, state: dict) -> None:
+        self.history, self.batch_losses = list(state["history"]), list(state["batch_losses"])
+        self.train_s = state["train_s"]
+        self.timer.times, self.timer.samples = list(state["step_times"]), list(state["step_samples"])
+
     def begin_epoch(self, epoch: int) -> None:
         self.progress.start_epoch(epoch, self.epochs, self.batches)
         self.callbacks.on_epoch_begin(epoch)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from shared.history import TrainingLog
 from shared.metrics import sigmoid
 from tf_impl.data import to_tensor_images
-from tf_impl.weights import canonical_gradients
+from tf_impl.weights import canonical_gradients, checkpoint, resume
 
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
@@ -54,11 +54,12 @@ def make_optimizer(model: keras.Model, spec) -> keras.optimizers.Optimizer:
 class CarvanaClassifier:
     """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
 
-    def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True):
+    def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True, checkpoint_dir=None):
         self.net, self.epochs, self.spec = net, epochs, spec
         self.optimizer = make_optimizer(net, spec)
         self.optimizer.build(net.trainable_variables)  # its slots now: created inside the first trace, they force a second
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
         self.timing: dict = {}
         self._train_step = self._eval_step = None
@@ -101,13 +102,15 @@ class CarvanaClassifier:
         epochs = epochs or self.epochs
         self._compile(train_loader.element_spec)
         log = TrainingLog("TensorFlow", epochs, len(train_loader), callbacks, self.verbose)
-        for epoch in range(1, epochs + 1):
+        resume(self.checkpoint_dir, self.net, self.optimizer, log)
+        for epoch in range(log.epochs_done + 1, epochs + 1):
             log.begin_epoch(epoch)
             for batch_index, (images, masks) in enumerate(train_loader.batches(epoch)):
                 with log.timer.step(int(images.shape[0])):
                     loss, dice = self.train_step(images, masks)
                 log.end_batch(epoch, batch_index, int(images.shape[0]), loss=loss, dice=dice)
             log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+            checkpoint(self.checkpoint_dir, epoch, self.net, self.optimizer, log)
         run = log.result()
         self.batch_losses, self.timing = run["batch_losses"], run["timing"]
         return run["history"]

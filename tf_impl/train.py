@@ -9,7 +9,7 @@ import tensorflow as tf
 from shared.history import TrainingLog
 from shared.progress import test_log_line
 from tf_impl.data import make_loader, to_tensor_images
-from tf_impl.weights import canonical_gradients
+from tf_impl.weights import canonical_gradients, checkpoint, resume
 
 
 def nll_loss(log_probs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -56,7 +56,7 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> n
                            for i in range(0, len(images), batch_size)])
 
 
-def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) -> dict:
+def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
@@ -73,7 +73,8 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) 
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    for epoch in range(1, spec.epochs + 1):
+    resume(checkpoint_dir, model, optimizer, log)
+    for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         log.begin_epoch(epoch)
         for batch_index, (images, labels) in enumerate(train_data.batches(epoch)):
             with log.timer.step(int(labels.shape[0])):
@@ -82,4 +83,6 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True) 
         test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(data.test_labels)))
+        checkpoint(checkpoint_dir, epoch, model, optimizer, log)
     return {**log.result(), "traces": train_step.experimental_get_tracing_count()}
+

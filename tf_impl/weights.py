@@ -7,10 +7,15 @@ Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/mov
 """
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import keras
 import numpy as np
 
 from shared import weights as layouts
+from shared.atomic import atomic_path
+from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.weights import Weights
 
 
@@ -84,6 +89,33 @@ def canonical_gradients(model: keras.Model, gradients: dict) -> Weights:
         values = [gradients[id(variable)] for variable in layer.trainable_weights]
         canonical.update(_from_keras(model, name, layer, values))
     return canonical
+
+
+def save_optimizer(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
+    """The optimizer's variables (iterations, momentums, ...) in their creation order, as .npz."""
+    with atomic_path(path.with_suffix(".npz"), suffix=".npz") as temporary:
+        np.savez(temporary, *[np.asarray(variable) for variable in optimizer.variables])
+
+
+def load_optimizer(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
+    """Into an optimizer already built for the same model (so its variables exist, in the same order)."""
+    with np.load(path.with_suffix(".npz")) as saved:
+        for index, variable in enumerate(optimizer.variables):
+            variable.assign(saved[f"arr_{index}"])
+
+
+def checkpoint(checkpoint_dir, epoch: int, model: keras.Model, optimizer: keras.optimizers.Optimizer, log) -> None:
+    """After an epoch: model, optimizer state and the training log, so a killed run can continue (None: off)."""
+    save_checkpoint(checkpoint_dir, epoch, export_weights(model), partial(save_optimizer, optimizer), log.state())
+
+
+def resume(checkpoint_dir, model: keras.Model, optimizer: keras.optimizers.Optimizer, log) -> None:
+    """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
+    saved = load_checkpoint(checkpoint_dir)
+    if saved is not None:
+        load_weights(model, saved.weights)
+        load_optimizer(optimizer, saved.optimizer)
+        log.restore(saved.log)
 
 
 def count_parameters(model: keras.Model) -> int:

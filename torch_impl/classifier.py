@@ -9,7 +9,7 @@ from torch import nn
 from shared.history import TrainingLog
 from shared.metrics import sigmoid
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import canonical_gradients
+from torch_impl.weights import canonical_gradients, checkpoint, resume
 
 
 def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -52,10 +52,11 @@ def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:
 class CarvanaClassifier:
     """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
 
-    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True):
+    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True, checkpoint_dir=None):
         self.net, self.epochs, self.spec = net, epochs, spec
         self.optimizer = make_optimizer(net, spec)
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
         self.timing: dict = {}
 
@@ -83,7 +84,8 @@ class CarvanaClassifier:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
         log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose)
-        for epoch in range(1, epochs + 1):
+        resume(self.checkpoint_dir, self.net, self.optimizer, log)
+        for epoch in range(log.epochs_done + 1, epochs + 1):
             self.net.train()
             train_loader.sampler.set_epoch(epoch)
             log.begin_epoch(epoch)
@@ -92,6 +94,7 @@ class CarvanaClassifier:
                     loss, dice = self.train_step(images, masks)
                 log.end_batch(epoch, batch_index, len(images), loss=loss, dice=dice)
             log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+            checkpoint(self.checkpoint_dir, epoch, self.net, self.optimizer, log)
         run = log.result()
         self.batch_losses, self.timing = run["batch_losses"], run["timing"]
         return run["history"]

@@ -10,7 +10,7 @@ from torch import nn
 from shared.history import TrainingLog
 from shared.progress import test_log_line
 from torch_impl.data import make_loader, to_tensor_images
-from torch_impl.weights import canonical_gradients
+from torch_impl.weights import canonical_gradients, checkpoint, resume
 
 
 def nll_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,13 +55,14 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.
                            for i in range(0, len(images), batch_size)])
 
 
-def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True) -> dict:
+def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_loader = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
     log = TrainingLog("PyTorch", spec.epochs, len(train_loader), callbacks, verbose, spec.log_interval,
                       spec.batch_size, len(data.train_labels))
-    for epoch in range(1, spec.epochs + 1):
+    resume(checkpoint_dir, model, optimizer, log)
+    for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         model.train()
         train_loader.sampler.set_epoch(epoch)
         log.begin_epoch(epoch)
@@ -76,4 +77,6 @@ def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True) ->
         test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(data.test_labels)))
+        checkpoint(checkpoint_dir, epoch, model, optimizer, log)
     return log.result()
+

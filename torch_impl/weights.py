@@ -1,10 +1,15 @@
 """Canonical weights (PyTorch state_dict layout, numpy) in and out of nn.Modules; twin of tf_impl/weights.py."""
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
+from shared.atomic import atomic_path
+from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.weights import Weights
 
 # BatchNorm's step counter is a buffer of PyTorch only; the canonical layout does not keep it.
@@ -29,6 +34,30 @@ def canonical_gradients(model: nn.Module) -> Weights:
     """The .grad of every parameter after backward(), by canonical name (already in canonical layout)."""
     return {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()
             if not name.endswith(SKIPPED)}
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """The optimizer's state (momentum buffers, step counts) in PyTorch's own format."""
+    with atomic_path(path.with_suffix(".pt")) as temporary:
+        torch.save(optimizer.state_dict(), temporary)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    optimizer.load_state_dict(torch.load(path.with_suffix(".pt"), weights_only=True))
+
+
+def checkpoint(checkpoint_dir, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
+    """After an epoch: model, optimizer state and the training log, so a killed run can continue (None: off)."""
+    save_checkpoint(checkpoint_dir, epoch, export_weights(model), partial(save_optimizer, optimizer), log.state())
+
+
+def resume(checkpoint_dir, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
+    """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
+    saved = load_checkpoint(checkpoint_dir)
+    if saved is not None:
+        load_weights(model, saved.weights)
+        load_optimizer(optimizer, saved.optimizer)
+        log.restore(saved.log)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,53 @@
+"""Checkpoints to resume a run killed at any point: after every epoch, a new folder holds the model (canonical
+safetensors), the optimizer state (the framework's own format) and the training log so far; `latest.json`,
+replaced atomically once the folder is complete, names it. A kill at any moment leaves the last complete one."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from shared.report import write_json
+from shared.weights import Weights, load_weights_file, save_weights
+
+LATEST = "latest.json"
+OPTIMIZER = "optimizer"  # the side adds its own suffix
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    epoch: int  # epochs completed
+    weights: Weights
+    optimizer: Path  # the side's own optimizer file, without suffix
+    log: dict  # TrainingLog.state()
+
+
+def save_checkpoint(folder: Path | None, epoch: int, weights: Weights, save_optimizer: Callable[[Path], None],
+                    log_state: dict) -> None:
+    """Write epoch-<n>/ completely, then point latest.json at it, then drop older epochs."""
+    if folder is None:
+        return
+    folder = Path(folder)
+    target = folder / f"epoch-{epoch}"
+    if target.exists():
+        shutil.rmtree(target)  # a half-written one from before a kill
+    target.mkdir(parents=True)
+    save_weights(weights, target / "model.safetensors")
+    save_optimizer(target / OPTIMIZER)
+    write_json(target / "log.json", log_state)
+    write_json(folder / LATEST, {"epoch": epoch, "folder": target.name})
+    for old in folder.glob("epoch-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path | None) -> Checkpoint | None:
+    """The last complete checkpoint, or None when there is none yet."""
+    if folder is None or not (Path(folder) / LATEST).is_file():
+        return None
+    latest = json.loads((Path(folder) / LATEST).read_text())
+    target = Path(folder) / latest["folder"]
+    return Checkpoint(latest["epoch"], load_weights_file(target / "model.safetensors"), target / OPTIMIZER,
+                      json.loads((target / "log.json").read_text()))
