@@ -245,15 +245,19 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
         # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process.
         for side in sorted(sides, key=lambda s: s != "torch"):
             side_modules(side, spec.name)
-    for side in sides:
-        if (out / side / "result.json").is_file():
-            print(f"== {report.SIDE_NAMES[side]}: finished before ==", flush=True)
-            continue
-        print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
-        if args.in_process:
-            run_side(side, job)
-        else:
-            launch(side, job_path)
+    try:
+        for side in sides:
+            if (out / side / "result.json").is_file():
+                print(f"== {report.SIDE_NAMES[side]}: finished before ==", flush=True)
+                continue
+            print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
+            if args.in_process:
+                run_side(side, job)
+            else:
+                launch(side, job_path)
+    except KeyboardInterrupt:
+        write_partial_report(out, job)
+        raise
     frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in sides}
     agreement = None
     if spec.name == "unet" and len(sides) == 2:
@@ -275,6 +279,28 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
     print(report.table(results))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots")
     return results
+
+
+def write_partial_report(out: Path, job: dict) -> None:
+    """After Ctrl-C: what each side finished (its result, or the epochs its last checkpoint holds), and how to
+    continue. job.json stays, so --resume can pick the run up."""
+    frameworks = {}
+    for side in job["sides"]:
+        if (out / side / "result.json").is_file():
+            frameworks[side] = {"status": "finished", **json.loads((out / side / "result.json").read_text())}
+            continue
+        latest = out / side / "checkpoint" / "latest.json"
+        saved = json.loads(latest.read_text()) if latest.is_file() else None
+        log = json.loads((out / side / "checkpoint" / saved["folder"] / "log.json").read_text()) if saved else {}
+        frameworks[side] = {"status": f"interrupted after epoch {saved['epoch'] if saved else 0}",
+                            "history": log.get("history", [])}
+    hint = f"python compare.py --resume {out}"
+    report.write_json(out / "results.json", {"task": job["task"], "status": "interrupted", "resume": hint,
+                                             "config": job["spec"], "frameworks": frameworks})
+    lines = [f"# twinnets: {job['task']} (interrupted)", "", f"Continue with `{hint}`.", ""]
+    lines += [f"- {report.SIDE_NAMES[side]}: {result['status']}" for side, result in frameworks.items()]
+    report.write_atomic(out / "report.md", "\n".join(lines) + "\n")
+    print(f"\ninterrupted: wrote {out}/results.json and report.md; continue with {hint}", file=sys.stderr)
 
 
 def mask_agreement(args, job: dict, job_path: Path, frameworks: dict, sides: list[str]) -> dict:
@@ -321,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare.py: error: {failure}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("compare.py: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -13,6 +13,7 @@ from shared.callbacks import PredictionsSaverCallback
 from shared.data import carvana, mnist, synthetic_cars
 from shared.errors import UserError
 from shared.init import init_weights
+from shared.rle import read_rle_csv
 from shared.tasks import TaskSpec
 
 # Parity tolerance (max abs difference of the probe arrays) per task, one table for the harness and tests.
@@ -98,6 +99,8 @@ def prepare_carvana(spec: TaskSpec, data_dir, download: bool) -> dict:
     layout = carvana.resolve_carvana(data_dir)
     train, valid = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
     carvana.check_pair_sizes(train + valid)
+    if layout.masks_csv is not None:
+        read_rle_csv(layout.masks_csv)  # a broken row fails here, in one line naming the file and the row
     carvana.read_pair(train[0])  # fail early, in one line, on an unreadable first pair
     test = carvana.get_test_files(layout) if layout.test_dir is not None else []
     description = {"source": source, "location": str(layout.root), "train": len(train), "valid": len(valid),

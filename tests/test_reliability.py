@@ -160,3 +160,31 @@ def test_resume_refuses_a_folder_without_a_run(tmp_path):
     completed = run_cli("--resume", str(tmp_path))
     assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1
     assert "nothing to resume" in completed.stderr
+
+
+def test_ctrl_c_keeps_the_checkpoint_writes_a_partial_report_and_exits_130(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), "--task", "cnn", "--epochs", "3",
+                                "--sample-size", "1000", "--threads", "1", "--frameworks", "torch", "--out", str(out)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    latest = out / "torch" / "checkpoint" / "latest.json"
+    deadline = time.monotonic() + 240
+    while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and f"--resume {out}" in stderr
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["status"] == "interrupted" and partial["frameworks"]["torch"]["status"].startswith("interrupted")
+    assert len(partial["frameworks"]["torch"]["history"]) >= 1 and (out / "job.json").is_file()
+    resumed = run_cli("--resume", str(out), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(json.loads((out / "results.json").read_text())["frameworks"]["torch"]["history"]) == 3
