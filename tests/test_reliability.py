@@ -188,3 +188,52 @@ def test_ctrl_c_keeps_the_checkpoint_writes_a_partial_report_and_exits_130(tmp_p
     resumed = run_cli("--resume", str(out), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert len(json.loads((out / "results.json").read_text())["frameworks"]["torch"]["history"]) == 3
+
+
+def _resident_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MB."""
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_predicting_2000_full_size_photos_keeps_memory_bounded(tmp_path):
+    """The submission is streamed: resident memory after 2,000 photos of 1918x1280 stays within 300 MB of
+    what it was after the first 100."""
+    import gzip
+    import os
+
+    from shared.callbacks import PredictionsSaverCallback
+    from shared.data import carvana
+    from shared.data.synthetic_cars import generate_synthetic_carvana
+    from shared.rle import rle_decode
+
+    root = generate_synthetic_carvana(tmp_path / "carvana", n_cars=1, n_test_cars=1, seed=2)  # full size
+    originals = carvana.get_test_files(carvana.resolve_carvana(root))
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    for i in range(2000):  # hard links: 2,000 photos to read, without 2,000 to generate
+        os.link(originals[i % len(originals)], test_dir / f"{i:012x}_{i % 16 + 1:02d}.jpg")
+    photos = sorted(test_dir.iterdir())
+
+    seen, memory = [0], {}
+
+    def predict(images: np.ndarray) -> np.ndarray:  # a stand-in model: bright pixels are car
+        seen[0] += len(images)
+        if seen[0] > 100 and "after_100" not in memory:
+            memory["after_100"] = _resident_mb()
+        memory["peak"] = max(memory.get("peak", 0.0), _resident_mb())
+        return images.mean(axis=-1)
+
+    saver = PredictionsSaverCallback(tmp_path / "submit.csv.gz", carvana.TestImageDataset(photos, 64), predict,
+                                     batch_size=8)
+    saver.on_train_end()
+    memory["end"] = _resident_mb()
+    growth = max(memory["peak"], memory["end"]) - memory["after_100"]
+    assert growth < 300, f"resident memory grew by {growth:.0f} MB after the first 100 photos"
+    with gzip.open(tmp_path / "submit.csv.gz", "rt") as rows:
+        lines = rows.read().splitlines()
+    assert lines[0] == "img,rle_mask" and len(lines) == 2001 and saver.rows == 2000
+    name, rle = lines[-1].split(",")
+    assert name == photos[-1].name and rle_decode(rle, (1280, 1918)).shape == (1280, 1918)
