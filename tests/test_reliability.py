@@ -237,3 +237,50 @@ def test_predicting_2000_full_size_photos_keeps_memory_bounded(tmp_path):
     assert lines[0] == "img,rle_mask" and len(lines) == 2001 and saver.rows == 2000
     name, rle = lines[-1].split(",")
     assert name == photos[-1].name and rle_decode(rle, (1280, 1918)).shape == (1280, 1918)
+
+
+def _small_carvana(tmp_path):
+    from shared.data.synthetic_cars import generate_synthetic_carvana
+
+    return generate_synthetic_carvana(tmp_path / "carvana", n_cars=2, n_test_cars=1, size=(96, 64))
+
+
+def _prepare(root):
+    from shared.harness import prepare_data
+    from shared.tasks import make_spec
+
+    return prepare_data(make_spec("unet", image_size=32, validation_size=0.5), root, download=False)
+
+
+def test_an_invalid_rle_row_is_named_before_training(tmp_path):
+    from shared.errors import DataError
+
+    root = _small_carvana(tmp_path)
+    csv = root / "train_masks.csv"
+    rows = csv.read_text().splitlines()
+    rows[3] = rows[3].split(",")[0] + ",5 x 7"
+    csv.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as caught:
+        _prepare(root)
+    assert str(csv) in str(caught.value) and "row 4" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unreadable_photo_is_named(tmp_path, monkeypatch):
+    """Root reads any file whatever its mode, so the permission error a user would meet is raised by hand."""
+    from shared.data import carvana
+    from shared.errors import DataError
+
+    root = _small_carvana(tmp_path)
+    photo = sorted((root / "train").glob("*.jpg"))[5]
+    real_open = carvana.Image.open
+
+    def guarded_open(path, *args, **kwargs):
+        if str(path) == str(photo):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(carvana.Image, "open", guarded_open)
+    with pytest.raises(DataError) as caught:
+        _prepare(root)
+    assert str(photo) in str(caught.value) and "Permission denied" in str(caught.value)
+    assert "\n" not in str(caught.value)
