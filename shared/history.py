@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from shared.callbacks import CallbackList
-from shared.errors import TrainingDiverged
+from shared.errors import TrainingDiverged, UserError
 from shared.progress import Progress, train_log_line
 from shared.timing import StepTimer
 
@@ -18,8 +18,9 @@ class TrainingLog:
     """Used as: begin_epoch; per batch `with log.timer.step(n): ...` then end_batch; end_epoch; result."""
 
     def __init__(self, side: str, epochs: int, batches: int, callbacks=None, verbose: bool = True,
-                 log_interval: int = 0, batch_size: int = 0, samples: int = 0):
+                 log_interval: int = 0, batch_size: int = 0, samples: int = 0, seed: int = 0):
         self.side, self.epochs, self.batches = side, epochs, batches
+        self.seed = seed  # of the data order and augmentation: a checkpoint only continues the same sequence
         self.callbacks = CallbackList(callbacks)
         self.progress = Progress(verbose, side)
         self.timer = StepTimer()
@@ -39,10 +40,13 @@ class TrainingLog:
 
     def state(self) -> dict:
         """What a checkpoint keeps of the log, to continue it after a restart."""
-        return {"history": self.history, "batch_losses": self.batch_losses, "train_s": self.train_s,
+        return {"seed": self.seed, "history": self.history, "batch_losses": self.batch_losses, "train_s": self.train_s,
                 "step_times": self.timer.times, "step_samples": self.timer.samples}
 
     def restore(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise UserError(f"the checkpoint was made with --seed {state['seed']}, not {self.seed}: "
+                            "its batches would not continue this run's")
         self.history, self.batch_losses = list(state["history"]), list(state["batch_losses"])
         self.train_s = state["train_s"]
         self.timer.times, self.timer.samples = list(state["step_times"]), list(state["step_samples"])

@@ -284,3 +284,18 @@ def test_an_unreadable_photo_is_named(tmp_path, monkeypatch):
         _prepare(root)
     assert str(photo) in str(caught.value) and "Permission denied" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_continues_only_its_own_data_order():
+    from shared.errors import UserError
+
+    log = TrainingLog("PyTorch", epochs=2, batches=1, verbose=False, seed=0)
+    log.begin_epoch(1)
+    log.end_batch(1, 0, 4, loss=0.5)
+    log.end_epoch(1)
+    state = log.state()
+    same = TrainingLog("PyTorch", epochs=2, batches=1, verbose=False, seed=0)
+    same.restore(state)
+    assert same.epochs_done == 1 and same.batch_losses == [0.5]
+    with pytest.raises(UserError, match="--seed 0, not 7"):
+        TrainingLog("PyTorch", epochs=2, batches=1, verbose=False, seed=7).restore(state)

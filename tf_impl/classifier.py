@@ -101,7 +101,7 @@ class CarvanaClassifier:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
         self._compile(train_loader.element_spec)
-        log = TrainingLog("TensorFlow", epochs, len(train_loader), callbacks, self.verbose)
+        log = TrainingLog("TensorFlow", epochs, len(train_loader), callbacks, self.verbose, seed=self.spec.seed)
         resume(self.checkpoint_dir, self.net, self.optimizer, log)
         for epoch in range(log.epochs_done + 1, epochs + 1):
             log.begin_epoch(epoch)

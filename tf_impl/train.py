@@ -62,7 +62,7 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, 
     optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
     optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
     log = TrainingLog("TensorFlow", spec.epochs, len(train_data), callbacks, verbose, spec.log_interval,
-                      spec.batch_size, len(data.train_labels))
+                      spec.batch_size, len(data.train_labels), spec.seed)
 
     # A batch dimension of None: the smaller last batch replays the same graph instead of tracing a second one.
     @tf.function(input_signature=train_data.element_spec)

@@ -83,7 +83,7 @@ class CarvanaClassifier:
     def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
-        log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose)
+        log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose, seed=self.spec.seed)
         resume(self.checkpoint_dir, self.net, self.optimizer, log)
         for epoch in range(log.epochs_done + 1, epochs + 1):
             self.net.train()

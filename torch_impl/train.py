@@ -60,7 +60,7 @@ def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, ch
     train_loader = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
     log = TrainingLog("PyTorch", spec.epochs, len(train_loader), callbacks, verbose, spec.log_interval,
-                      spec.batch_size, len(data.train_labels))
+                      spec.batch_size, len(data.train_labels), spec.seed)
     resume(checkpoint_dir, model, optimizer, log)
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         model.train()
