@@ -299,3 +299,15 @@ def test_a_checkpoint_continues_only_its_own_data_order():
     assert same.epochs_done == 1 and same.batch_losses == [0.5]
     with pytest.raises(UserError, match="--seed 0, not 7"):
         TrainingLog("PyTorch", epochs=2, batches=1, verbose=False, seed=7).restore(state)
+
+
+@pytest.mark.parametrize("task, field, value", [("mlp", "batch_size", 0), ("cnn", "epochs", -1),
+                                                ("unet", "batch_size", -4), ("unet", "epochs", 0)])
+def test_zero_or_negative_counts_are_refused_in_one_line(task, field, value):
+    from shared.errors import UserError
+    from shared.tasks import make_spec
+
+    with pytest.raises(UserError) as caught:
+        make_spec(task, **{field: value})
+    flag = "--" + field.replace("_", "-")
+    assert str(caught.value) == f"{flag} must be positive, got {value}"
