@@ -10,7 +10,6 @@ import numpy as np
 from shared.atomic import atomic_path
 
 SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
-SIDE_COLORS = {"tf": "tab:orange", "torch": "tab:blue"}
 # TensorFlow wide and pale underneath, PyTorch thin on top: where the curves agree both stay visible.
 SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
                "torch": {"color": "tab:blue", "linewidth": 1.2}}
