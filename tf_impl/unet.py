@@ -14,11 +14,13 @@ class BatchNorm(keras.layers.BatchNormalization):
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         if not training:
             return super().call(x, training=False)
-        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])  # per channel, over N, H, W
-        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+        x32 = tf.cast(x, self.moving_mean.dtype)  # statistics in float32 under a mixed bf16/fp16 policy, as Keras does
+        mean, variance = tf.nn.moments(x32, axes=[0, 1, 2])  # per channel, over N, H, W
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x32.dtype)
         self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
-        return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+        normalized = tf.nn.batch_normalization(x32, mean, variance, self.beta, self.gamma, self.epsilon)
+        return tf.cast(normalized, x.dtype)
 
 
 class DoubleConv(keras.layers.Layer):
