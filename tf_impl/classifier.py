@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
 from shared.metrics import sigmoid
 from tf_impl.data import to_tensor_images
@@ -45,18 +46,25 @@ def gradients(model: keras.Model, images: np.ndarray, masks: np.ndarray) -> tupl
     return float(loss), canonical_gradients(model, {id(v): g.numpy() for v, g in zip(model.trainable_variables, grads)})
 
 
-def make_optimizer(model: keras.Model, spec) -> keras.optimizers.Optimizer:
+def make_optimizer(model: keras.Model, spec, precision: str = "fp32") -> keras.optimizers.Optimizer:
     if spec.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=spec.lr, epsilon=1e-8)  # PyTorch's epsilon
-    return keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+        optimizer = keras.optimizers.Adam(learning_rate=spec.lr, epsilon=1e-8)  # PyTorch's epsilon
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range and needs none.
+    return keras.optimizers.LossScaleOptimizer(optimizer) if precision == "fp16" else optimizer
 
 
 class CarvanaClassifier:
     """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
 
-    def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True, checkpoint_dir=None):
+    def __init__(self, net: keras.Model, epochs: int, spec, verbose: bool = True, checkpoint_dir=None,
+                 execution: Execution | None = None):
+        # The precision is the model's dtype policy (tf_impl.runtime.configure_execution, before building it);
+        # the device is TensorFlow's placement: a visible GPU is used.
+        self.execution = (execution or default_execution("tf")).check("tf")
         self.net, self.epochs, self.spec = net, epochs, spec
-        self.optimizer = make_optimizer(net, spec)
+        self.optimizer = make_optimizer(net, spec, self.execution.precision)
         self.optimizer.build(net.trainable_variables)  # its slots now: created inside the first trace, they force a second
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
@@ -64,24 +72,32 @@ class CarvanaClassifier:
         self.timing: dict = {}
         self._train_step = self._eval_step = None
 
-    def _compile(self, element_spec) -> None:
-        """One graph for each step; the batch dimension is None, so a smaller last batch does not retrace."""
+    def logits(self, images: tf.Tensor, training: bool) -> tf.Tensor:
+        """The net's output in float32; under a mixed policy the convolutions run in bf16/fp16."""
+        return tf.cast(self.net(images, training=training), tf.float32)
 
-        @tf.function(input_signature=element_spec)
+    def _compile(self, element_spec) -> None:
+        """One graph for each step; the batch dimension is None, so a smaller last batch does not retrace.
+        Mode eager runs the same Python eagerly, op by op; xla compiles the graph with jit_compile."""
+
         def train_step(images, masks):
             with tf.GradientTape() as tape:
-                logits = self.net(images, training=True)
+                logits = self.logits(images, training=True)
                 loss = bce_dice_loss(logits, masks)
-            grads = tape.gradient(loss, self.net.trainable_variables)
+                scaled = self.optimizer.scale_loss(loss)  # the loss itself unless fp16 scaling is on
+            grads = tape.gradient(scaled, self.net.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, self.net.trainable_variables))
             return loss, dice_score(logits, masks, self.spec.threshold)
 
-        @tf.function(input_signature=element_spec)
         def eval_step(images, masks):
-            logits = self.net(images, training=False)
+            logits = self.logits(images, training=False)
             return bce_dice_loss(logits, masks), dice_score(logits, masks, self.spec.threshold)
 
-        self._train_step, self._eval_step = train_step, eval_step
+        if self.execution.mode == "eager":
+            self._train_step, self._eval_step = train_step, eval_step
+            return
+        graph = {"input_signature": element_spec, "jit_compile": self.execution.mode == "xla"}
+        self._train_step, self._eval_step = tf.function(train_step, **graph), tf.function(eval_step, **graph)
 
     def train_step(self, images: tf.Tensor, masks: tf.Tensor) -> tuple[float, float]:
         loss, dice = self._train_step(images, masks)
@@ -117,7 +133,8 @@ class CarvanaClassifier:
 
     @property
     def traces(self) -> int:
-        return self._train_step.experimental_get_tracing_count() if self._train_step else 0
+        traced = hasattr(self._train_step, "experimental_get_tracing_count")  # not in eager mode
+        return self._train_step.experimental_get_tracing_count() if traced else 0
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (N, H_out, W_out) for canonical NHWC images."""

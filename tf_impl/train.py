@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
 from shared.progress import test_log_line
 from tf_impl.data import make_loader, to_tensor_images
@@ -56,6 +57,24 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> n
                            for i in range(0, len(images), batch_size)])
 
 
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, element_spec,
+                    execution: Execution | None = None):
+    """The train step as one tf.function: tape, gradients, apply_gradients; returns the loss tensor.
+    A batch dimension of None: the smaller last batch replays the same graph instead of tracing a second one."""
+    execution = (execution or default_execution("tf")).check("tf")
+
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = nll_loss(tf.cast(model(images, training=True), tf.float32), labels)  # float32 loss if mixed
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    if execution.mode == "eager":  # the same Python, op by op
+        return train_step
+    return tf.function(train_step, input_signature=element_spec, jit_compile=execution.mode == "xla")
+
+
 def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
@@ -63,15 +82,7 @@ def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, 
     optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
     log = TrainingLog("TensorFlow", spec.epochs, len(train_data), callbacks, verbose, spec.log_interval,
                       spec.batch_size, len(data.train_labels), spec.seed)
-
-    # A batch dimension of None: the smaller last batch replays the same graph instead of tracing a second one.
-    @tf.function(input_signature=train_data.element_spec)
-    def train_step(images, labels):
-        with tf.GradientTape() as tape:
-            loss = nll_loss(model(images, training=True), labels)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    train_step = make_train_step(model, optimizer, train_data.element_spec)
 
     resume(checkpoint_dir, model, optimizer, log)
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
 from shared.metrics import sigmoid
 from torch_impl.data import to_tensor_images
@@ -31,7 +32,8 @@ def forward(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Logits (N, H, W, 1) for canonical NHWC images, BatchNorm in inference mode."""
     model.eval()
     with torch.no_grad():
-        return model(to_tensor_images(images)).permute(0, 2, 3, 1).numpy()
+        device = next(model.parameters()).device
+        return model(to_tensor_images(images).to(device)).float().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def gradients(model: nn.Module, images: np.ndarray, masks: np.ndarray) -> tuple[float, dict]:
@@ -49,24 +51,45 @@ def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class CarvanaClassifier:
     """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
 
-    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True, checkpoint_dir=None):
-        self.net, self.epochs, self.spec = net, epochs, spec
+    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True, checkpoint_dir=None,
+                 execution: Execution | None = None):
+        self.execution = (execution or default_execution("torch")).check("torch")
+        self.device = torch.device(self.execution.device)
+        self.memory_format = torch.channels_last if self.execution.mode == "channels_last" else torch.contiguous_format
+        self.net, self.epochs, self.spec = net.to(self.device, memory_format=self.memory_format), epochs, spec
+        self.forward = torch.compile(net) if self.execution.mode == "compile" else net  # compiled on the first call
+        self.autocast_dtype = AUTOCAST_DTYPES.get(self.execution.precision)  # None: float32 throughout
+        # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.execution.precision == "fp16")
         self.optimizer = make_optimizer(net, spec)
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
         self.timing: dict = {}
 
+    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images.to(self.device, memory_format=self.memory_format), masks.to(self.device)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The net's output in float32; under mixed precision the convolutions run in bf16/fp16."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.forward(images).float()
+
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+        images, masks = self.to_device(images, masks)
         self.optimizer.zero_grad()
-        logits = self.net(images)
+        logits = self.logits(images)
         loss = bce_dice_loss(logits, masks)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item(), dice_score(logits.detach(), masks, self.spec.threshold).item()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 scaling is on
+        self.scaler.update()
+        return loss.item(), dice_score(logits.detach(), masks, self.spec.threshold).item()  # .item() waits for the device
 
     def validate(self, valid_loader) -> dict:
         """Loss and thresholded Dice over the validation set, averaged per image."""
@@ -74,7 +97,8 @@ class CarvanaClassifier:
         losses, dices, counts = [], [], []
         with torch.no_grad():
             for images, masks in valid_loader:
-                logits = self.net(images)
+                images, masks = self.to_device(images, masks)
+                logits = self.logits(images)
                 losses.append(bce_dice_loss(logits, masks).item())
                 dices.append(dice_score(logits, masks, self.spec.threshold).item())
                 counts.append(len(images))

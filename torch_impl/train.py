@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
 from shared.progress import test_log_line
 from torch_impl.data import make_loader, to_tensor_images
@@ -55,12 +56,37 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.
                            for i in range(0, len(images), batch_size)])
 
 
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, element_spec=None,
+                    execution: Execution | None = None):
+    """The train step as an eager function: zero_grad, forward, backward, step; returns the loss tensor.
+    element_spec is TensorFlow's (input signature); PyTorch needs none."""
+    execution = (execution or default_execution("torch")).check("torch")
+    device = torch.device(execution.device)
+    memory_format = torch.channels_last if execution.mode == "channels_last" else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    forward = torch.compile(model) if execution.mode == "compile" else model
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(execution.precision)
+
+    def train_step(images, labels):
+        images, labels = images.to(device, memory_format=memory_format), labels.to(device)
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            log_probs = forward(images)
+        loss = nll_loss(log_probs.float(), labels)  # float32 loss if mixed
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return train_step
+
+
 def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_loader = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
     log = TrainingLog("PyTorch", spec.epochs, len(train_loader), callbacks, verbose, spec.log_interval,
                       spec.batch_size, len(data.train_labels), spec.seed)
+    train_step = make_train_step(model, optimizer)
     resume(checkpoint_dir, model, optimizer, log)
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         model.train()
@@ -68,11 +94,7 @@ def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, ch
         log.begin_epoch(epoch)
         for batch_index, (images, labels) in enumerate(train_loader):
             with log.timer.step(len(labels)):
-                optimizer.zero_grad()
-                loss = nll_loss(model(images), labels)
-                loss.backward()
-                optimizer.step()
-                loss_value = loss.item()
+                loss_value = train_step(images, labels).item()  # the host copy waits for the step
             log.end_batch(epoch, batch_index, len(labels), loss=loss_value)
         test = evaluate(model, data.test_images, data.test_labels, spec.batch_size)
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
