@@ -22,8 +22,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from shared import harness, metrics, report
+from shared import benchmark, benchmark_report, harness, metrics, report
 from shared.errors import UserError
+from shared.execution import DEVICES, MODES, PRECISIONS, default_execution
 from shared.tasks import TASKS, make_spec
 
 SIDES = ("tf", "torch")
@@ -72,7 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "be set on its own")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per side (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
-    parser.add_argument("--benchmark", action="store_true", help="timed benchmark mode")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where both sides run (auto: cuda if present)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="training precision of mlp, cnn, unet: bf16/fp16 mixed (float32 weights); fp16 with "
+                             "loss scaling, on cuda only")
+    bench = parser.add_argument_group("benchmark (--benchmark)")
+    bench.add_argument("--benchmark", action="store_true",
+                       help="time the train step of mlp, cnn or unet on both sides instead of training")
+    bench.add_argument("--warmup", type=int, default=benchmark.WARMUP_STEPS, help="untimed steps after the first")
+    bench.add_argument("--steps", type=int, default=benchmark.TIMED_STEPS, help="timed steps per row")
+    bench.add_argument("--repeat", type=int, default=1, help="processes per row; the median one is reported")
+    bench.add_argument("--batch-sizes", help="comma-separated batch sizes to sweep (default: the task's batch size)")
+    bench.add_argument("--modes", default="all",
+                       help="comma-separated modes, each for the sides that have it, or side:mode for one: "
+                            + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
+    bench.add_argument("--precisions", default="fp32,bf16", help=f"comma-separated: {', '.join(PRECISIONS)}")
+    bench.add_argument("--all-combinations", action="store_true",
+                       help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")
     parser.add_argument("--in-process", action="store_true", help="run both sides in this process (for debugging)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -102,10 +119,47 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.benchmark:
-        raise UserError("--benchmark is not implemented yet (planned: issue 5); run without it")
+        check_benchmark_args(args, spec)
+    if args.precision != "fp32" and spec.name not in ("mlp", "cnn", "unet"):
+        raise UserError(f"--precision does not apply to task {args.task!r}: it trains nothing")
+    if args.precision == "fp16" and args.device != "cuda":
+        raise UserError("--precision fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
     if args.data_dir is not None and not args.data_dir.exists():
         raise UserError(f"{args.data_dir}: no such folder (--data-dir)")
     return args, spec, list(dict.fromkeys(sides))
+
+
+def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
+    try:
+        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
+    unknown = [v for v in values if choices is not None and v not in choices]
+    if unknown or not values:
+        raise UserError(f"{flag} {text!r}: choose from {', '.join(map(str, choices))}" if choices
+                        else f"{flag} {text!r}: expected a comma-separated list")
+    return list(dict.fromkeys(values))
+
+
+def check_benchmark_args(args: argparse.Namespace, spec) -> None:
+    """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
+    if spec.name not in ("mlp", "cnn", "unet"):
+        raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
+    for flag in ("warmup", "steps", "repeat"):
+        if getattr(args, flag) < (0 if flag == "warmup" else 1):
+            raise UserError(f"--{flag} must be {'0 or more' if flag == 'warmup' else 'positive'}, got {getattr(args, flag)}")
+    batch_sizes = comma_list(args.batch_sizes, "--batch-sizes", convert=int) if args.batch_sizes else [spec.batch_size]
+    if min(batch_sizes) <= 0:
+        raise UserError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    # "eager" picks eager on both sides; "tf:function" only on one.
+    every_mode = sorted({mode for modes in MODES.values() for mode in modes})
+    every_mode += [f"{side}:{mode}" for side, modes in MODES.items() for mode in modes]
+    chosen = every_mode if args.modes == "all" else comma_list(args.modes, "--modes", every_mode)
+    args.bench_batch_sizes = batch_sizes
+    args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in SIDES}
+    args.bench_precisions = comma_list(args.precisions, "--precisions", PRECISIONS)
+    if "fp16" in args.bench_precisions and args.device != "cuda":
+        raise UserError("--precisions fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
 
 
 def output_folder(args: argparse.Namespace) -> Path:
@@ -158,7 +212,12 @@ def run_side(side: str, job: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     modules = side_modules(side, job["task"])
     modules.runtime.configure(job["threads"], spec.seed)
-    result, probe = harness.run_task(modules, spec, out, job.get("data"))
+    requested = default_execution(side, **job.get("execution", {}))
+    # Devices first, in float32: the parity probe runs before the model to train is built in its precision.
+    execution = modules.runtime.configure_execution(requested.replace(precision="fp32")).replace(
+        precision=requested.precision)
+    result, probe = harness.run_task(modules, spec, out, job.get("data"), execution)
+    result["execution"] = execution.to_dict()
     result["threads"] = modules.runtime.threads()
     result["versions"] = modules.runtime.versions()
     np.save(out / "probe.npy", probe)
@@ -191,7 +250,7 @@ def worker_main(mode: str, side: str, job_path: str) -> int:
     if side == "torch":
         keep_tensorflow_out()
     try:
-        (agree_side if mode == "--agree" else run_side)(side, job)
+        {"--agree": agree_side, "--bench": bench_side, "--worker": run_side}[mode](side, job)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
@@ -220,7 +279,7 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     out = output_folder(args)
     data = harness.prepare_data(spec, args.data_dir, args.download) if spec.uses_data else None
     job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "out": str(out.resolve()),
-           "data": data, "sides": sides}
+           "data": data, "sides": sides, "execution": {"precision": args.precision, "device": args.device}}
     return run_job(args, out, job)
 
 
@@ -265,7 +324,8 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
     results = {
         "task": spec.name,
         "data": (job["data"] or {}).get("description", {"source": "none"}),
-        "config": {**spec.to_dict(), "frameworks": sides, "threads": job["threads"]},
+        "config": {**spec.to_dict(), "frameworks": sides, "threads": job["threads"],
+                   **job.get("execution", {"precision": "fp32", "device": "cpu"})},
         "environment": environment(job["threads"], args.in_process),
         "parity": parity(spec.name, out, sides),
         "frameworks": frameworks,
@@ -279,6 +339,107 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
     print(report.table(results))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots")
     return results
+
+
+# ---- the benchmark -----------------------------------------------------------------------------------------
+
+ENVIRONMENT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_AFFINITY", "KMP_BLOCKTIME", "TF_ENABLE_ONEDNN_OPTS",
+                         "TF_XLA_FLAGS", "XLA_FLAGS", "TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES",
+                         "TORCHINDUCTOR_CACHE_DIR", "ONEDNN_VERBOSE", "DNNL_MAX_CPU_ISA")
+
+
+def cpu_flags() -> str:
+    """The vector and matrix extensions that decide the CPU kernels (AVX2, AVX-512, AMX, bf16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
+                                        "amx_tile", "amx_int8", "avx_vnni")]
+    return " ".join(wanted) + ("" if any(f.startswith("amx") for f in flags) else " (no AMX)")
+
+
+def run_benchmark(args: argparse.Namespace, spec, sides: list[str]) -> dict:
+    """Parity gate, then each (framework, mode, precision, batch size) in a fresh process, then the loaders."""
+    if len(sides) != 2:
+        raise UserError("--benchmark compares both sides: leave --frameworks at tf,torch")
+    out = output_folder(args)
+    data = harness.prepare_data(spec, args.data_dir, args.download)
+    settings = {"warmup": args.warmup, "steps": args.steps, "batch_sizes": args.bench_batch_sizes,
+                "device": args.device}
+    rows = benchmark.plan_rows(sides, args.bench_modes, args.bench_precisions, args.bench_batch_sizes, args.repeat,
+                               args.all_combinations)
+    folder = out / "rows"
+    folder.mkdir(exist_ok=True)
+    env = environment(args.threads, False)
+    env.update(cpu_flags=cpu_flags(),
+               variables={name: os.environ[name] for name in ENVIRONMENT_VARIABLES if name in os.environ})
+    config = {**spec.to_dict(), "benchmark": True, "warmup": args.warmup, "steps": args.steps, "repeat": args.repeat,
+              "batch_sizes": args.bench_batch_sizes, "modes": args.bench_modes, "precisions": args.bench_precisions,
+              "all_combinations": args.all_combinations, "threads": args.threads, "device": args.device}
+    print(benchmark_report.header({"task": spec.name, "environment": env, "config": config}), flush=True)
+    results_of: dict[str, dict] = {}
+    started = time.perf_counter()
+
+    def run(index: int, row: benchmark.Row) -> dict:
+        job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "data": data,
+               "row": row.to_dict(), "settings": settings, "out": str(folder.resolve())}
+        job_path = report.write_json(folder / f"{row.name}.job.json", job)
+        print(f"[{index}/{len(rows)}] {report.SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
+              f"batch {row.batch_size}" + (f" (run {row.run})" if args.repeat > 1 else ""), end=" ... ", flush=True)
+        row_started = time.perf_counter()
+        launch(row.side, job_path, "--bench")
+        result = results_of[row.name] = json.loads((folder / f"{row.name}.json").read_text())
+        stats = result.get("stats")
+        print(f"{time.perf_counter() - row_started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else ""),
+              flush=True)
+        return result
+
+    parity_rows = {row.side: run(index, row) for index, row in enumerate(rows, start=1) if row.kind == "parity"}
+    probes = {side: np.load(folder / f"{result['row_name']}.probe.npy") for side, result in parity_rows.items()}
+    gate = benchmark_report.check_parity(spec.name, parity_rows, probes, harness.PARITY_TOLERANCE[spec.name])
+    if not gate["passed"]:
+        report.write_json(out / "results.json", {"task": spec.name, "mode": "benchmark", "config": config,
+                                                 "environment": env, "parity": gate, "rows": []})
+        raise benchmark_report.ParityFailed("; ".join(gate["problems"]))
+    print(f"parity passed: {gate['parameters']['tf']:,} parameters on both sides, bit-identical weights, "
+          f"max |tf - torch| {gate['max_abs_diff']:.2g} <= {gate['tolerance']:g}", flush=True)
+    for index, row in enumerate(rows, start=1):
+        if row.kind != "parity":
+            run(index, row)
+    step_results = [r for r in results_of.values() if r["row"]["kind"] == "step"]
+    peaks = {r["row"]["side"]: r["matmul_peak"] for r in step_results if "matmul_peak" in r}
+    flops = benchmark_report.flop_counts(spec, parity_rows, args.bench_batch_sizes)
+    summary_rows = benchmark_report.summarize_rows(step_results, flops, peaks)
+    env["build"] = {side: r["build"] for side, r in parity_rows.items()}
+    results = {"task": spec.name, "mode": "benchmark", "data": data["description"], "config": config,
+               "environment": env, "parity": gate, "flops": flops, "matmul_peak": peaks, "rows": summary_rows,
+               "precision_checks": benchmark_report.precision_checks(summary_rows),
+               "targets": None,
+               "pipeline": benchmark_report.pipeline_summary(
+                   [r for r in results_of.values() if r["row"]["kind"] == "pipeline"], summary_rows),
+               "wall_s": time.perf_counter() - started}
+    results["targets"] = benchmark_report.targets(summary_rows, results["precision_checks"])
+    benchmark_report.write_reports(out, results)
+    print()
+    print(benchmark_report.table(results))
+    print(f"\nwrote {out}/results.json, {out}/report.md and plots ({results['wall_s']:.0f} s)")
+    return results
+
+
+def bench_side(side: str, job: dict) -> None:
+    """One benchmark row in this (fresh) process: <out>/<row>.json, and <row>.probe.npy for a parity row."""
+    spec = job_spec(job)
+    modules = side_modules(side, job["task"])
+    modules.benchmark = importlib.import_module(f"{SIDE_PACKAGES[side]}.benchmark")
+    modules.runtime.configure(job["threads"], spec.seed)
+    row = benchmark.Row(**job["row"])
+    result, probe = benchmark.run_row(modules, spec, row, job["settings"], job["data"])
+    result["row_name"] = row.name
+    if probe is not None:
+        np.save(Path(job["out"]) / f"{row.name}.probe.npy", probe)
+    report.write_json(Path(job["out"]) / f"{row.name}.json", result)
 
 
 def write_partial_report(out: Path, job: dict) -> None:
@@ -332,19 +493,27 @@ def parity(task: str, out: Path, sides: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    if argv[:1] in (["--worker"], ["--agree"]):
+    if argv[:1] in (["--worker"], ["--agree"], ["--bench"]):
         status = worker_main(argv[0], argv[1], argv[2])
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
     try:
         args, spec, sides = parse_args(argv)
-        resume(args) if args.resume is not None else compare(args, spec, sides)
+        if args.resume is not None:
+            resume(args)
+        elif args.benchmark:
+            run_benchmark(args, spec, sides)
+        else:
+            compare(args, spec, sides)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
     except SideFailed as failure:
         print(f"compare.py: error: {failure}", file=sys.stderr)
+        return 1
+    except benchmark_report.ParityFailed as failure:
+        print(f"compare.py: error: parity failed, so no timing is reported: {failure}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,7 @@ from shared import metrics, weights
 from shared.callbacks import PredictionsSaverCallback
 from shared.data import carvana, mnist, synthetic_cars
 from shared.errors import UserError
+from shared.execution import Execution
 from shared.init import init_weights
 from shared.rle import read_rle_csv
 from shared.tasks import TaskSpec
@@ -110,23 +111,47 @@ def prepare_carvana(spec: TaskSpec, data_dir, download: bool) -> dict:
     return {"data_dir": str(data_dir), "description": description}
 
 
-def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) -> tuple[dict, np.ndarray]:
+def unet_train_set(spec: TaskSpec, data: dict, train_samples=None) -> carvana.TrainImageDataset:
+    """The training photos as the U-Net sees them: resized (and padded for the original net), augmented."""
+    if train_samples is None:
+        layout = carvana.resolve_carvana(data["data_dir"], include_test=False)
+        train_samples, _ = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    pad = (spec.image_size - spec.output_size) // 2  # 0 for the padded U-Net
+    return carvana.TrainImageDataset(train_samples, spec.output_size, augment=spec.augment, seed=spec.seed, pad=pad)
+
+
+def training_model(side: SimpleNamespace, spec: TaskSpec, model, initial: dict, execution: Execution | None):
+    """The probe ran a float32 model; under mixed precision TensorFlow's dtype policy is fixed when the model is
+    built, so the model to train is built again under the policy, from the same weights."""
+    if execution is None or execution.precision == "fp32":
+        return model
+    side.runtime.configure_execution(execution)
+    model = side.task.build(spec)
+    side.weights.load_weights(model, initial)
+    return model
+
+
+def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None,
+             execution: Execution | None = None) -> tuple[dict, np.ndarray]:
     """Train the U-Net with the four callbacks, from the canonical initial weights; the probe is the
     initial model's logits on the first validation (or training) batch."""
     layout = carvana.resolve_carvana(data["data_dir"])
     train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
     pad = (spec.image_size - spec.output_size) // 2  # 0 for the padded U-Net
-    train_set = carvana.TrainImageDataset(train_samples, spec.output_size, augment=spec.augment, seed=spec.seed, pad=pad)
+    train_set = unet_train_set(spec, data, train_samples)
     valid_set = (carvana.TrainImageDataset(valid_samples, spec.output_size, augment=False, seed=spec.seed, pad=pad)
                  if valid_samples else None)
     probe_set = valid_set or carvana.TrainImageDataset(train_samples, spec.output_size, seed=spec.seed, pad=pad)
     probe_images = np.stack([probe_set.get(i)[0] for i in range(min(spec.batch_size, len(probe_set)))])
 
     model = side.task.build(spec)
-    side.weights.load_weights(model, init_weights(weights.unet_layout(spec), spec.seed))
+    initial = init_weights(weights.unet_layout(spec), spec.seed)
+    side.weights.load_weights(model, initial)
     probe = side.classifier.forward(model, probe_images)
 
-    classifier = side.classifier.CarvanaClassifier(model, spec.epochs, spec, checkpoint_dir=out_dir / "checkpoint")
+    model = training_model(side, spec, model, initial, execution)
+    classifier = side.classifier.CarvanaClassifier(model, spec.epochs, spec, checkpoint_dir=out_dir / "checkpoint",
+                                                   execution=execution)
     train_loader = side.data.make_image_loader(train_set, spec.batch_size, spec.seed, True, spec.workers)
     valid_loader = (side.data.make_image_loader(valid_set, spec.batch_size, spec.seed, False, spec.workers)
                     if valid_set else None)
@@ -180,13 +205,16 @@ def initial_weights(spec: TaskSpec) -> dict:
     return init_weights(LAYOUTS[spec.name](spec), spec.seed)
 
 
-def run_classifier(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) -> tuple[dict, np.ndarray]:
+def run_classifier(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None,
+                   execution: Execution | None = None) -> tuple[dict, np.ndarray]:
     """Load the canonical initial weights, probe them, train, evaluate, save the checkpoint."""
     dataset = load_classifier_data(spec, data or {})
     model = side.task.build(spec)
     side.weights.load_weights(model, initial_weights(spec))
     probe = side.train.forward(model, dataset.test_images[:spec.batch_size])
-    run = side.train.train(model, spec, dataset, verbose=True, checkpoint_dir=out_dir / "checkpoint")
+    model = training_model(side, spec, model, initial_weights(spec), execution)
+    run = side.train.train(model, spec, dataset, verbose=True, checkpoint_dir=out_dir / "checkpoint",
+                           execution=execution)
     final = side.train.evaluate(model, dataset.test_images, dataset.test_labels, spec.batch_size)
     checkpoint = weights.save_weights(side.weights.export_weights(model), out_dir / "checkpoint.safetensors")
     result = {
@@ -227,6 +255,10 @@ RUNNERS = {"neuron": run_neuron, "autograd": run_autograd, "mlp": run_classifier
            "unet": run_unet}
 
 
-def run_task(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None) -> tuple[dict, np.ndarray]:
-    """The side's result (the results.json entry) and its parity probe array."""
-    return RUNNERS[spec.name](side, spec, Path(out_dir), data)
+def run_task(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None,
+             execution: Execution | None = None) -> tuple[dict, np.ndarray]:
+    """The side's result (the results.json entry) and its parity probe array. The execution (device,
+    precision) applies to the trained tasks; neuron and autograd run in float64/float32 on the CPU."""
+    if spec.name in ("neuron", "autograd"):
+        return RUNNERS[spec.name](side, spec, Path(out_dir), data)
+    return RUNNERS[spec.name](side, spec, Path(out_dir), data, execution)

@@ -55,7 +55,7 @@ def save_figure(figure, path: Path) -> Path:
     return Path(path)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -68,7 +68,7 @@ def _pyplot():
 
 def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = True) -> Path:
     """Loss curves of both sides on one axis (per batch when recorded, else per epoch)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     for side, result in results["frameworks"].items():
         batches = result.get("batch_losses") if per_batch else None
@@ -90,7 +90,7 @@ def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = 
 
 def plot_neuron_surface(results: dict, path: Path) -> Path:
     """E(w, b) with both descent paths and the line of exact solutions phi*w + b = logit(target)."""
-    plt = _pyplot()
+    plt = pyplot()
     config = results["config"]
     phi, target = config["phi"], config["target"]
     paths = {side: np.array([[p["w"], p["b"]] for p in r["trajectory"]]) for side, r in results["frameworks"].items()}
@@ -121,7 +121,7 @@ def plot_neuron_surface(results: dict, path: Path) -> Path:
 
 def plot_graphs(results: dict, path: Path) -> Path:
     """The two graphs of z = 2x^2 + 5x side by side, as the frameworks print them."""
-    plt = _pyplot()
+    plt = pyplot()
     sides = list(results["frameworks"])
     figure, axes = plt.subplots(1, len(sides), figsize=(6 * len(sides), 4), squeeze=False)
     for axis, side in zip(axes[0], sides):
@@ -137,7 +137,7 @@ def plot_graphs(results: dict, path: Path) -> Path:
 
 def plot_confusion(results: dict, path: Path) -> Path:
     """One confusion matrix per side (rows: true digit, columns: predicted digit)."""
-    plt = _pyplot()
+    plt = pyplot()
     sides = list(results["frameworks"])
     figure, axes = plt.subplots(1, len(sides), figsize=(5 * len(sides), 4.4), squeeze=False)
     for axis, side in zip(axes[0], sides):
@@ -158,7 +158,7 @@ def plot_confusion(results: dict, path: Path) -> Path:
 
 def plot_curves(results: dict, path: Path) -> Path:
     """Loss and Dice per epoch, train and validation, both sides on the same axes."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, key in zip(axes, ("loss", "dice")):
         for side, result in results["frameworks"].items():
@@ -180,7 +180,7 @@ def plot_curves(results: dict, path: Path) -> Path:
 
 def plot_mask_grid(results: dict, out: Path, path: Path) -> Path:
     """Validation photos, their true masks and each side's predicted mask, one row per photo."""
-    plt = _pyplot()
+    plt = pyplot()
     sides = list(results["frameworks"])
     previews = {side: np.load(out / side / "preview.npz") for side in sides}
     first = previews[sides[0]]

@@ -28,8 +28,8 @@ def configure_execution(execution: Execution) -> Execution:
     if device == "cuda" and not gpus:
         raise UserError("--device cuda: TensorFlow sees no GPU here (a CUDA build of TensorFlow and a driver are "
                         "needed); use --device cpu or auto")
-    if device == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
+    if device == "cpu" and tf.config.get_visible_devices("GPU"):
+        tf.config.set_visible_devices([], "GPU")  # before any op runs; a second call finds none left
     return execution.replace(device=device)
 
 

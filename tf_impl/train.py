@@ -57,6 +57,12 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 1000) -> n
                            for i in range(0, len(images), batch_size)])
 
 
+def make_optimizer(model: keras.Model, spec) -> keras.optimizers.Optimizer:
+    optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+    optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
+    return optimizer
+
+
 def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, element_spec,
                     execution: Execution | None = None):
     """The train step as one tf.function: tape, gradients, apply_gradients; returns the loss tensor.
@@ -75,14 +81,14 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, e
     return tf.function(train_step, input_signature=element_spec, jit_compile=execution.mode == "xla")
 
 
-def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
+def train(model: keras.Model, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None,
+          execution: Execution | None = None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_data = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
-    optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
-    optimizer.build(model.trainable_variables)  # momentum slots now: created inside train_step they force a 2nd trace
+    optimizer = make_optimizer(model, spec)
     log = TrainingLog("TensorFlow", spec.epochs, len(train_data), callbacks, verbose, spec.log_interval,
                       spec.batch_size, len(data.train_labels), spec.seed)
-    train_step = make_train_step(model, optimizer, train_data.element_spec)
+    train_step = make_train_step(model, optimizer, train_data.element_spec, execution)
 
     resume(checkpoint_dir, model, optimizer, log)
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):

@@ -32,7 +32,7 @@ class TensorboardLoggerCallback(Callback):
             self.model.eval()
             with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns that it is deprecated
                 warnings.simplefilter("ignore", FutureWarning)
-                self.writer.add_graph(self.model, to_tensor_images(self.example))
+                self.writer.add_graph(self.model, to_tensor_images(self.example).to(next(self.model.parameters()).device))
 
     def on_epoch_end(self, epoch, logs=None):
         for key in ("loss", "dice"):

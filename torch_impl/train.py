@@ -23,7 +23,7 @@ def forward(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Log-probabilities (N, 10) for canonical NHWC images, in evaluation mode."""
     model.eval()
     with torch.no_grad():
-        return model(to_tensor_images(images)).numpy()
+        return model(to_tensor_images(images).to(next(model.parameters()).device)).float().cpu().numpy()
 
 
 def gradients(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
@@ -39,12 +39,14 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_siz
     """Average test loss, accuracy and the predicted classes."""
     model.eval()
     loader = make_loader(images, labels, batch_size, seed=0, shuffle=False)
+    device = next(model.parameters()).device
     total_loss, predictions = 0.0, []
     with torch.no_grad():
         for batch_images, batch_labels in loader:
-            log_probs = model(batch_images)
+            batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
+            log_probs = model(batch_images).float()
             total_loss += F.nll_loss(log_probs, batch_labels, reduction="sum").item()
-            predictions.append(log_probs.argmax(dim=1).numpy())
+            predictions.append(log_probs.argmax(dim=1).cpu().numpy())
     predicted = np.concatenate(predictions)
     return {"loss": total_loss / len(labels), "accuracy": float(np.mean(predicted == labels)),
             "correct": int(np.sum(predicted == labels)), "predictions": predicted}
@@ -54,6 +56,10 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1000) -> np.
     """Predicted classes for canonical NHWC images."""
     return np.concatenate([forward(model, images[i:i + batch_size]).argmax(axis=1)
                            for i in range(0, len(images), batch_size)])
+
+
+def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
 def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, element_spec=None,
@@ -80,13 +86,14 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, element_
     return train_step
 
 
-def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None) -> dict:
+def train(model: nn.Module, spec, data, callbacks=None, verbose: bool = True, checkpoint_dir=None,
+          execution: Execution | None = None) -> dict:
     """SGD with momentum over the shared batch order; a log line every log_interval batches, test after each epoch."""
     train_loader = make_loader(data.train_images, data.train_labels, spec.batch_size, spec.seed, shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
+    optimizer = make_optimizer(model, spec)
     log = TrainingLog("PyTorch", spec.epochs, len(train_loader), callbacks, verbose, spec.log_interval,
                       spec.batch_size, len(data.train_labels), spec.seed)
-    train_step = make_train_step(model, optimizer)
+    train_step = make_train_step(model, optimizer, None, execution)
     resume(checkpoint_dir, model, optimizer, log)
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         model.train()

@@ -1,0 +1,270 @@
+"""The benchmark's parent half: the parity gate, results.json, the console table, report.md and the plots."""
+from __future__ import annotations
+
+import numpy as np
+
+from shared import report
+from shared.benchmark import (PRECISION_CHECK_STEP, PRECISION_LOSS_RTOL, REFERENCE_MODE, analytic_training_flops,
+                              median_run)
+
+MODE_NAMES = {"tf": {"function": "tf.function", "eager": "eager (run_functions_eagerly)", "xla": "XLA (jit_compile)"},
+              "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"}}
+
+
+class ParityFailed(Exception):
+    """The two sides would not do the same work: no timing is reported (exit status 1)."""
+
+
+def check_parity(task: str, parity_rows: dict, probes: dict, tolerance: float) -> dict:
+    """Equal parameter counts, bit-identical canonical weights, forward outputs within the task's tolerance."""
+    tf_row, torch_row = parity_rows["tf"], parity_rows["torch"]
+    diff = (float(np.max(np.abs(probes["tf"] - probes["torch"]))) if probes["tf"].shape == probes["torch"].shape
+            else float("inf"))
+    problems = []
+    if tf_row["parameters"] != torch_row["parameters"]:
+        problems.append(f"parameter counts differ: {tf_row['parameters']:,} (tf) vs {torch_row['parameters']:,} (torch)")
+    if tf_row["weights_sha256"] != torch_row["weights_sha256"]:
+        problems.append("the sides' canonical weights differ (sha256)")
+    if not diff <= tolerance:
+        problems.append(f"forward outputs differ by {diff:.3g} (tolerance {tolerance:g})")
+    return {"parameters": {side: row["parameters"] for side, row in parity_rows.items()},
+            "weights_sha256": {side: row["weights_sha256"] for side, row in parity_rows.items()},
+            "max_abs_diff": diff, "tolerance": tolerance, "passed": not problems, "problems": problems}
+
+
+def flop_counts(spec, parity_rows: dict, batch_sizes: list[int]) -> dict:
+    """Per batch size: each side's own count (None where its framework cannot count a training step), the
+    analytic count, and the count the rows use (PyTorch's if it agrees with the analytic one within 1%)."""
+    counts = {}
+    for batch in batch_sizes:
+        analytic = analytic_training_flops(spec, batch)
+        counted = {side: row["flops"].get(str(batch)) for side, row in parity_rows.items()}
+        measured = counted.get("torch")
+        agrees = measured is not None and abs(measured - analytic) <= 0.01 * analytic
+        counts[str(batch)] = {"counted": counted, "analytic": analytic, "agree_within_1pct": agrees,
+                              "used": measured if agrees else analytic,
+                              "counted_by": "PyTorch FlopCounterMode" if agrees else "analytic"}
+    return counts
+
+
+def summarize_rows(step_results: list[dict], flops: dict, peaks: dict) -> list[dict]:
+    """One entry per (side, mode, precision, batch): the median of its --repeat processes, with raw times."""
+    groups: dict[tuple, list[dict]] = {}
+    for result in step_results:
+        row = result["row"]
+        groups.setdefault((row["side"], row["mode"], row["precision"], row["batch_size"]), []).append(result)
+    rows = []
+    for (side, mode, precision, batch), runs in groups.items():
+        chosen = median_run(runs)
+        stats = chosen["stats"]
+        model_flops = flops[str(batch)]["used"]
+        achieved = model_flops / stats["median_s"] / 1e9
+        peak = peaks.get(side, {}).get(precision, {}).get("gflop_per_s")
+        entry = {"side": side, "mode": mode, "precision": precision, "batch_size": batch,
+                 "first_step_s": chosen["first_step_s"], "stats": stats, "times_s": chosen["times_s"],
+                 "losses": chosen["losses"], "run_medians_s": [run["stats"]["median_s"] for run in runs],
+                 "gflop_per_s": achieved, "peak_gflop_per_s": peak,
+                 "peak_fraction": achieved / peak if peak else None,
+                 "peak_rss_bytes": chosen["peak_rss_bytes"], "peak_device_bytes": chosen["peak_device_bytes"],
+                 "device": chosen["execution"]["device"]}
+        if "reference" in chosen:
+            reference = chosen["reference"]
+            entry["reference"] = {"stats": reference["stats"], "times_s": reference["times_s"],
+                                  "first_step_s": reference["first_step_s"],
+                                  "throughput_ratio": stats["samples_per_s"] / reference["stats"]["samples_per_s"]}
+        rows.append(entry)
+    return rows
+
+
+def precision_checks(rows: list[dict]) -> list[dict]:
+    """The loss after PRECISION_CHECK_STEP steps in bf16/fp16 against fp32, same side, mode and batch."""
+    fp32 = {(r["side"], r["mode"], r["batch_size"]): r for r in rows if r["precision"] == "fp32"}
+    checks = []
+    for row in rows:
+        reference = fp32.get((row["side"], row["mode"], row["batch_size"]))
+        if row["precision"] == "fp32" or reference is None or len(row["losses"]) < PRECISION_CHECK_STEP:
+            continue
+        low, full = row["losses"][PRECISION_CHECK_STEP - 1], reference["losses"][PRECISION_CHECK_STEP - 1]
+        relative = abs(low - full) / max(abs(full), 1e-12)
+        tolerance = PRECISION_LOSS_RTOL[row["precision"]]
+        checks.append({"side": row["side"], "mode": row["mode"], "precision": row["precision"],
+                       "batch_size": row["batch_size"], "step": PRECISION_CHECK_STEP, "loss": low, "loss_fp32": full,
+                       "relative_diff": relative, "tolerance": tolerance, "passed": relative <= tolerance,
+                       "speedup_vs_fp32": row["stats"]["samples_per_s"] / reference["stats"]["samples_per_s"]})
+    return checks
+
+
+def pipeline_summary(pipeline_results: list[dict], rows: list[dict]) -> dict:
+    """End-to-end epoch throughput through each side's real loader, next to its step-only throughput."""
+    summary = {}
+    for result in pipeline_results:
+        row = result["row"]
+        step_only = next((r["stats"]["samples_per_s"] for r in rows if r["side"] == row["side"]
+                          and r["mode"] == row["mode"] and r["precision"] == "fp32"
+                          and r["batch_size"] == row["batch_size"]), None)
+        summary[row["side"]] = {**result["epoch"], "mode": row["mode"], "batch_size": row["batch_size"],
+                                "step_only_samples_per_s": step_only, "peak_rss_bytes": result["peak_rss_bytes"]}
+    return summary
+
+
+# The issue's targets, checked on each run (they hold or not on a given machine; the report says which).
+TARGETS = {"harness_vs_reference": 0.95, "peak_fraction_fp32": 0.70, "bf16_speedup": 1.5}
+
+
+def targets(rows: list[dict], checks: list[dict]) -> dict:
+    """Per side, in its training mode at the first batch size: the twinnets step against the reference loop,
+    fp32 model-FLOP throughput against the fp32 matmul peak, and bf16 against fp32 throughput."""
+    found = {}
+    for side in sorted({row["side"] for row in rows}):
+        main = next((r for r in rows if r["side"] == side and "reference" in r), None)
+        bf16 = next((c for c in checks if c["side"] == side and c["precision"] == "bf16"
+                     and c["mode"] == REFERENCE_MODE[side]), None)
+        values = {"harness_vs_reference": main["reference"]["throughput_ratio"] if main else None,
+                  "peak_fraction_fp32": main["peak_fraction"] if main else None,
+                  "bf16_speedup": bf16["speedup_vs_fp32"] if bf16 else None}
+        found[side] = {name: {"value": value, "target": TARGETS[name],
+                              "met": None if value is None else bool(value >= TARGETS[name])}
+                       for name, value in values.items()}
+    return found
+
+
+# ---- console and report.md -----------------------------------------------------------------------------------
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f}"
+
+
+def table(results: dict) -> str:
+    header = (f"{'framework':<11}{'mode':<30}{'prec':<6}{'batch':>6}{'first s':>9}{'median s':>10}"
+              f"{'p10-p90 s':>17}{'mean+-se s':>19}{'samples/s':>11}{'vs ref':>8}{'GFLOP/s':>9}{'% peak':>8}{'RSS MiB':>9}")
+    lines = [header, "-" * len(header)]
+    for row in results["rows"]:
+        s = row["stats"]
+        ratio = f"{row['reference']['throughput_ratio']:.3f}" if "reference" in row else ""
+        fraction = f"{100 * row['peak_fraction']:.1f}" if row["peak_fraction"] is not None else "-"
+        lines.append(f"{report.SIDE_NAMES[row['side']]:<11}{MODE_NAMES[row['side']][row['mode']]:<30}"
+                     f"{row['precision']:<6}{row['batch_size']:>6}{row['first_step_s']:>9.2f}{s['median_s']:>10.4f}"
+                     f"{s['p10_s']:>8.4f}-{s['p90_s']:<8.4f}{s['mean_s']:>10.4f}+-{s['stderr_s']:<7.4f}"
+                     f"{s['samples_per_s']:>11.1f}{ratio:>8}{row['gflop_per_s']:>9.2f}{fraction:>8}"
+                     f"{_mib(row['peak_rss_bytes']):>9}")
+        if "reference" in row:
+            r = row["reference"]["stats"]
+            lines.append(f"{'':<11}{'  reference loop (few lines)':<30}{'fp32':<6}{row['batch_size']:>6}"
+                         f"{row['reference']['first_step_s']:>9.2f}{r['median_s']:>10.4f}"
+                         f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
+                         f"{r['samples_per_s']:>11.1f}")
+    return "\n".join(lines)
+
+
+def header(results: dict) -> str:
+    env, config = results["environment"], results["config"]
+    lines = [f"twinnets benchmark: {results['task']}, batch sizes {config['batch_sizes']}, "
+             f"{config['warmup']} warm-up + {config['steps']} timed steps, {config['repeat']} process(es) per row",
+             f"CPU {env['cpu']} ({env['cores']} cores; flags: {env['cpu_flags']}); device {config['device']}",
+             f"threads: {config['threads']} intra-op, 1 inter-op, on both sides; each row in a fresh process",
+             f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, torch {env['torch']}"]
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict) -> str:
+    config, parity = results["config"], results["parity"]
+    lines = [f"# twinnets benchmark: {results['task']}", "", "```", header(results), "```", "",
+             "## Equal work first", "",
+             f"- Parameters: {parity['parameters']['tf']:,} (TensorFlow), {parity['parameters']['torch']:,} (PyTorch).",
+             f"- Canonical weights after loading: sha256 {parity['weights_sha256']['tf'][:16]}... (TensorFlow), "
+             f"{parity['weights_sha256']['torch'][:16]}... (PyTorch): {'identical' if parity['weights_sha256']['tf'] == parity['weights_sha256']['torch'] else 'DIFFERENT'}.",
+             f"- Forward output on the benchmark batch: max |tf - torch| = {parity['max_abs_diff']:.3g} "
+             f"(tolerance {parity['tolerance']:g}): {'passed' if parity['passed'] else 'FAILED'}.",
+             "", "## Train step", "",
+             "Each row is one process: the first step alone (trace / compile / kernel selection), then "
+             f"{config['warmup']} warm-up steps, then {config['steps']} steps each timed with time.perf_counter "
+             "after the loss reached the host (which waits for the device). The batch is in memory on the device.",
+             "", "```", table(results), "```", ""]
+    lines += ["## Targets", "", "| | " + " | ".join(report.SIDE_NAMES[side] for side in results["targets"]) + " |",
+              "|---|" + "---|" * len(results["targets"])]
+    for name, target in TARGETS.items():
+        cells = []
+        for side, found in results["targets"].items():
+            value = found[name]["value"]
+            cells.append("not measured" if value is None else
+                         f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} ({'met' if found[name]['met'] else 'NOT met'})")
+        lines.append(f"| {name.replace('_', ' ')} >= {target} | " + " | ".join(cells) + " |")
+    lines += ["", "## Against the limit", ""]
+    for batch, count in results["flops"].items():
+        counted = ", ".join(f"{report.SIDE_NAMES[s]} {'-' if v is None else f'{v:,}'}" for s, v in count["counted"].items())
+        lines.append(f"- Batch {batch}: {count['used'] / 1e9:.3f} GFLOP per training step (convolutions and matrix "
+                     f"products, forward and backward; counted: {counted}; analytic {count['analytic']:,}; "
+                     f"{'agree within 1%' if count['agree_within_1pct'] else 'DISAGREE: the analytic count is used'}).")
+    for side, peaks in results["matmul_peak"].items():
+        lines.append(f"- {report.SIDE_NAMES[side]} matrix-multiply peak, measured in this run: " + ", ".join(
+            f"{precision} {peak['gflop_per_s']:.1f} GFLOP/s (n={peak['n']})" for precision, peak in peaks.items()))
+    lines += ["- Model-FLOP throughput = the step's FLOPs / median step time; % peak is against the same side's "
+              "matrix-multiply peak in the row's precision.", ""]
+    if results["precision_checks"]:
+        lines += ["## Mixed precision", ""]
+        for check in results["precision_checks"]:
+            lines.append(f"- {report.SIDE_NAMES[check['side']]} {MODE_NAMES[check['side']][check['mode']]} "
+                         f"{check['precision']} (batch {check['batch_size']}): loss after {check['step']} steps "
+                         f"{check['loss']:.5f} vs fp32 {check['loss_fp32']:.5f}, relative {check['relative_diff']:.2e} "
+                         f"(tolerance {check['tolerance']}): {'passed' if check['passed'] else 'FAILED'}; "
+                         f"{check['speedup_vs_fp32']:.2f}x the fp32 throughput.")
+        lines.append("")
+    if results["pipeline"]:
+        lines += ["## Input pipeline", ""]
+        for side, epoch in results["pipeline"].items():
+            step_only = epoch["step_only_samples_per_s"]
+            lines.append(f"- {report.SIDE_NAMES[side]} ({'DataLoader' if side == 'torch' else 'tf.data'}, "
+                         f"{epoch['workers']} workers): one epoch of {epoch['samples']} samples ({epoch['loader']}) "
+                         f"in {epoch['seconds']:.2f} s = {epoch['samples_per_s']:.1f} samples/s end to end, against "
+                         f"{'-' if step_only is None else f'{step_only:.1f}'} samples/s for the step alone.")
+        lines.append("")
+    lines += ["## Memory", "", "Peak resident memory of each row's process is in the table (RSS MiB)"
+              + ("; peak device memory is in results.json." if config["device"] == "cuda" else
+                 "; on the CPU there is no separate device memory."), "",
+              "## Environment", "", "```"]
+    for side, build in results["environment"]["build"].items():
+        lines.append(f"{report.SIDE_NAMES[side]}: " + ", ".join(f"{k} {v}" for k, v in build.items() if k != "pid"))
+    lines += [f"environment variables: {results['environment']['variables'] or 'none set'}", "```", "",
+              "![samples/s](benchmark_throughput.png)", "", "![step times](benchmark_step_times.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_throughput(results: dict, path):
+    """samples/s per mode and framework, p10-p90 bars; one panel per batch size."""
+    plt = report.pyplot()
+    batches = sorted({row["batch_size"] for row in results["rows"]})
+    figure, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
+    for axis, batch in zip(axes[0], batches):
+        rows = [row for row in results["rows"] if row["batch_size"] == batch]
+        labels = [f"{row['side']} {row['mode']}\n{row['precision']}" for row in rows]
+        values = [row["stats"]["samples_per_s"] for row in rows]
+        low = [row["stats"]["samples_per_s"] - row["stats"]["samples_per_s_p10"] for row in rows]
+        high = [row["stats"]["samples_per_s_p90"] - row["stats"]["samples_per_s"] for row in rows]
+        colors = [report.SIDE_STYLES[row["side"]]["color"] for row in rows]
+        axis.bar(range(len(rows)), values, yerr=[low, high], color=colors, capsize=3)
+        axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
+        axis.set_ylabel("samples / s (median; bars p10-p90)")
+        axis.set_title(f"{results['task']}, batch {batch}")
+    return report.save_figure(figure, path)
+
+
+def plot_step_times(results: dict, path):
+    """The timed steps of every row, as a box per row."""
+    plt = report.pyplot()
+    rows = results["rows"]
+    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4.5))
+    axis.boxplot([row["times_s"] for row in rows], whis=(10, 90), showfliers=True)
+    axis.set_xticks(range(1, len(rows) + 1),
+                    [f"{row['side']} {row['mode']}\n{row['precision']} b{row['batch_size']}" for row in rows],
+                    rotation=60, ha="right", fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("step time, s (box: quartiles; whiskers p10-p90)")
+    axis.set_title(f"{results['task']}: timed steps per row")
+    return report.save_figure(figure, path)
+
+
+def write_reports(out, results: dict) -> None:
+    report.write_json(out / "results.json", results)
+    plot_throughput(results, out / "benchmark_throughput.png")
+    plot_step_times(results, out / "benchmark_step_times.png")
+    report.write_atomic(out / "report.md", markdown_report(results))

@@ -1,0 +1,227 @@
+"""The benchmark's methodology, not its speed: the parity gate stops a mismatched pair, the first step is kept
+out of the timed steps, the statistics of known times, FLOP counts against the analytic values, and a tiny
+benchmark run that writes every row."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import compare
+from conftest import side_module
+from shared import benchmark, benchmark_report
+from shared.benchmark import Row
+from shared.execution import Execution
+from shared.tasks import make_spec
+from test_cli import PNG_MAGIC, run_cli
+
+
+def test_statistics_of_known_times():
+    times = [0.1 * k for k in range(1, 11)]  # 0.1 .. 1.0 s
+    stats = benchmark.step_statistics(times, batch_size=8)
+    assert stats["steps"] == 10
+    assert stats["median_s"] == pytest.approx(0.55)
+    assert stats["p10_s"] == pytest.approx(0.19) and stats["p90_s"] == pytest.approx(0.91)  # linear interpolation
+    assert stats["mean_s"] == pytest.approx(0.55)
+    assert stats["stderr_s"] == pytest.approx(np.std(times, ddof=1) / math.sqrt(10))
+    assert stats["samples_per_s"] == pytest.approx(8 / 0.55)
+    assert stats["samples_per_s_p10"] == pytest.approx(8 / 0.91) and stats["samples_per_s_p90"] == pytest.approx(8 / 0.19)
+
+
+def test_first_step_is_timed_alone_and_warmup_is_not_timed():
+    """A fake clock: the first call costs 5 s (tracing), warm-up calls 1 s, the steady state 0.1 s."""
+    now, calls = [0.0], []
+
+    def step() -> float:
+        calls.append(1)
+        now[0] += 5.0 if len(calls) == 1 else 1.0 if len(calls) <= 4 else 0.1
+        return float(len(calls))
+
+    timing = benchmark.time_steps(step, warmup=3, steps=6, clock=lambda: now[0])
+    assert timing["first_step_s"] == pytest.approx(5.0)
+    assert timing["times_s"] == pytest.approx([0.1] * 6)
+    assert timing["losses"] == [float(k) for k in range(1, 11)]  # every call's loss, first and warm-up included
+
+
+def test_median_run_of_repeats():
+    runs = [{"stats": {"median_s": m}, "id": m} for m in (0.3, 0.1, 0.2)]
+    assert benchmark.median_run(runs)["id"] == 0.2
+    assert benchmark.median_run(runs[:2])["id"] == 0.1  # even count: the lower middle one
+
+
+def test_plan_runs_parity_first_and_low_precision_in_the_training_mode():
+    modes = {"tf": ["function", "eager", "xla"], "torch": ["eager", "channels_last", "compile"]}
+    rows = benchmark.plan_rows(["tf", "torch"], modes, ["fp32", "bf16"], [8], repeat=2)
+    assert [r.kind for r in rows[:2]] == ["parity", "parity"]
+    steps = [r for r in rows if r.kind == "step"]
+    assert len(steps) == 2 * (3 + 1) * 2  # per side: 3 fp32 modes + bf16 in the training mode; 2 processes each
+    assert {(r.side, r.mode) for r in steps if r.precision == "bf16"} == {("tf", "function"), ("torch", "eager")}
+    every = benchmark.plan_rows(["tf", "torch"], modes, ["fp32", "bf16"], [1, 8], 1, all_combinations=True)
+    assert len([r for r in every if r.kind == "step"]) == 2 * 3 * 2 * 2
+    assert [r.kind for r in rows[-2:]] == ["pipeline", "pipeline"]
+    assert len({r.name for r in rows}) == len(rows)  # each row its own files
+
+
+def parity_row(parameters: int, digest: str) -> dict:
+    return {"parameters": parameters, "weights_sha256": digest, "flops": {}}
+
+
+def test_parity_gate_names_each_mismatch():
+    probe = np.zeros((2, 10), np.float32)
+    good = benchmark_report.check_parity("mlp", {"tf": parity_row(10, "a"), "torch": parity_row(10, "a")},
+                                         {"tf": probe, "torch": probe + 1e-7}, 1e-5)
+    assert good["passed"] and good["problems"] == []
+    bad = benchmark_report.check_parity("mlp", {"tf": parity_row(10, "a"), "torch": parity_row(11, "b")},
+                                        {"tf": probe, "torch": probe + 0.5}, 1e-5)
+    assert not bad["passed"]
+    assert len(bad["problems"]) == 3 and "parameter counts differ" in bad["problems"][0]
+    assert bad["max_abs_diff"] == pytest.approx(0.5)
+
+
+def test_parity_gate_stops_a_mismatched_pair_before_any_timing(tmp_path, monkeypatch, capsys):
+    """The orchestrator with a fake worker whose two sides load different weights: parity fails, exit 1,
+    no step row is ever launched and no timing is printed."""
+    launched = []
+
+    def fake_launch(side, job_path, mode="--worker"):
+        job = json.loads(job_path.read_text())
+        row = Row(**job["row"])
+        launched.append(row.kind)
+        out = tmp_path / "out" / "rows"
+        np.save(out / f"{row.name}.probe.npy", np.full((2, 10), 0.0 if side == "tf" else 0.3, np.float32))
+        (out / f"{row.name}.json").write_text(json.dumps(
+            {**parity_row(199210, side), "row": job["row"], "row_name": row.name}))
+
+    monkeypatch.setattr(compare, "launch", fake_launch)
+    status = compare.main(["--task", "mlp", "--benchmark", "--out", str(tmp_path / "out"), "--steps", "2"])
+    printed = capsys.readouterr()
+    assert status == 1
+    assert launched == ["parity", "parity"]
+    assert "parity failed, so no timing is reported" in printed.err and "weights differ" in printed.err
+    assert "median" not in printed.out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["parity"]["passed"] is False and results["rows"] == []
+
+
+def step_row(side, precision, losses, median):
+    return {"side": side, "mode": "eager", "precision": precision, "batch_size": 8, "losses": losses,
+            "stats": {"samples_per_s": 8 / median}}
+
+
+def test_bf16_loss_after_20_steps_is_checked_against_fp32():
+    fp32 = step_row("torch", "fp32", [1.0] * 19 + [0.500] + [0.4] * 5, 0.1)
+    close = step_row("torch", "bf16", [1.0] * 19 + [0.510] + [0.4] * 5, 0.05)  # 2% off, twice as fast
+    far = step_row("tf", "bf16", [1.0] * 19 + [0.600], 0.1)
+    checks = benchmark_report.precision_checks([fp32, close, far, step_row("tf", "fp32", [1.0] * 19 + [0.5], 0.1)])
+    by_side = {check["side"]: check for check in checks}
+    assert by_side["torch"]["relative_diff"] == pytest.approx(0.02) and by_side["torch"]["passed"]
+    assert by_side["torch"]["speedup_vs_fp32"] == pytest.approx(2.0)
+    assert by_side["tf"]["relative_diff"] == pytest.approx(0.2) and not by_side["tf"]["passed"]
+
+
+def small_conv_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 8 * 8, 5))
+
+
+def test_flop_count_of_a_conv_and_a_linear_layer_matches_the_analytic_value():
+    torch_benchmark = side_module("torch", "benchmark")
+    model = small_conv_net()
+    images, targets = torch.randn(2, 3, 8, 8), torch.randint(0, 5, (2,))
+
+    def step(x, y):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        return 0.0
+
+    counted = torch_benchmark.count_flops(step, images, targets)
+    conv, linear = benchmark.conv_flops(2, 3, 4, 3, 8, 8), benchmark.linear_flops(2, 4 * 8 * 8, 5)
+    assert conv == 2 * 2 * 3 * 4 * 9 * 64 and linear == 2 * 2 * 256 * 5
+    # forward both; weight gradients both; the input gradient of the linear layer only (the data needs none)
+    assert counted == benchmark.training_flops([conv, linear]) == 2 * conv + 3 * linear
+
+
+@pytest.mark.parametrize("task, overrides", [("mlp", {}), ("cnn", {}),
+                                             ("unet", {"image_size": 32, "base_filters": 4}),
+                                             ("unet", {"variant": "original", "image_size": 188, "base_filters": 2,
+                                                       "depth": 4})])
+def test_training_flops_of_each_model_match_pytorch_count(task, overrides):
+    """The analytic count of benchmark.py against FlopCounterMode on the twinnets train step (exactly)."""
+    spec = make_spec(task, **overrides)
+    torch_benchmark = side_module("torch", "benchmark")
+    model = side_module("torch", "unet" if task == "unet" else task).build(spec)
+    execution = Execution("eager")
+    batch = torch_benchmark.to_tensors(spec, *benchmark.input_batch(spec, 2, 0), execution)
+    step = torch_benchmark.train_step(spec, model, execution)
+    assert torch_benchmark.count_flops(step, *batch) == benchmark.analytic_training_flops(spec, 2)
+
+
+def test_tensorflow_says_it_cannot_count_training_flops():
+    assert side_module("tf", "benchmark").count_flops(lambda x, y: 0.0, None, None) is None
+
+
+def test_bf16_batch_norm_trains_on_the_tensorflow_side():
+    """Under Keras' mixed_bfloat16 policy the U-Net's BatchNorm keeps float32 statistics and the step runs."""
+    import keras
+
+    tf_benchmark, runtime = side_module("tf", "benchmark"), side_module("tf", "runtime")
+    spec = make_spec("unet", image_size=16, base_filters=2, depth=2)
+    try:
+        runtime.configure_execution(Execution("function", "bf16"))
+        model = side_module("tf", "unet").build(spec)
+        step = tf_benchmark.train_step(spec, model, Execution("function", "bf16"))
+        batch = tf_benchmark.to_tensors(spec, *benchmark.input_batch(spec, 2, 0), Execution("function", "bf16"))
+        losses = [step(*batch) for _ in range(3)]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[0].conv1.compute_dtype == "bfloat16" and model.layers[0].bn1.moving_mean.dtype == "float32"
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_tiny_benchmark_writes_every_row(tmp_path):
+    """mlp, one mode per side, fp32 and bf16, 1 warm-up and 3 timed steps: every row in results.json."""
+    out = tmp_path / "bench"
+    completed = run_cli("--task", "mlp", "--benchmark", "--modes", "tf:function,torch:eager", "--precisions", "fp32,bf16",
+                        "--warmup", "1", "--steps", "3", "--batch-sizes", "16,32", "--threads", "1",
+                        "--out", str(out), cache=tmp_path / "cache", timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["parity"]["passed"] and results["parity"]["parameters"] == {"tf": 199210, "torch": 199210}
+    rows = {(r["side"], r["mode"], r["precision"], r["batch_size"]) for r in results["rows"]}
+    assert rows == {(side, mode, precision, batch) for side, mode in (("tf", "function"), ("torch", "eager"))
+                    for precision in ("fp32", "bf16") for batch in (16, 32)}
+    for row in results["rows"]:
+        stats = row["stats"]
+        assert len(row["times_s"]) == 3 and len(row["losses"]) == 1 + 1 + 3
+        assert stats["p10_s"] <= stats["median_s"] <= stats["p90_s"]
+        assert row["gflop_per_s"] > 0 and 0 < row["peak_fraction"]
+        assert row["peak_rss_bytes"] > 50 * 2**20
+        if row["precision"] == "fp32":
+            assert 0 < row["reference"]["throughput_ratio"] and len(row["reference"]["times_s"]) == 3
+    for batch in ("16", "32"):
+        assert results["flops"][batch]["agree_within_1pct"] and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode"
+    assert set(results["matmul_peak"]) == {"tf", "torch"}
+    assert results["precision_checks"] == []  # 5 steps per row: fewer than the 20 the bf16 loss check compares
+    assert set(results["pipeline"]) == {"tf", "torch"} and all(p["samples_per_s"] > 0 for p in results["pipeline"].values())
+    for png in ("benchmark_throughput.png", "benchmark_step_times.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+    report = (out / "report.md").read_text()
+    assert "passed" in report and "reference loop" in report and "p10-p90" in report
+    assert "parity passed" in completed.stdout and "samples/s" in completed.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "neuron", "--benchmark"], "--benchmark applies to mlp, cnn and unet"),
+    (["--task", "mlp", "--benchmark", "--steps", "0"], "--steps must be positive"),
+    (["--task", "mlp", "--benchmark", "--modes", "turbo"], "--modes 'turbo'"),
+    (["--task", "mlp", "--benchmark", "--batch-sizes", "8,x"], "--batch-sizes '8,x'"),
+    (["--task", "mlp", "--benchmark", "--precisions", "fp16"], "--precisions fp16 needs --device cuda"),
+])
+def test_bad_benchmark_flags_get_one_line(flags, message, capsys, tmp_path):
+    assert compare.main([*flags, "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "never").exists()
