@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -280,6 +281,8 @@ def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     data = harness.prepare_data(spec, args.data_dir, args.download) if spec.uses_data else None
     job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "out": str(out.resolve()),
            "data": data, "sides": sides, "execution": {"precision": args.precision, "device": args.device}}
+    for side in sides:  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
+        shutil.rmtree(out / side, ignore_errors=True)
     return run_job(args, out, job)
 
 

@@ -1,6 +1,7 @@
 """Runs that must not lose work: a non-empty --out is refused, and a diverging loss stops with exit 3."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -31,6 +32,13 @@ def test_non_empty_out_is_refused_and_kept(tmp_path):
     allowed = run_cli("--task", "neuron", "--epochs", "5", "--frameworks", "torch", "--out", str(out), "--overwrite")
     assert allowed.returncode == 0, allowed.stderr
     assert (out / "results.json").is_file() and (out / "keep.txt").read_text() == "earlier results"
+
+    # Overwriting a finished run runs again: the earlier side result is not taken for this run's.
+    again = run_cli("--task", "neuron", "--epochs", "7", "--frameworks", "torch", "--out", str(out), "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert "finished before" not in again.stdout
+    trajectory = json.loads((out / "results.json").read_text())["frameworks"]["torch"]["trajectory"]
+    assert trajectory[-1]["step"] == 7
 
 
 def test_training_log_stops_on_a_non_finite_loss():
