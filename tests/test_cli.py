@@ -88,6 +88,7 @@ def write_fake_mnist(folder: Path, n_train: int = 400, n_test: int = 100, seed: 
 RUNS = {
     "mlp_digits": ("--task", "mlp", "--epochs", "1", "--sample-size", "400"),
     "mlp_idx": ("--task", "mlp", "--data-dir", "{mnist}", "--epochs", "1"),
+    "mlp_bf16": ("--task", "mlp", "--epochs", "1", "--sample-size", "400", "--precision", "bf16"),
     "neuron": ("--task", "neuron"),
     "autograd": ("--task", "autograd"),
     "in_process": ("--task", "neuron", "--in-process", "--epochs", "50"),
@@ -245,6 +246,19 @@ def test_mlp_tiny_run_on_embedded_digits(runs):
     losses = [results["frameworks"][s]["batch_losses"] for s in ("tf", "torch")]
     assert len(losses[0]) == len(losses[1]) == 2
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-3)
+
+
+def test_mlp_trains_in_bf16_mixed_precision_on_both_sides(runs):
+    """Parity is measured in float32 before the bf16 model is built; the bf16 losses track each other and
+    differ from the float32 run's (so the precision really changed)."""
+    results, fp32 = runs["mlp_bf16"], runs["mlp_digits"]
+    assert results["parity"]["passed"]
+    assert results["config"]["precision"] == "bf16"
+    bf16_losses = [results["frameworks"][s]["batch_losses"] for s in ("tf", "torch")]
+    for side in ("tf", "torch"):
+        assert results["frameworks"][side]["execution"]["precision"] == "bf16"
+        assert np.max(np.abs(np.subtract(bf16_losses[side == "torch"], fp32["frameworks"][side]["batch_losses"]))) > 1e-5
+    np.testing.assert_allclose(bf16_losses[0], bf16_losses[1], rtol=3e-2)
 
 
 def test_mlp_on_idx_files(runs):
