@@ -9,18 +9,36 @@ from shared.weights import unet_widths
 
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization with PyTorch's running statistics: both normalise a training batch with its
-    biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var."""
+    biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var.
+    With `synchronized` set (Keras' own flag; tf_impl/distributed.py sets it) and a batch split across the
+    replicas of a tf.distribute strategy, the statistics are those of the whole global batch, as one process
+    would compute them: every replica all-reduces its per-channel sum, sum of squares and count."""
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         if not training:
             return super().call(x, training=False)
         x32 = tf.cast(x, self.moving_mean.dtype)  # statistics in float32 under a mixed bf16/fp16 policy, as Keras does
-        mean, variance = tf.nn.moments(x32, axes=[0, 1, 2])  # per channel, over N, H, W
-        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x32.dtype)
+        mean, variance, n = self._batch_moments(x32)
         self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
         normalized = tf.nn.batch_normalization(x32, mean, variance, self.beta, self.gamma, self.epsilon)
         return tf.cast(normalized, x.dtype)
+
+    def _batch_moments(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Per-channel mean and biased variance over N, H, W, and the count n they were taken over."""
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+        replica = tf.distribute.get_replica_context()  # None in a cross-replica context
+        if not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1):
+            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+            return mean, variance, n
+        # One collective for all three; its gradient is the all-reduce of the replicas' gradients.
+        channels = x.shape[-1]
+        local = tf.concat([tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), [n]], 0)
+        total = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        count = total[-1]
+        mean = total[:channels] / count
+        variance = tf.maximum(total[channels:2 * channels] / count - tf.square(mean), 0.0)  # E[x^2] - E[x]^2
+        return mean, variance, count
 
 
 class DoubleConv(keras.layers.Layer):
