@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from shared import benchmark, benchmark_report, harness, metrics, report
+from shared import benchmark, benchmark_report, distributed, harness, metrics, report
 from shared.errors import UserError
 from shared.execution import DEVICES, MODES, PRECISIONS, default_execution
 from shared.tasks import TASKS, make_spec
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per side (default: all cores)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="where both sides run (auto: cuda if present)")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="unet: data-parallel processes per side on this machine (torchrun + DDP; "
+                             "MultiWorkerMirroredStrategy workers); the global batch is split across them")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="training precision of mlp, cnn, unet: bf16/fp16 mixed (float32 weights); fp16 with "
                              "loss scaling, on cuda only")
@@ -121,6 +124,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, object, list
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.benchmark:
         check_benchmark_args(args, spec)
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be positive, got {args.nproc}")
+    if args.nproc > 1:
+        if spec.name != "unet" or args.in_process:
+            raise UserError("--nproc applies to --task unet, each side in its own processes (not --in-process)")
+        if args.precision != "fp32":
+            raise UserError("--nproc trains in fp32: leave out --precision")
+        for batch_size in args.bench_batch_sizes[:1] if args.benchmark else [spec.batch_size]:
+            distributed.check_divisible(batch_size, args.nproc)
     if args.precision != "fp32" and spec.name not in ("mlp", "cnn", "unet"):
         raise UserError(f"--precision does not apply to task {args.task!r}: it trains nothing")
     if args.precision == "fp16" and args.device != "cuda":
@@ -213,6 +225,8 @@ def run_side(side: str, job: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     modules = side_modules(side, job["task"])
     modules.runtime.configure(job["threads"], spec.seed)
+    if distributed.world_size() > 1:  # started by torchrun, or as one of several TF_CONFIG workers
+        return run_side_distributed(side, job, spec, modules, out)
     requested = default_execution(side, **job.get("execution", {}))
     # Devices first, in float32: the parity probe runs before the model to train is built in its precision.
     execution = modules.runtime.configure_execution(requested.replace(precision="fp32")).replace(
@@ -221,6 +235,25 @@ def run_side(side: str, job: dict) -> dict:
     result["execution"] = execution.to_dict()
     result["threads"] = modules.runtime.threads()
     result["versions"] = modules.runtime.versions()
+    np.save(out / "probe.npy", probe)
+    report.write_json(out / "result.json", result)
+    return result
+
+
+def run_side_distributed(side: str, job: dict, spec, modules: SimpleNamespace, out: Path) -> dict | None:
+    """One rank of a data-parallel side; the chief alone writes result.json and probe.npy."""
+    modules.distributed = importlib.import_module(f"{SIDE_PACKAGES[side]}.distributed")
+    device = job.get("execution", {}).get("device", "cpu")
+    context = modules.distributed.setup(device)  # before any other TensorFlow op: the strategy reconfigures it
+    try:
+        found = harness.run_unet_distributed(modules, spec, out, job["data"], context)
+    finally:
+        modules.distributed.teardown(context)
+    if found is None:
+        return None
+    result, probe = found
+    result.update(threads=modules.runtime.threads(), versions=modules.runtime.versions(),
+                  execution={"mode": "data-parallel", "precision": "fp32", "device": device})
     np.save(out / "probe.npy", probe)
     report.write_json(out / "result.json", result)
     return result
@@ -263,10 +296,19 @@ def worker_main(mode: str, side: str, job_path: str) -> int:
     return 0
 
 
-def launch(side: str, job_path: Path, mode: str = "--worker") -> None:
-    """A fresh Python process per side: fair timing, no shared threads, clean memory figures."""
-    command = [sys.executable, str(Path(__file__).resolve()), mode, side, str(job_path)]
-    completed = subprocess.run(command, cwd=Path(__file__).resolve().parent)
+def launch(side: str, job_path: Path, mode: str = "--worker", nproc: int = 1, threads: int = 1) -> None:
+    """A fresh Python process per side: fair timing, no shared threads, clean memory figures. With nproc > 1,
+    the side's own launcher: torchrun for PyTorch, N workers with their TF_CONFIG for TensorFlow."""
+    script = [str(Path(__file__).resolve()), mode, side, str(job_path)]
+    if nproc > 1:
+        launcher = distributed.launch_torch if side == "torch" else distributed.launch_tf
+        launched = launcher(nproc, script, threads=threads, stream=True)
+        status = next((code for code in launched.returncodes if code != 0), 0)
+        if status not in (0, 2, 3):
+            print(launched.describe(), file=sys.stderr)
+        completed = SimpleNamespace(returncode=status)
+    else:
+        completed = subprocess.run([sys.executable, *script], cwd=Path(__file__).resolve().parent)
     if completed.returncode in (2, 3):
         raise SystemExit(completed.returncode)  # the worker already printed its one-line error
     if completed.returncode != 0:
@@ -279,8 +321,10 @@ def launch(side: str, job_path: Path, mode: str = "--worker") -> None:
 def compare(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     out = output_folder(args)
     data = harness.prepare_data(spec, args.data_dir, args.download) if spec.uses_data else None
-    job = {"task": spec.name, "spec": spec.to_dict(), "threads": args.threads, "out": str(out.resolve()),
-           "data": data, "sides": sides, "execution": {"precision": args.precision, "device": args.device}}
+    threads = max(1, args.threads // args.nproc)  # the cores shared by the side's processes
+    job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out.resolve()),
+           "data": data, "sides": sides, "execution": {"precision": args.precision, "device": args.device},
+           "nproc": args.nproc}
     for side in sides:  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
         shutil.rmtree(out / side, ignore_errors=True)
     return run_job(args, out, job)
@@ -316,7 +360,7 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
             if args.in_process:
                 run_side(side, job)
             else:
-                launch(side, job_path)
+                launch(side, job_path, nproc=job.get("nproc", 1), threads=job["threads"])
     except KeyboardInterrupt:
         write_partial_report(out, job)
         raise
@@ -328,7 +372,7 @@ def run_job(args: argparse.Namespace, out: Path, job: dict) -> dict:
         "task": spec.name,
         "data": (job["data"] or {}).get("description", {"source": "none"}),
         "config": {**spec.to_dict(), "frameworks": sides, "threads": job["threads"],
-                   **job.get("execution", {"precision": "fp32", "device": "cpu"})},
+                   "nproc": job.get("nproc", 1), **job.get("execution", {"precision": "fp32", "device": "cpu"})},
         "environment": environment(job["threads"], args.in_process),
         "parity": parity(spec.name, out, sides),
         "frameworks": frameworks,
@@ -372,7 +416,7 @@ def run_benchmark(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     settings = {"warmup": args.warmup, "steps": args.steps, "batch_sizes": args.bench_batch_sizes,
                 "device": args.device}
     rows = benchmark.plan_rows(sides, args.bench_modes, args.bench_precisions, args.bench_batch_sizes, args.repeat,
-                               args.all_combinations)
+                               args.all_combinations, nproc=args.nproc)
     folder = out / "rows"
     folder.mkdir(exist_ok=True)
     env = environment(args.threads, False)
@@ -392,7 +436,7 @@ def run_benchmark(args: argparse.Namespace, spec, sides: list[str]) -> dict:
         print(f"[{index}/{len(rows)}] {report.SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
               f"batch {row.batch_size}" + (f" (run {row.run})" if args.repeat > 1 else ""), end=" ... ", flush=True)
         row_started = time.perf_counter()
-        launch(row.side, job_path, "--bench")
+        launch(row.side, job_path, "--bench", nproc=row.nproc, threads=max(1, args.threads // row.nproc))
         result = results_of[row.name] = json.loads((folder / f"{row.name}.json").read_text())
         stats = result.get("stats")
         print(f"{time.perf_counter() - row_started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else ""),
@@ -420,6 +464,8 @@ def run_benchmark(args: argparse.Namespace, spec, sides: list[str]) -> dict:
                "environment": env, "parity": gate, "flops": flops, "matmul_peak": peaks, "rows": summary_rows,
                "precision_checks": benchmark_report.precision_checks(summary_rows),
                "targets": None,
+               "scaling": benchmark_report.scaling_summary(
+                   [r for r in results_of.values() if r["row"]["kind"] == "data-parallel"]),
                "pipeline": benchmark_report.pipeline_summary(
                    [r for r in results_of.values() if r["row"]["kind"] == "pipeline"], summary_rows),
                "wall_s": time.perf_counter() - started}
@@ -436,9 +482,17 @@ def bench_side(side: str, job: dict) -> None:
     spec = job_spec(job)
     modules = side_modules(side, job["task"])
     modules.benchmark = importlib.import_module(f"{SIDE_PACKAGES[side]}.benchmark")
-    modules.runtime.configure(job["threads"], spec.seed)
     row = benchmark.Row(**job["row"])
-    result, probe = benchmark.run_row(modules, spec, row, job["settings"], job["data"])
+    settings = job["settings"]
+    modules.runtime.configure(max(1, job["threads"] // row.nproc), spec.seed)
+    if row.kind == "data-parallel":
+        modules.distributed = importlib.import_module(f"{SIDE_PACKAGES[side]}.distributed")
+        settings = {**settings, "context": modules.distributed.setup(settings["device"])}  # before any other op
+    result, probe = benchmark.run_row(modules, spec, row, settings, job["data"])
+    if row.kind == "data-parallel":
+        modules.distributed.teardown(settings["context"])
+        if not distributed.is_chief(settings["context"].rank):
+            return  # rank 0 writes the row
     result["row_name"] = row.name
     if probe is not None:
         np.save(Path(job["out"]) / f"{row.name}.probe.npy", probe)

@@ -30,15 +30,17 @@ class Row:
     """One timed configuration; each runs in a fresh process."""
 
     side: str
-    kind: str  # "parity", "step" (twinnets step, + the reference loop in REFERENCE_MODE fp32) or "pipeline"
+    kind: str  # "parity", "step" (twinnets step, + the reference loop in REFERENCE_MODE fp32), "pipeline",
+    #            or "data-parallel" (the side's distributed step in `nproc` processes on the global batch)
     mode: str
     precision: str = "fp32"
     batch_size: int = 0
     run: int = 1  # which of the --repeat processes
+    nproc: int = 1
 
     @property
     def name(self) -> str:
-        return f"{self.side}-{self.kind}-{self.mode}-{self.precision}-b{self.batch_size}-r{self.run}"
+        return f"{self.side}-{self.kind}-{self.mode}-{self.precision}-b{self.batch_size}-p{self.nproc}-r{self.run}"
 
     @property
     def execution(self) -> Execution:
@@ -53,7 +55,7 @@ class Row:
 
 
 def plan_rows(sides: list[str], modes: dict[str, list[str]], precisions: list[str], batch_sizes: list[int],
-              repeat: int, all_combinations: bool = False, pipeline: bool = True) -> list[Row]:
+              repeat: int, all_combinations: bool = False, pipeline: bool = True, nproc: int = 1) -> list[Row]:
     """Parity first (it gates the rest), then the step rows per side, then the loaders. fp32 runs in every
     chosen mode; a lower precision only in the side's training mode unless all_combinations."""
     rows = [Row(side, "parity", REFERENCE_MODE[side], batch_size=batch_sizes[0]) for side in sides]
@@ -66,6 +68,9 @@ def plan_rows(sides: list[str], modes: dict[str, list[str]], precisions: list[st
                     rows += [Row(side, "step", mode, precision, batch_size, run) for run in range(1, repeat + 1)]
     if pipeline:
         rows += [Row(side, "pipeline", REFERENCE_MODE[side], "fp32", batch_sizes[0]) for side in sides]
+    if nproc > 1:  # the same global batch in 1 and in nproc processes, the cores shared out
+        rows += [Row(side, "data-parallel", "data-parallel", "fp32", batch_sizes[0], run, processes)
+                 for side in sides for processes in (1, nproc) for run in range(1, repeat + 1)]
     return rows
 
 
@@ -86,6 +91,25 @@ def time_steps(step: Callable[[], float], warmup: int, steps: int,
         losses.append(step())
         times.append(clock() - start)
     return {"first_step_s": first, "times_s": times, "losses": losses}
+
+
+def time_interleaved(steps_by_name: dict[str, Callable[[], float]], warmup: int, steps: int,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, dict]:
+    """time_steps for several steps at once, alternating them step by step after each one's first call and
+    warm-up: a drift of the machine (clock boost, a neighbour's load) then weighs on all of them alike."""
+    timings = {}
+    for name, step in steps_by_name.items():
+        start = clock()
+        losses = [step()]
+        timings[name] = {"first_step_s": clock() - start, "times_s": [], "losses": losses}
+        for _ in range(warmup):
+            losses.append(step())
+    for _ in range(steps):
+        for name, step in steps_by_name.items():
+            start = clock()
+            timings[name]["losses"].append(step())
+            timings[name]["times_s"].append(clock() - start)
+    return timings
 
 
 def step_statistics(times: list[float], batch_size: int) -> dict:
@@ -255,16 +279,26 @@ def run_row(side, spec, row: Row, settings: dict, data: dict | None) -> tuple[di
     elif row.kind == "step":
         batch = side.benchmark.to_tensors(spec, images, targets, execution)
         step = side.benchmark.train_step(spec, fresh_model(side, spec), execution)
-        timing = time_steps(lambda: step(*batch), settings["warmup"], settings["steps"])
-        result.update(timing, stats=step_statistics(timing["times_s"], row.batch_size))
-        if row.with_reference:  # the same model and batch through the few lines anyone would write
+        steps = {"twinnets": lambda: step(*batch)}
+        if row.with_reference:  # the same model and batch through the few lines anyone would write, interleaved
             reference = side.benchmark.reference_step(spec, fresh_model(side, spec), execution)
-            reference_timing = time_steps(lambda: reference(*batch), settings["warmup"], settings["steps"])
-            result["reference"] = {**reference_timing,
-                                   "stats": step_statistics(reference_timing["times_s"], row.batch_size)}
+            steps["reference"] = lambda: reference(*batch)
+        timings = time_interleaved(steps, settings["warmup"], settings["steps"])
+        result.update(timings["twinnets"], stats=step_statistics(timings["twinnets"]["times_s"], row.batch_size))
+        if row.with_reference:
+            result["reference"] = {**timings["reference"],
+                                   "stats": step_statistics(timings["reference"]["times_s"], row.batch_size)}
             result["matmul_peak"] = {precision: measure_matmul_peak(
                 lambda n, precision=precision: side.benchmark.matmul(n, precision, execution))
                 for precision in ("fp32", "bf16")}
+    elif row.kind == "data-parallel":  # side.distributed was set up before any other op (compare.bench_side)
+        context = settings["context"]
+        model, optimizer = side.distributed.replicate(context, spec, initial_weights(spec))
+        step = side.distributed.make_train_step(context, model, optimizer, spec.threshold)
+        shard = side.distributed.local_batch(context, np.arange(row.batch_size),
+                                             lambda share: (images[share], targets[share][..., 0]))
+        timing = time_steps(lambda: step(shard)[0], settings["warmup"], settings["steps"])
+        result.update(timing, stats=step_statistics(timing["times_s"], row.batch_size), processes=context.world)
     else:  # pipeline: an epoch from the files through the side's own loader, after one warm-up step
         batch = side.benchmark.to_tensors(spec, images, targets, execution)
         step = side.benchmark.train_step(spec, fresh_model(side, spec), execution)

@@ -107,6 +107,23 @@ def pipeline_summary(pipeline_results: list[dict], rows: list[dict]) -> dict:
     return summary
 
 
+def scaling_summary(results: list[dict]) -> dict:
+    """samples/s of the side's data-parallel step in 1 and in N processes on the same global batch (the median
+    of the --repeat processes), and the speed-up."""
+    summary: dict = {}
+    for side in sorted({r["row"]["side"] for r in results}):
+        by_nproc = {}
+        for nproc in sorted({r["row"]["nproc"] for r in results if r["row"]["side"] == side}):
+            runs = [r for r in results if r["row"]["side"] == side and r["row"]["nproc"] == nproc]
+            chosen = median_run(runs)
+            by_nproc[str(nproc)] = {"stats": chosen["stats"], "times_s": chosen["times_s"],
+                                    "first_step_s": chosen["first_step_s"], "peak_rss_bytes": chosen["peak_rss_bytes"]}
+        counts = sorted(by_nproc, key=int)
+        summary[side] = {"processes": by_nproc,
+                         "speedup": by_nproc[counts[-1]]["stats"]["samples_per_s"] / by_nproc[counts[0]]["stats"]["samples_per_s"]}
+    return summary
+
+
 # The issue's targets, checked on each run (they hold or not on a given machine; the report says which).
 TARGETS = {"harness_vs_reference": 0.95, "peak_fraction_fp32": 0.70, "bf16_speedup": 1.5}
 
@@ -153,6 +170,10 @@ def table(results: dict) -> str:
                          f"{row['reference']['first_step_s']:>9.2f}{r['median_s']:>10.4f}"
                          f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
                          f"{r['samples_per_s']:>11.1f}")
+    for side, found in (results.get("scaling") or {}).items():
+        lines.append(f"{report.SIDE_NAMES[side]:<11}data-parallel, batch {results['config']['batch_sizes'][0]}: " + ", ".join(
+            f"{n} proc {p['stats']['samples_per_s']:.1f} samples/s" for n, p in found["processes"].items())
+            + f" (speed-up {found['speedup']:.2f}x)")
     return "\n".join(lines)
 
 
@@ -208,6 +229,16 @@ def markdown_report(results: dict) -> str:
                          f"{check['loss']:.5f} vs fp32 {check['loss_fp32']:.5f}, relative {check['relative_diff']:.2e} "
                          f"(tolerance {check['tolerance']}): {'passed' if check['passed'] else 'FAILED'}; "
                          f"{check['speedup_vs_fp32']:.2f}x the fp32 throughput.")
+        lines.append("")
+    if results.get("scaling"):
+        lines += ["## Data-parallel processes", "",
+                  "The side's own engine (DistributedDataParallel under torchrun; MultiWorkerMirroredStrategy workers) "
+                  f"on the same global batch, the {config['threads']} threads shared out among the processes:", ""]
+        for side, found in results["scaling"].items():
+            cells = ", ".join(f"{n} process{'es' if n != '1' else ''}: {p['stats']['samples_per_s']:.1f} samples/s "
+                              f"(median {p['stats']['median_s']:.4f} s, p10-p90 {p['stats']['p10_s']:.4f}-{p['stats']['p90_s']:.4f})"
+                              for n, p in found["processes"].items())
+            lines.append(f"- {report.SIDE_NAMES[side]}: {cells}; speed-up {found['speedup']:.2f}x.")
         lines.append("")
     if results["pipeline"]:
         lines += ["## Input pipeline", ""]

@@ -238,30 +238,39 @@ class Launched:
 
 
 def launch_torch(nproc: int, args: Sequence[str], timeout: float | None = None, threads: int = THREADS_PER_PROCESS,
-                 env: dict | None = None) -> Launched:
+                 env: dict | None = None, stream: bool = False) -> Launched:
     """torchrun starts the N ranks (RANK, WORLD_SIZE, MASTER_ADDR/PORT set for each) and waits for them all;
-    it stops the others when one fails. Out of time, its whole process group (it and its ranks) is stopped."""
-    process = subprocess.Popen(torchrun_command(nproc, args), env=child_env(threads, env), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    it stops the others when one fails. Out of time, its whole process group (it and its ranks) is stopped.
+    stream: rank 0's output goes to this terminal as it comes (the others' is dropped) instead of being kept."""
+    command = torchrun_command(nproc, args)
+    if stream:
+        command[3:3] = ["--local-ranks-filter", "0"]
+    process = subprocess.Popen(command, env=child_env(threads, env), stdout=None if stream else subprocess.PIPE,
+                               stderr=None if stream else subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # the group of the session it leads: torchrun and its ranks
-        output = process.communicate()[0] + "\n[stopped: out of time]"
-    return Launched([process.returncode], [output])
+        output = (process.communicate()[0] or "") + "\n[stopped: out of time]"
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return Launched([process.returncode], [output or ""])
 
 
 def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, threads: int = THREADS_PER_PROCESS,
-              env: dict | None = None) -> Launched:
+              env: dict | None = None, stream: bool = False) -> Launched:
     """N `python ARGS` processes, worker i with its own TF_CONFIG, and waits for them all; if one fails or the
-    time runs out, the others (which would wait for it forever inside a collective) are stopped."""
+    time runs out, the others (which would wait for it forever inside a collective) are stopped.
+    stream: worker 0's output goes to this terminal as it comes; the others' is kept."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with tempfile.TemporaryDirectory() as folder:
         # Output to files, not pipes: a worker blocked on a full pipe would stall the collective of all of them.
         logs = [open(Path(folder) / f"worker-{index}.log", "w+") for index in range(nproc)]
-        processes = [subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+        processes = [subprocess.Popen([sys.executable, *args], stdout=None if stream and index == 0 else log,
+                                      stderr=None if stream and index == 0 else subprocess.STDOUT,
                                       env=child_env(threads, {**(env or {}), "TF_CONFIG": json.dumps(config)}))
-                     for log, config in zip(logs, local_tf_configs(nproc))]
+                     for index, (log, config) in enumerate(zip(logs, local_tf_configs(nproc)))]
         try:
             while any(p.poll() is None for p in processes):
                 failed = any(p.poll() not in (None, 0) for p in processes)

@@ -2,6 +2,7 @@
 The side's modules are handed in by compare.py, so this file never imports a framework itself."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,6 +185,67 @@ def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None,
         "timing": classifier.timing,
         "traces": getattr(classifier, "traces", None),
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
+                      "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},
+    }
+    return result, probe
+
+
+def run_unet_distributed(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data: dict,
+                         context) -> tuple[dict, np.ndarray] | None:
+    """The U-Net trained data-parallel by the side's own engine (side.distributed: DDP under torchrun, or
+    MultiWorkerMirroredStrategy): every process trains its share of each global batch; the chief (rank 0)
+    alone runs the callbacks, writes checkpoints, weights and the submission, and returns the result (None
+    on the other ranks)."""
+    from shared import distributed
+
+    layout = carvana.resolve_carvana(data["data_dir"])
+    train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
+    pad = (spec.image_size - spec.output_size) // 2
+    probe_set = carvana.TrainImageDataset(valid_samples or train_samples, spec.output_size, seed=spec.seed, pad=pad)
+    probe_images = np.stack([probe_set.get(i)[0] for i in range(min(spec.batch_size, len(probe_set)))])
+    initial = init_weights(weights.unet_layout(spec), spec.seed)
+    model = side.task.build(spec)
+    side.weights.load_weights(model, initial)
+    probe = side.classifier.forward(model, probe_images)
+
+    preview = [probe_set.get(int(i)) for i in np.unique(np.linspace(0, len(probe_set) - 1, spec.preview_images).round())]
+    tensorboard, made = out_dir / "tensorboard", {}
+
+    def callbacks(net) -> list:
+        """On the chief only: the same four callbacks as a one-process run, on the unwrapped U-Net."""
+        def predict(images: np.ndarray) -> np.ndarray:
+            return metrics.sigmoid(side.classifier.forward(net, images)[..., 0])
+
+        made["predict"], made["saver"] = predict, side.callbacks.ModelSaverCallback(net, out_dir / "model")
+        made["net"] = net
+        found = [side.callbacks.TensorboardLoggerCallback(tensorboard, net, probe_images[:1]),
+                 side.callbacks.TensorboardVisualizerCallback(tensorboard, preview, predict, spec.threshold),
+                 made["saver"]]
+        test_files = carvana.get_test_files(layout) if layout.test_dir is not None else []
+        if test_files:
+            made["submission"] = out_dir / "submit.csv.gz"
+            test_set = carvana.TestImageDataset(test_files, spec.output_size if pad else spec.image_size)
+            found.append(PredictionsSaverCallback(made["submission"], test_set, predict, spec.threshold,
+                                                  spec.image_size, spec.output_size, spec.batch_size))
+        return found
+
+    side.distributed.train(context, spec, data["data_dir"], out_dir, initial, callbacks=callbacks)
+    if not distributed.is_chief(context.rank):
+        return None
+    run = json.loads((out_dir / "history.json").read_text())
+    images = np.stack([image for image, _ in preview])
+    np.savez_compressed(out_dir / "preview.npz", images=images, masks=np.stack([mask for _, mask in preview]),
+                        predicted=made["predict"](images))
+    final = run["history"][-1]
+    result = {
+        "history": run["history"],
+        "batch_losses": run["batch_losses"],
+        "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if valid_samples else {}),
+                    "train_dice": final["dice"], "train_loss": final["loss"],
+                    "parameters": side.weights.count_parameters(made["net"])},
+        "timing": run["timing"],
+        "processes": run["world"],
+        "artifacts": {**made["saver"].save(), "submission": str(made["submission"]) if "submission" in made else None,
                       "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},
     }
     return result, probe

@@ -86,7 +86,7 @@ def test_parity_gate_stops_a_mismatched_pair_before_any_timing(tmp_path, monkeyp
     no step row is ever launched and no timing is printed."""
     launched = []
 
-    def fake_launch(side, job_path, mode="--worker"):
+    def fake_launch(side, job_path, mode="--worker", nproc=1, threads=1):
         job = json.loads(job_path.read_text())
         row = Row(**job["row"])
         launched.append(row.kind)
@@ -225,3 +225,38 @@ def test_bad_benchmark_flags_get_one_line(flags, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "never").exists()
+
+
+def test_data_parallel_rows_time_one_and_n_processes_per_side():
+    modes = {"tf": ["function"], "torch": ["eager"]}
+    rows = benchmark.plan_rows(["tf", "torch"], modes, ["fp32"], [8], repeat=1, nproc=2)
+    scaling = [(r.side, r.nproc) for r in rows if r.kind == "data-parallel"]
+    assert scaling == [("tf", 1), ("tf", 2), ("torch", 1), ("torch", 2)]
+    assert len({r.name for r in rows}) == len(rows)
+    results = [{"row": {"side": side, "nproc": nproc}, "stats": {"median_s": median, "samples_per_s": 8 / median},
+                "times_s": [median], "first_step_s": 1.0, "peak_rss_bytes": 1}
+               for side, nproc, median in (("tf", 1, 0.2), ("tf", 2, 0.125), ("torch", 1, 0.1), ("torch", 2, 0.1))]
+    summary = benchmark_report.scaling_summary(results)
+    assert summary["tf"]["speedup"] == pytest.approx(1.6) and summary["torch"]["speedup"] == pytest.approx(1.0)
+    assert summary["tf"]["processes"]["2"]["stats"]["samples_per_s"] == pytest.approx(64)
+
+
+def test_interleaved_timing_alternates_and_keeps_first_steps_apart():
+    now, order = [0.0], []
+
+    def make(name: str, first: float, steady: float):
+        calls = []
+
+        def step() -> float:
+            calls.append(1)
+            order.append(name)
+            now[0] += first if len(calls) == 1 else steady
+            return 0.0
+        return step
+
+    timings = benchmark.time_interleaved({"a": make("a", 3.0, 0.2), "b": make("b", 1.0, 0.1)}, warmup=2, steps=3,
+                                         clock=lambda: now[0])
+    assert order == ["a"] * 3 + ["b"] * 3 + ["a", "b"] * 3  # first + warm-up each, then alternating
+    assert timings["a"]["first_step_s"] == pytest.approx(3.0) and timings["b"]["first_step_s"] == pytest.approx(1.0)
+    assert timings["a"]["times_s"] == pytest.approx([0.2] * 3) and timings["b"]["times_s"] == pytest.approx([0.1] * 3)
+    assert len(timings["a"]["losses"]) == 1 + 2 + 3

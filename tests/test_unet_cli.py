@@ -79,6 +79,7 @@ def runs(tmp_path_factory):
     jobs = {
         "full": (*TINY, "--out", str(base / "full"), "--data-dir", str(data)),
         "no-validation": (*TINY, "--validation-size", "0", "--out", str(base / "noval"), "--data-dir", str(data)),
+        "data-parallel": (*TINY, "--nproc", "2", "--out", str(base / "dp"), "--data-dir", str(data)),
     }
     named = {}
     for case, damage in BAD_DATA.items():
@@ -89,17 +90,19 @@ def runs(tmp_path_factory):
         jobs[case] = (*TINY, *flags, "--out", str(base / f"out-{case[:5]}"), "--data-dir", str(data))
         named[case] = words
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {case: pool.submit(run_cli, *args, cache=cache, timeout=480 if case in ("full", "no-validation") else 60)
+        futures = {case: pool.submit(run_cli, *args, cache=cache, timeout=480 if case in OUT else 60)
                    for case, args in jobs.items()}
         completed = {case: future.result() for case, future in futures.items()}
     return {"data": data, "base": base, "completed": completed, "named": named}
 
 
+OUT = {"full": "full", "no-validation": "noval", "data-parallel": "dp"}
+
+
 def results_of(runs, case: str) -> dict:
     completed = runs["completed"][case]
     assert completed.returncode == 0, f"exit {completed.returncode}\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
-    out = runs["base"] / ("full" if case == "full" else "noval")
-    return json.loads((out / "results.json").read_text())
+    return json.loads((runs["base"] / OUT[case] / "results.json").read_text())
 
 
 def test_full_run_results(runs):
@@ -163,3 +166,24 @@ def test_bad_input_exits_2_with_one_line_naming_it(runs, case):
     assert lines[0].startswith("compare.py: error: ")
     # Stopped in the parent: no side started.
     assert "== TensorFlow ==" not in completed.stdout and "== PyTorch ==" not in completed.stdout
+
+
+def test_data_parallel_run_with_two_processes_per_side(runs):
+    """--nproc 2: DDP under torchrun and two MultiWorkerMirroredStrategy workers train on halves of the same
+    global batches; with BatchNorm synchronised, the first batch's loss is the one-process run's, and the
+    epoch stays close to it. Rank 0 alone wrote the side's files."""
+    results, single = results_of(runs, "data-parallel"), results_of(runs, "full")
+    out = runs["base"] / "dp"
+    assert results["config"]["nproc"] == 2 and results["parity"]["passed"]
+    for side in ("tf", "torch"):
+        found = results["frameworks"][side]
+        assert found["processes"] == 2 and found["execution"]["mode"] == "data-parallel"
+        losses, reference = found["batch_losses"], single["frameworks"][side]["batch_losses"]
+        assert len(losses) == len(reference) == 6
+        assert abs(losses[0] - reference[0]) <= 1e-5 * abs(reference[0]), (side, losses[0], reference[0])
+        np.testing.assert_allclose(losses, reference, rtol=1e-2, err_msg=side)
+        assert 0.0 <= found["metrics"]["val_dice"] <= 1.0
+        with gzip.open(found["artifacts"]["submission"], "rt", newline="") as handle:
+            assert len(list(csv.reader(handle))) == 1 + 16
+        checkpoints = sorted(p.name for p in (out / side / "checkpoint").iterdir())
+        assert checkpoints == ["epoch-1", "latest.json"], (side, checkpoints)
