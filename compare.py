@@ -231,6 +231,8 @@ def run_side(side: str, job: dict) -> dict:
     # Devices first, in float32: the parity probe runs before the model to train is built in its precision.
     execution = modules.runtime.configure_execution(requested.replace(precision="fp32")).replace(
         precision=requested.precision)
+    if side == "torch" and execution.device == "cuda" and spec.name in ("cnn", "unet"):
+        execution = execution.replace(mode="channels_last")  # cuDNN's fast convolutions take NHWC on a GPU
     result, probe = harness.run_task(modules, spec, out, job.get("data"), execution)
     result["execution"] = execution.to_dict()
     result["threads"] = modules.runtime.threads()
