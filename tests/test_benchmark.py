@@ -182,17 +182,18 @@ def test_bf16_batch_norm_trains_on_the_tensorflow_side():
 
 
 def test_tiny_benchmark_writes_every_row(tmp_path):
-    """mlp, one mode per side, fp32 and bf16, 1 warm-up and 3 timed steps: every row in results.json."""
+    """mlp, one mode per side, fp32 and bf16, 1 warm-up and 3 timed steps: every row in results.json (a sweep
+    of batch sizes is the same rows again; plan_rows is tested with several above)."""
     out = tmp_path / "bench"
     completed = run_cli("--task", "mlp", "--benchmark", "--modes", "tf:function,torch:eager", "--precisions", "fp32,bf16",
-                        "--warmup", "1", "--steps", "3", "--batch-sizes", "16,32", "--threads", "1",
+                        "--warmup", "1", "--steps", "3", "--batch-sizes", "16", "--threads", "1",
                         "--out", str(out), cache=tmp_path / "cache", timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["parity"]["passed"] and results["parity"]["parameters"] == {"tf": 199210, "torch": 199210}
     rows = {(r["side"], r["mode"], r["precision"], r["batch_size"]) for r in results["rows"]}
     assert rows == {(side, mode, precision, batch) for side, mode in (("tf", "function"), ("torch", "eager"))
-                    for precision in ("fp32", "bf16") for batch in (16, 32)}
+                    for precision in ("fp32", "bf16") for batch in (16,)}
     for row in results["rows"]:
         stats = row["stats"]
         assert len(row["times_s"]) == 3 and len(row["losses"]) == 1 + 1 + 3
@@ -201,7 +202,7 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
         assert row["peak_rss_bytes"] > 50 * 2**20
         if row["precision"] == "fp32":
             assert 0 < row["reference"]["throughput_ratio"] and len(row["reference"]["times_s"]) == 3
-    for batch in ("16", "32"):
+    for batch in ("16",):
         assert results["flops"][batch]["agree_within_1pct"] and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode"
     assert set(results["matmul_peak"]) == {"tf", "torch"}
     assert results["precision_checks"] == []  # 5 steps per row: fewer than the 20 the bf16 loss check compares
