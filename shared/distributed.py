@@ -13,14 +13,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import Callable, Sequence
 
 import numpy as np
 
 from shared.data import carvana
 from shared.data.batches import batch_indices
 from shared.errors import UserError
-from shared.weights import Weights, save_weights
+from shared.init import init_weights
+from shared.tasks import make_spec
+from shared.weights import Weights, load_weights_file, save_weights, unet_layout
 
 LOOPBACK = "127.0.0.1"
 # Each local process gets one intra-op thread unless told otherwise: N processes on N cores, no oversubscription.
@@ -288,6 +291,33 @@ def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, thr
             outputs.append(log.read())
             log.close()
     return Launched([process.returncode for process in processes], outputs)
+
+
+def run_job_file(argv: Sequence[str], side: ModuleType, set_threads: Callable[[int], None], usage: str) -> int:
+    """One process of a distributed job, on either side (`side` is tf_impl.distributed or torch_impl.distributed):
+    read the job, join the others, run the step or the training, leave; a bad job ends in one line, exit 2."""
+    try:
+        if len(argv) != 1:
+            raise UserError(f"usage: {usage}")
+        job = read_job(argv[0])
+        set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        context = side.setup(job.device)
+        spec = make_spec("unet", **job.spec)
+        canonical = load_weights_file(job.weights) if job.weights else init_weights(unet_layout(spec), spec.seed)
+        try:
+            if job.kind == "step":
+                images, masks = load_batch(job.batch)
+                written = side.run_step(context, spec, canonical, images, masks, job.output)
+            else:
+                side.train(context, spec, job.data_dir, job.output, canonical)
+                written = job.output if context.rank == 0 else None
+            print(f"rank {context.rank}/{context.world}: {'wrote ' + str(written) if written else 'wrote nothing'}")
+        finally:
+            side.teardown(context)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_status
+    return 0
 
 
 # ---- several machines: the commands the README shows -------------------------------------------------------

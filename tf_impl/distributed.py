@@ -17,12 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from shared import distributed
-from shared.errors import UserError
 from shared.history import TrainingLog
 from shared.init import init_weights
 from shared.report import write_json
-from shared.tasks import make_spec
-from shared.weights import Weights, load_weights_file, save_weights, unet_layout
+from shared.weights import Weights, save_weights, unet_layout
 from tf_impl import unet
 from tf_impl.classifier import bce_dice_loss, dice_score, make_optimizer
 from tf_impl.weights import checkpoint, export_weights, load_weights, resume
@@ -231,32 +229,15 @@ def train(context: Context, spec, data_dir: str | os.PathLike, output: str | os.
     return run["history"]
 
 
+def _set_threads(threads: int) -> None:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of one worker: read the job, run it, exit 0; a bad job ends in one line and exit status 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 1:
-            raise UserError("usage: python -m tf_impl.distributed JOB.json")
-        job = distributed.read_job(argv[0])
-        tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        context = setup(job.device)
-        spec = make_spec("unet", **job.spec)
-        canonical = load_weights_file(job.weights) if job.weights else init_weights(unet_layout(spec), spec.seed)
-        try:
-            if job.kind == "step":
-                images, masks = distributed.load_batch(job.batch)
-                written = run_step(context, spec, canonical, images, masks, job.output)
-            else:
-                train(context, spec, job.data_dir, job.output, canonical)
-                written = job.output if context.rank == 0 else None
-            print(f"rank {context.rank}/{context.world}: {'wrote ' + str(written) if written else 'wrote nothing'}")
-        finally:
-            teardown(context)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_status
-    return 0
+    """Entry point of one process: `python -m tf_impl.distributed JOB.json`."""
+    return distributed.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__], _set_threads,
+                                    "python -m tf_impl.distributed JOB.json")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from shared import distributed
-from shared.errors import UserError
 from shared.history import TrainingLog
 from shared.init import init_weights
 from shared.report import write_json
-from shared.tasks import make_spec
-from shared.weights import Weights, load_weights_file, save_weights, unet_layout
+from shared.weights import Weights, save_weights, unet_layout
 from torch_impl import unet
 from torch_impl.classifier import bce_dice_loss, dice_score, make_optimizer
 from torch_impl.data import CarvanaDataset, to_tensor_images
@@ -261,30 +259,9 @@ def train(context: Context, spec, data_dir: str | os.PathLike, output: str | os.
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of one rank: read the job, run it, exit 0; a bad job ends in one line and exit status 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) != 1:
-            raise UserError("usage: torchrun --nproc-per-node N -m torch_impl.distributed JOB.json")
-        job = distributed.read_job(argv[0])
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        context = setup(job.device)
-        spec = make_spec("unet", **job.spec)
-        canonical = load_weights_file(job.weights) if job.weights else init_weights(unet_layout(spec), spec.seed)
-        try:
-            if job.kind == "step":
-                images, masks = distributed.load_batch(job.batch)
-                written = run_step(context, spec, canonical, images, masks, job.output)
-            else:
-                train(context, spec, job.data_dir, job.output, canonical)
-                written = job.output if context.rank == 0 else None
-            print(f"rank {context.rank}/{context.world}: {'wrote ' + str(written) if written else 'wrote nothing'}")
-        finally:
-            teardown(context)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_status
-    return 0
+    """Entry point of one process: `torchrun --nproc-per-node N -m torch_impl.distributed JOB.json`."""
+    return distributed.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__], torch.set_num_threads,
+                                    "torchrun --nproc-per-node N -m torch_impl.distributed JOB.json")
 
 
 if __name__ == "__main__":
