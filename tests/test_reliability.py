@@ -180,7 +180,10 @@ def test_ctrl_c_keeps_the_checkpoint_writes_a_partial_report_and_exits_130(tmp_p
     process = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), "--task", "cnn", "--epochs", "3",
                                 "--sample-size", "1000", "--threads", "1", "--frameworks", "torch", "--out", str(out)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               # a terminal's foreground job: a suite started in the background ignores SIGINT,
+                               # and its children would inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     latest = out / "torch" / "checkpoint" / "latest.json"
     deadline = time.monotonic() + 240
     while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
