@@ -461,17 +461,16 @@ def run_benchmark(args: argparse.Namespace, spec, sides: list[str]) -> dict:
     peaks = {r["row"]["side"]: r["matmul_peak"] for r in step_results if "matmul_peak" in r}
     flops = benchmark_report.flop_counts(spec, parity_rows, args.bench_batch_sizes)
     summary_rows = benchmark_report.summarize_rows(step_results, flops, peaks)
+    checks = benchmark_report.precision_checks(summary_rows)
     env["build"] = {side: r["build"] for side, r in parity_rows.items()}
     results = {"task": spec.name, "mode": "benchmark", "data": data["description"], "config": config,
                "environment": env, "parity": gate, "flops": flops, "matmul_peak": peaks, "rows": summary_rows,
-               "precision_checks": benchmark_report.precision_checks(summary_rows),
-               "targets": None,
+               "precision_checks": checks, "targets": benchmark_report.targets(summary_rows, checks),
                "scaling": benchmark_report.scaling_summary(
                    [r for r in results_of.values() if r["row"]["kind"] == "data-parallel"]),
                "pipeline": benchmark_report.pipeline_summary(
                    [r for r in results_of.values() if r["row"]["kind"] == "pipeline"], summary_rows),
                "wall_s": time.perf_counter() - started}
-    results["targets"] = benchmark_report.targets(summary_rows, results["precision_checks"])
     benchmark_report.write_reports(out, results)
     print()
     print(benchmark_report.table(results))
