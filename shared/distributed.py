@@ -22,6 +22,7 @@ from shared.data import carvana
 from shared.data.batches import batch_indices
 from shared.errors import UserError
 from shared.init import init_weights
+from shared.report import write_json
 from shared.tasks import make_spec
 from shared.weights import Weights, load_weights_file, save_weights, unet_layout
 
@@ -195,6 +196,14 @@ def load_samples(dataset, indices: np.ndarray, epoch: int = 0) -> tuple[np.ndarr
     """Stacked samples of a shared dataset: images (n, H, W, 3), masks (n, H_out, W_out)."""
     pairs = [dataset.get(int(index), epoch) for index in indices]
     return np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs])
+
+
+def save_training(output: str | os.PathLike, weights: Weights, run: dict, world: int) -> None:
+    """What the chief writes when a distributed training run ends: the weights and the history (with the
+    timing and the number of processes), which the harness reads back."""
+    save_weights(weights, Path(output) / "weights.safetensors")
+    write_json(Path(output) / "history.json", {"history": run["history"], "batch_losses": run["batch_losses"],
+                                               "timing": run["timing"], "world": world})
 
 
 def save_on_chief(weights: Weights, path: str | os.PathLike, process_rank: int | None = None) -> Path | None:

@@ -19,8 +19,7 @@ import tensorflow as tf
 from shared import distributed
 from shared.history import TrainingLog
 from shared.init import init_weights
-from shared.report import write_json
-from shared.weights import Weights, save_weights, unet_layout
+from shared.weights import Weights, unet_layout
 from tf_impl import unet
 from tf_impl.classifier import bce_dice_loss, dice_score, make_optimizer
 from tf_impl.weights import checkpoint, export_weights, load_weights, resume
@@ -223,9 +222,7 @@ def train(context: Context, spec, data_dir: str | os.PathLike, output: str | os.
             checkpoint(checkpoint_dir, epoch, unwrap(model), optimizer, log)
     run = log.result()
     if chief:
-        save_weights(export(model), Path(output) / "weights.safetensors")
-        write_json(Path(output) / "history.json", {"history": run["history"], "batch_losses": run["batch_losses"],
-                                                   "timing": run["timing"], "world": context.world})
+        distributed.save_training(output, export(model), run, context.world)
     return run["history"]
 
 
