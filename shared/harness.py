@@ -156,38 +156,58 @@ def run_unet(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data=None,
     train_loader = side.data.make_image_loader(train_set, spec.batch_size, spec.seed, True, spec.workers)
     valid_loader = (side.data.make_image_loader(valid_set, spec.batch_size, spec.seed, False, spec.workers)
                     if valid_set else None)
-    # Spread over the set, so the preview shows several cars rather than the angles of one.
-    preview = [probe_set.get(int(i)) for i in np.unique(np.linspace(0, len(probe_set) - 1, spec.preview_images).round())]
+    preview = preview_samples(spec, probe_set)
+    callbacks, saver, submission = unet_callbacks(side, spec, layout, out_dir, model, classifier.predict,
+                                                  probe_images, preview)
+    history = classifier.train(train_loader, valid_loader, spec.epochs, callbacks)
+    result = unet_result(side, spec, out_dir, model, classifier.predict, preview, saver, submission,
+                         {"history": history, "batch_losses": classifier.batch_losses, "timing": classifier.timing},
+                         has_validation=valid_set is not None)
+    return {**result, "traces": getattr(classifier, "traces", None)}, probe
+
+
+def preview_samples(spec: TaskSpec, probe_set) -> list:
+    """Spread over the set, so the preview shows several cars rather than the angles of one."""
+    return [probe_set.get(int(i)) for i in np.unique(np.linspace(0, len(probe_set) - 1, spec.preview_images).round())]
+
+
+def unet_callbacks(side: SimpleNamespace, spec: TaskSpec, layout, out_dir: Path, model, predict,
+                   probe_images: np.ndarray, preview: list) -> tuple[list, object, Path | None]:
+    """The four callbacks of a U-Net run (TensorBoard scalars and graph, predicted masks, the model, the Kaggle
+    submission when there are test photos), the model saver among them, and where the submission goes."""
     tensorboard = out_dir / "tensorboard"
     saver = side.callbacks.ModelSaverCallback(model, out_dir / "model")
     callbacks = [side.callbacks.TensorboardLoggerCallback(tensorboard, model, probe_images[:1]),
-                 side.callbacks.TensorboardVisualizerCallback(tensorboard, preview, classifier.predict, spec.threshold),
+                 side.callbacks.TensorboardVisualizerCallback(tensorboard, preview, predict, spec.threshold),
                  saver]
     test_files = carvana.get_test_files(layout) if layout.test_dir is not None else []
     submission = None
     if test_files:
         submission = out_dir / "submit.csv.gz"
+        pad = (spec.image_size - spec.output_size) // 2
         test_set = carvana.TestImageDataset(test_files, spec.output_size if pad else spec.image_size)
-        callbacks.append(PredictionsSaverCallback(submission, test_set, classifier.predict, spec.threshold,
+        callbacks.append(PredictionsSaverCallback(submission, test_set, predict, spec.threshold,
                                                   spec.image_size, spec.output_size, spec.batch_size))
+    return callbacks, saver, submission
 
-    history = classifier.train(train_loader, valid_loader, spec.epochs, callbacks)
-    preview_masks = classifier.predict(np.stack([image for image, _ in preview]))
-    np.savez_compressed(out_dir / "preview.npz", images=np.stack([image for image, _ in preview]),
-                        masks=np.stack([mask for _, mask in preview]), predicted=preview_masks)
-    final = history[-1]
-    result = {
-        "history": history,
-        "batch_losses": classifier.batch_losses,
-        "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if valid_set else {}),
+
+def unet_result(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, model, predict, preview: list, saver,
+                submission: Path | None, run: dict, has_validation: bool) -> dict:
+    """The side's results.json entry after training; the preview's predicted masks go to preview.npz."""
+    images = np.stack([image for image, _ in preview])
+    np.savez_compressed(out_dir / "preview.npz", images=images, masks=np.stack([mask for _, mask in preview]),
+                        predicted=predict(images))
+    final = run["history"][-1]
+    return {
+        "history": run["history"],
+        "batch_losses": run["batch_losses"],
+        "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if has_validation else {}),
                     "train_dice": final["dice"], "train_loss": final["loss"],
                     "parameters": side.weights.count_parameters(model)},
-        "timing": classifier.timing,
-        "traces": getattr(classifier, "traces", None),
+        "timing": run["timing"],
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
-                      "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},
+                      "tensorboard": str(out_dir / "tensorboard"), "preview": str(out_dir / "preview.npz")},
     }
-    return result, probe
 
 
 def run_unet_distributed(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, data: dict,
@@ -207,48 +227,25 @@ def run_unet_distributed(side: SimpleNamespace, spec: TaskSpec, out_dir: Path, d
     model = side.task.build(spec)
     side.weights.load_weights(model, initial)
     probe = side.classifier.forward(model, probe_images)
-
-    preview = [probe_set.get(int(i)) for i in np.unique(np.linspace(0, len(probe_set) - 1, spec.preview_images).round())]
-    tensorboard, made = out_dir / "tensorboard", {}
+    preview, made = preview_samples(spec, probe_set), {}
 
     def callbacks(net) -> list:
-        """On the chief only: the same four callbacks as a one-process run, on the unwrapped U-Net."""
+        """On the chief only: the same callbacks as a one-process run, on the unwrapped U-Net."""
         def predict(images: np.ndarray) -> np.ndarray:
             return metrics.sigmoid(side.classifier.forward(net, images)[..., 0])
 
-        made["predict"], made["saver"] = predict, side.callbacks.ModelSaverCallback(net, out_dir / "model")
-        made["net"] = net
-        found = [side.callbacks.TensorboardLoggerCallback(tensorboard, net, probe_images[:1]),
-                 side.callbacks.TensorboardVisualizerCallback(tensorboard, preview, predict, spec.threshold),
-                 made["saver"]]
-        test_files = carvana.get_test_files(layout) if layout.test_dir is not None else []
-        if test_files:
-            made["submission"] = out_dir / "submit.csv.gz"
-            test_set = carvana.TestImageDataset(test_files, spec.output_size if pad else spec.image_size)
-            found.append(PredictionsSaverCallback(made["submission"], test_set, predict, spec.threshold,
-                                                  spec.image_size, spec.output_size, spec.batch_size))
+        found, made["saver"], made["submission"] = unet_callbacks(side, spec, layout, out_dir, net, predict,
+                                                                  probe_images, preview)
+        made["net"], made["predict"] = net, predict
         return found
 
     side.distributed.train(context, spec, data["data_dir"], out_dir, initial, callbacks=callbacks)
     if not distributed.is_chief(context.rank):
         return None
     run = json.loads((out_dir / "history.json").read_text())
-    images = np.stack([image for image, _ in preview])
-    np.savez_compressed(out_dir / "preview.npz", images=images, masks=np.stack([mask for _, mask in preview]),
-                        predicted=made["predict"](images))
-    final = run["history"][-1]
-    result = {
-        "history": run["history"],
-        "batch_losses": run["batch_losses"],
-        "metrics": {**({"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if valid_samples else {}),
-                    "train_dice": final["dice"], "train_loss": final["loss"],
-                    "parameters": side.weights.count_parameters(made["net"])},
-        "timing": run["timing"],
-        "processes": run["world"],
-        "artifacts": {**made["saver"].save(), "submission": str(made["submission"]) if "submission" in made else None,
-                      "tensorboard": str(tensorboard), "preview": str(out_dir / "preview.npz")},
-    }
-    return result, probe
+    result = unet_result(side, spec, out_dir, made["net"], made["predict"], preview, made["saver"],
+                         made["submission"], run, has_validation=bool(valid_samples))
+    return {**result, "processes": run["world"]}, probe
 
 
 def load_classifier_data(spec: TaskSpec, data: dict) -> SimpleNamespace:
