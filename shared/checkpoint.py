@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from shared.report import write_json
+from shared.atomic import write_json
 from shared.weights import Weights, load_weights_file, save_weights
 
 LATEST = "latest.json"

@@ -22,7 +22,7 @@ from shared.data import carvana
 from shared.data.batches import batch_indices
 from shared.errors import UserError
 from shared.init import init_weights
-from shared.report import write_json
+from shared.atomic import write_json
 from shared.tasks import make_spec
 from shared.weights import Weights, load_weights_file, save_weights, unet_layout
 

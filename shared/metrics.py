@@ -37,3 +37,20 @@ def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function (no overflow for large negative logits)."""
     return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64))).astype(np.float32)
+
+
+class BatchAverage:
+    """Per-image averages of per-batch means: a smaller last batch weighs by its size, as one pass over all
+    images would (validation loss and Dice on both sides, one process or several)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, count: int, **means: float) -> None:
+        for name, value in means.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * count
+        self.count += count
+
+    def result(self) -> dict[str, float]:
+        return {name: total / self.count for name, total in self.sums.items()}

@@ -7,40 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.atomic import atomic_path
+from shared.atomic import atomic_path, jsonable, write_atomic, write_json
 
 SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
 # TensorFlow wide and pale underneath, PyTorch thin on top: where the curves agree both stay visible.
 SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
                "torch": {"color": "tab:blue", "linewidth": 1.2}}
-
-
-def write_atomic(path: Path, text: str | bytes) -> Path:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(text.encode() if isinstance(text, str) else text)
-    return Path(path)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, data: dict) -> Path:
-    return write_atomic(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
 def save_figure(figure, path: Path) -> Path:
@@ -287,7 +259,7 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
     if extra:
         parts += [extra, ""]
     parts += [f"![{name}]({name})" for name in images]
-    parts += ["", "Configuration:", "", "```json", json.dumps(_jsonable(results["config"]), indent=2), "```", ""]
+    parts += ["", "Configuration:", "", "```json", json.dumps(jsonable(results["config"]), indent=2), "```", ""]
     return "\n".join(parts)
 
 

@@ -1,0 +1,21 @@
+"""How far the two sides may differ, per task (float32): the one table the harness, the benchmark and every
+test read (DESIGN.md "Equivalence is tested, not hoped")."""
+from __future__ import annotations
+
+TOLERANCES: dict[str, dict[str, float]] = {
+    # parity: max |tf - torch| of the probe arrays that compare.py checks on every run (shared/parity.py);
+    # forward: max abs of the model's outputs; loss: abs; grad: per tensor |a - b| <= grad * max |b|;
+    # trained_loss: relative, per step, after identical SGD-with-momentum steps;
+    # trained_weights: max abs of every exported tensor after those steps (BatchNorm statistics included);
+    # reference_loss: |side - numpy reference| of the loss function.
+    "neuron": {"parity": 1e-6},
+    "autograd": {"parity": 1e-6},
+    "mlp": {"parity": 1e-5, "forward": 1e-5, "loss": 1e-6, "grad": 1e-4, "trained_loss": 1e-3},
+    "cnn": {"parity": 1e-5, "forward": 1e-5, "loss": 1e-6, "grad": 1e-4, "trained_loss": 1e-3},
+    "unet": {"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
+             "trained_weights": 1e-4, "reference_loss": 1e-5},
+}
+
+
+def tolerance(task: str, quantity: str = "parity") -> float:
+    return TOLERANCES[task][quantity]
