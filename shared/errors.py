@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 
+def one_line(text: object, name_if_empty: bool = False) -> str:
+    """text (an exception, usually) collapsed to one line, for messages that must never span lines.
+
+    name_if_empty: an exception without text gives its type name instead of "", so the message still says something.
+    """
+    line = " ".join(str(text).split())
+    return line or (type(text).__name__ if name_if_empty else "")
+
+
 def _own_words(message: str) -> str:
     """PyTorch's DataLoader re-creates an error raised in a worker process from one text, the whole traceback
     ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); keep what the error said."""

@@ -154,8 +154,8 @@ def test_resolve_read_only_folder_extracts_into_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("TWINNETS_CACHE", str(cache))
     # Running as root ignores permission bits, so read-only is simulated where it is decided.
-    real_writable = carvana._writable
-    monkeypatch.setattr(carvana, "_writable", lambda p: not p.is_relative_to(root) and real_writable(p))
+    real_writable = carvana.layout._writable
+    monkeypatch.setattr(carvana.layout, "_writable", lambda p: not p.is_relative_to(root) and real_writable(p))
     layout = resolve_carvana(root)
     assert layout.train_dir.is_relative_to(cache)
     assert not (root / "extracted").exists()
@@ -334,7 +334,7 @@ def test_decoded_samples_are_cached(layout, monkeypatch):
     train, _ = get_train_files(layout, validation_size=0)
     dataset = TrainImageDataset(train[:2], 16)
     first = dataset.get(1)
-    monkeypatch.setattr(carvana, "_load_pair", lambda *a: pytest.fail("decoded again"))
+    monkeypatch.setattr(carvana.datasets, "_load_pair", lambda *a: pytest.fail("decoded again"))
     assert all(np.array_equal(a, b) for a, b in zip(first, dataset.get(1, epoch=4)))
     uncached = TrainImageDataset(train[:2], 16, cache_bytes=0)
     with pytest.raises(pytest.fail.Exception):

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from shared.data.mnist import (
     DIGITS_TRAIN_COPIES,
-    jitter,
     MNIST_FILES,
     MNISTData,
     download_mnist,
     find_mnist_files,
+    jitter,
     load_digits_28,
     load_mnist,
     normalize,

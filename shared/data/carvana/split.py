@@ -1,0 +1,75 @@
+"""The training samples split into train and validation by car (no car on both sides), and the test photos."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.data.carvana.layout import MASK_SUFFIX, CarvanaLayout, _photos
+from shared.errors import DataError, UserError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training photo and its mask."""
+
+    image: Path  # train/<car>_<angle>.jpg
+    mask: Path  # train_masks/<car>_<angle>_mask.gif
+    car: str  # <car>: the 16 angles of one car share it
+    name: str  # the photo's file name, as in train_masks.csv
+
+
+def car_of(photo: Path) -> str:
+    """The car id of a photo named <car>_<angle>.jpg."""
+    return photo.stem.rsplit("_", 1)[0]
+
+
+def get_train_files(layout: CarvanaLayout, sample_size: int | None = None, validation_size: float = 0.2,
+                    seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """The (train, validation) samples, split by car so no car is on both sides.
+
+    Cars are shuffled by a generator seeded with seed. sample_size keeps the first cars of that
+    order until at least sample_size photos are kept (whole cars, so it rounds up; None keeps
+    all); validation_size is the share of the kept cars held out (0: no validation).
+    """
+    if not 0 <= validation_size < 1:
+        raise UserError(f"--validation-size must be in [0, 1), got {validation_size}")
+    if sample_size is not None and sample_size <= 0:
+        raise UserError(f"--sample-size must be positive, got {sample_size}")
+    by_car: dict[str, list[Sample]] = {}
+    for photo in _photos(layout.train_dir):
+        sample = Sample(photo, layout.mask_dir / (photo.stem + MASK_SUFFIX), car_of(photo), photo.name)
+        by_car.setdefault(sample.car, []).append(sample)
+    if not by_car:
+        raise DataError(layout.train_dir, "no .jpg photos")
+
+    cars = sorted(by_car)
+    order = [cars[i] for i in np.random.default_rng(seed).permutation(len(cars))]
+    if sample_size is not None:
+        kept, count = [], 0
+        for car in order:
+            if count >= sample_size:
+                break
+            kept.append(car)
+            count += len(by_car[car])
+        order = kept
+
+    # int(): before numpy 2, round() of a numpy float gave a float.
+    n_valid = int(round(validation_size * len(order)))  # noqa: RUF046
+    if validation_size > 0 and n_valid == 0:
+        raise UserError(f"--validation-size {validation_size} leaves no car for validation: {len(order)} cars "
+                        "are used; raise it, use more images (--sample-size), or set it to 0.")
+    if n_valid >= len(order):
+        raise UserError(f"--validation-size {validation_size} leaves no car for training: {len(order)} cars "
+                        "are used; lower it or use more images (--sample-size).")
+    valid = sorted((s for car in order[:n_valid] for s in by_car[car]), key=lambda s: s.name)
+    train = sorted((s for car in order[n_valid:] for s in by_car[car]), key=lambda s: s.name)
+    return train, valid
+
+
+def get_test_files(layout: CarvanaLayout) -> list[Path]:
+    """The test photos, sorted by name."""
+    if layout.test_dir is None:
+        raise DataError(layout.root, "no test photos; expected test/*.jpg or test.zip")
+    return _photos(layout.test_dir)
