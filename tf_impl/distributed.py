@@ -1,28 +1,22 @@
-"""Data-parallel U-Net training in TensorFlow: MirroredStrategy (several GPUs, one process) or
-MultiWorkerMirroredStrategy (one process per TF_CONFIG worker), each replica taking an equal share of the same
-global batch; twin of torch_impl/distributed.py.
-
-    python -m tf_impl.distributed JOB.json     # once per worker, each with its own TF_CONFIG
-"""
+"""Data-parallel U-Net training in TensorFlow: (MultiWorker)MirroredStrategy; twin of torch_impl/distributed.py."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared import distributed
-from shared.history import TrainingLog
-from shared.init import init_weights
-from shared.weights import Weights, unet_layout
-from tf_impl import unet
+from shared import data_parallel, distributed
+from shared.data.carvana import TrainImageDataset
+from shared.tasks import UNetSpec
+from shared.weights import Weights
+from tf_impl import unet, weights
 from tf_impl.classifier import bce_dice_loss, dice_score, make_optimizer
-from tf_impl.weights import checkpoint, export_weights, load_weights, resume
+from tf_impl.weights import export_weights, load_weights
 
 
 @dataclass(frozen=True)
@@ -32,6 +26,15 @@ class Context:
     rank: int
     world: int
     strategy: tf.distribute.Strategy
+
+    @property
+    def replicas(self) -> int:
+        """The shares of a global batch: one per replica in sync (a worker with several GPUs holds several)."""
+        return self.strategy.num_replicas_in_sync
+
+
+FRAMEWORK = "TensorFlow"  # this side's name in shared.data_parallel's log lines
+checkpointer = weights.checkpointer  # how shared.data_parallel saves and resumes a run of this side
 
 
 def setup(device: str = "cpu") -> Context:
@@ -58,7 +61,7 @@ def sync_batch_norm(model: keras.Model) -> keras.Model:
     return model
 
 
-def replicate(context: Context, spec, canonical: Weights) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+def replicate(context: Context, spec: UNetSpec, canonical: Weights) -> tuple[keras.Model, keras.optimizers.Optimizer]:
     """The U-Net and its optimizer created under strategy.scope(), so their variables are mirrored on every
     replica; the canonical weights are loaded into all copies."""
     with context.strategy.scope():
@@ -79,7 +82,7 @@ def local_batch(context: Context, indices: np.ndarray,
                 ) -> tuple[tf.distribute.DistributedValues, tf.distribute.DistributedValues]:
     """Each replica's equal share of a global batch of sample indices, by its place in the sync group, loaded
     (images NHWC, masks NHW, numpy) as tensors: each worker reads and augments only its own replicas' samples."""
-    distributed.check_divisible(len(indices), context.strategy.num_replicas_in_sync)
+    distributed.check_divisible(len(indices), context.replicas)
 
     def replica_share(value_context: tf.distribute.experimental.ValueContext):
         images, masks = load(distributed.shard(indices, value_context.replica_id_in_sync_group,
@@ -90,46 +93,48 @@ def local_batch(context: Context, indices: np.ndarray,
 
 
 class _ReplicaPipelines:
-    """Per epoch, the strategy's input pipelines (one per worker): tf.data yields the share of each global batch
-    of every replica this worker holds, in the shared order, decoded and augmented by a parallel map."""
+    """The strategy's input pipelines (one per worker): tf.data yields the share of each global batch of every
+    replica this worker holds, decoded and augmented by a parallel map."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, dataset, spec):
-        self.strategy, self.dataset, self.spec = strategy, dataset, spec
+    def __init__(self, strategy: tf.distribute.Strategy, dataset: TrainImageDataset, workers: int):
+        self.strategy, self.dataset, self.workers = strategy, dataset, workers
         image, mask = dataset.get(0, 0)
         self.image_shape, self.mask_shape = (None, *image.shape), (None, *mask.shape, 1)
 
-    def __len__(self) -> int:
-        return len(distributed.global_batches(len(self.dataset), self.spec.batch_size, self.spec.seed, 1,
-                                              self.strategy.num_replicas_in_sync))
+    def batches(self, epoch: int, batches: list[np.ndarray]) -> Iterator:
+        # A generator: the pipelines are made when the first batch is asked for, inside the epoch's timing.
+        yield from self.strategy.distribute_datasets_from_function(
+            lambda context: self.pipeline(context, epoch, batches))
 
-    def batches(self, epoch: int):
-        return iter(self.strategy.distribute_datasets_from_function(lambda context: self.pipeline(context, epoch)))
-
-    def pipeline(self, input_context: tf.distribute.InputContext, epoch: int) -> tf.data.Dataset:
+    def pipeline(self, input_context: tf.distribute.InputContext, epoch: int,
+                 batches: list[np.ndarray]) -> tf.data.Dataset:
         replicas = input_context.num_replicas_in_sync
         local = replicas // input_context.num_input_pipelines  # replicas fed by this pipeline, in turn
         first = input_context.input_pipeline_id * local
-        shares = [distributed.shard(indices, first + j, replicas)
-                  for indices in distributed.global_batches(len(self.dataset), self.spec.batch_size, self.spec.seed,
-                                                            epoch, replicas)
-                  for j in range(local)]
+        shares = [distributed.shard(indices, first + j, replicas) for indices in batches for j in range(local)]
 
         def load(position):
-            images, masks = distributed.load_samples(self.dataset, shares[int(position)], epoch)
+            images, masks = data_parallel.load_samples(self.dataset, shares[int(position)], epoch)
             return images, masks[..., None]  # (n, H, W, 3), (n, H, W, 1)
 
         def load_op(position):
             images, masks = tf.numpy_function(load, [position], [tf.float32, tf.float32])
             return tf.ensure_shape(images, self.image_shape), tf.ensure_shape(masks, self.mask_shape)
 
-        parallel = {"num_parallel_calls": self.spec.workers, "deterministic": True} if self.spec.workers else {}
+        parallel = {"num_parallel_calls": self.workers, "deterministic": True} if self.workers else {}
         return tf.data.Dataset.range(len(shares)).map(load_op, **parallel).prefetch(tf.data.AUTOTUNE)
 
 
-def make_loader(context: Context, dataset, spec) -> _ReplicaPipelines:
-    """This worker's batches of a shared training set: `batches(epoch)` yields distributed values, the share of
-    each global batch of every replica, which strategy.run hands to the replicas."""
-    return _ReplicaPipelines(context.strategy, dataset, spec)
+def make_loader(context: Context, dataset: TrainImageDataset, spec: UNetSpec) -> _ReplicaPipelines:
+    """This worker's pipelines over a shared training set, kept across epochs."""
+    return _ReplicaPipelines(context.strategy, dataset, spec.workers)
+
+
+def epoch_batches(context: Context, model: keras.Model, loader: _ReplicaPipelines, epoch: int,
+                  batches: list[np.ndarray]) -> Iterator:
+    """Distributed values, the share of each of the epoch's global batches of every replica this worker holds,
+    which strategy.run hands to the replicas."""
+    return loader.batches(epoch, batches)
 
 
 def make_train_step(context: Context, model: keras.Model, optimizer: keras.optimizers.Optimizer,
@@ -167,63 +172,19 @@ def export(model: keras.Model) -> Weights:
     return export_weights(unwrap(model))
 
 
-def validate(context: Context, model: keras.Model, valid_set, batch_size: int, threshold: float) -> dict:
-    """Loss and thresholded Dice over the validation set, per image, by one worker alone: the model called
-    outside strategy.run, BatchNorm in inference mode, so no collective is involved."""
-    losses, dices, counts = [], [], []
-    for start in range(0, len(valid_set), batch_size):
-        indices = np.arange(start, min(start + batch_size, len(valid_set)))
-        images, masks = distributed.load_samples(valid_set, indices)
-        logits = unwrap(model)(tf.constant(images), training=False)  # (n, H, W, 1)
-        masks = tf.constant(masks[..., None])
-        losses.append(float(bce_dice_loss(logits, masks)))
-        dices.append(float(dice_score(logits, masks, threshold)))
-        counts.append(len(indices))
-    return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
+def evaluate(context: Context, model: keras.Model, images: np.ndarray, masks: np.ndarray,
+             threshold: float) -> tuple[float, float]:
+    """Loss and thresholded Dice of one validation batch, by one worker alone: the model called outside
+    strategy.run, BatchNorm in inference mode, so no collective is involved."""
+    logits = unwrap(model)(tf.constant(images), training=False)  # (n, H, W, 1)
+    targets = tf.constant(masks[..., None])
+    return float(bce_dice_loss(logits, targets)), float(dice_score(logits, targets, threshold))
 
 
-def run_step(context: Context, spec, canonical: Weights, images: np.ndarray, masks: np.ndarray,
-             output: str | os.PathLike) -> Path | None:
-    """One step on the global batch from the canonical weights; rank 0 writes the updated weights (None elsewhere)."""
-    model, optimizer = replicate(context, spec, canonical)
-    train_step = make_train_step(context, model, optimizer, spec.threshold)
-    train_step(local_batch(context, np.arange(len(images)), lambda share: (images[share], masks[share])))
-    return distributed.save_on_chief(export(model), Path(output) / "weights.safetensors", context.rank)
-
-
-def train(context: Context, spec, data_dir: str | os.PathLike, output: str | os.PathLike,
-          canonical: Weights | None = None,
-          callbacks: Callable[[keras.Model], list] | None = None) -> list[dict]:
-    """spec.epochs epochs over the shared batch order, each replica taking its share of every global batch of
-    spec.batch_size; rank 0 alone validates, runs the callbacks (made by `callbacks(model)`, the unwrapped
-    model: they need it), writes a checkpoint after every epoch (a restart continues from it) and, at the end,
-    the weights and the history."""
-    train_set, valid_set = distributed.carvana_sets(spec, data_dir)
-    canonical = init_weights(unet_layout(spec), spec.seed) if canonical is None else canonical
-    model, optimizer = replicate(context, spec, canonical)
-    train_step = make_train_step(context, model, optimizer, spec.threshold)
-    loader = make_loader(context, train_set, spec)
-    chief = distributed.is_chief(context.rank)
-    checkpoint_dir = Path(output) / "checkpoint"
-    log = TrainingLog("TensorFlow", spec.epochs, len(loader), callbacks(unwrap(model)) if chief and callbacks else None,
-                      verbose=chief, seed=spec.seed)
-    resume(checkpoint_dir, unwrap(model), optimizer, log)  # every worker, from the same files
-    for epoch in range(log.epochs_done + 1, spec.epochs + 1):
-        log.begin_epoch(epoch)
-        for batch_index, (images, masks) in enumerate(loader.batches(epoch)):
-            size = sum(int(local.shape[0]) for local in context.strategy.experimental_local_results(images))
-            size *= context.world  # the global batch (one replica's share per worker here, several per GPU host)
-            with log.timer.step(size):
-                loss, dice = train_step((images, masks))
-            log.end_batch(epoch, batch_index, size, loss=loss, dice=dice)
-        log.end_epoch(epoch, validate(context, model, valid_set, spec.batch_size, spec.threshold)
-                      if chief and valid_set else None)
-        if chief:
-            checkpoint(checkpoint_dir, epoch, unwrap(model), optimizer, log)
-    run = log.result()
-    if chief:
-        distributed.save_training(output, export(model), run, context.world)
-    return run["history"]
+def train(context: Context, spec: UNetSpec, data_dir: str | os.PathLike, output: str | os.PathLike,
+          canonical: Weights | None = None, callbacks: Callable[[keras.Model], list] | None = None) -> list[dict]:
+    """shared.data_parallel.train with the strategy's pieces above: each replica trains its share of every batch."""
+    return data_parallel.train(sys.modules[__name__], context, spec, data_dir, output, canonical, callbacks)
 
 
 def _set_threads(threads: int) -> None:
@@ -232,9 +193,9 @@ def _set_threads(threads: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of one process: `python -m tf_impl.distributed JOB.json`."""
-    return distributed.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__], _set_threads,
-                                    "python -m tf_impl.distributed JOB.json")
+    """Entry point of one process: `python -m tf_impl.distributed JOB.json`, once per worker (its own TF_CONFIG)."""
+    return data_parallel.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__], _set_threads,
+                                      "python -m tf_impl.distributed JOB.json")
 
 
 if __name__ == "__main__":

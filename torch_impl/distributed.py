@@ -1,15 +1,10 @@
-"""Data-parallel U-Net training in PyTorch: DistributedDataParallel over the processes torchrun starts (gloo on
-CPUs, nccl on GPUs), each rank taking an equal share of the same global batch; twin of tf_impl/distributed.py.
-
-    torchrun --nproc-per-node 2 -m torch_impl.distributed JOB.json
-"""
+"""Data-parallel U-Net training in PyTorch: DDP under torchrun, gloo or nccl; twin of tf_impl/distributed.py."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,14 +13,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from shared import distributed
-from shared.history import TrainingLog
-from shared.init import init_weights
-from shared.weights import Weights, unet_layout
-from torch_impl import unet
+from shared import data_parallel, distributed
+from shared.data.carvana import TrainImageDataset
+from shared.tasks import UNetSpec
+from shared.weights import Weights
+from torch_impl import unet, weights
 from torch_impl.classifier import bce_dice_loss, dice_score, make_optimizer
 from torch_impl.data import CarvanaDataset, to_tensor_images
-from torch_impl.weights import checkpoint, export_weights, load_weights, resume
+from torch_impl.weights import export_weights, load_weights
 
 
 @dataclass(frozen=True)
@@ -35,6 +30,15 @@ class Context:
     rank: int
     world: int
     device: torch.device
+
+    @property
+    def replicas(self) -> int:
+        """The shares of a global batch: one per rank."""
+        return self.world
+
+
+FRAMEWORK = "PyTorch"  # this side's name in shared.data_parallel's log lines
+checkpointer = weights.checkpointer  # how shared.data_parallel saves and resumes a run of this side
 
 
 def setup(device: str = "cpu") -> Context:
@@ -111,7 +115,7 @@ def sync_batch_norm(model: nn.Module) -> nn.Module:
     return model
 
 
-def replicate(context: Context, spec, canonical: Weights) -> tuple[nn.Module, torch.optim.Optimizer]:
+def replicate(context: Context, spec: UNetSpec, canonical: Weights) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The U-Net with the canonical weights on this rank's device, wrapped in DistributedDataParallel (which
     averages the ranks' gradients during backward), and its optimizer."""
     model = unet.build(spec)
@@ -139,30 +143,38 @@ def local_batch(context: Context, indices: np.ndarray,
 
 
 class _ShardBatchSampler(Sampler):
-    """This rank's share of every global batch of the epoch, in the shared order, as the (epoch, index) keys of
+    """This rank's share of every global batch of the epoch, as the (epoch, index) keys of
     torch_impl.data.CarvanaDataset: what DistributedSampler does to a sample order, done to the batch order."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 1
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+        self.epoch, self.batches = 1, []
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, batches: list[np.ndarray]) -> None:
+        self.epoch, self.batches = epoch, batches
 
     def __iter__(self):
-        for share in distributed.epoch_shards(self.n, self.batch_size, self.seed, self.epoch, self.rank, self.world):
-            yield [(self.epoch, int(index)) for index in share]
+        for indices in self.batches:
+            yield [(self.epoch, int(index)) for index in distributed.shard(indices, self.rank, self.world)]
 
     def __len__(self) -> int:
-        return len(distributed.global_batches(self.n, self.batch_size, self.seed, self.epoch, self.world))
+        return len(self.batches)
 
 
-def make_loader(context: Context, dataset, spec) -> DataLoader:
+def make_loader(context: Context, dataset: TrainImageDataset, spec: UNetSpec) -> DataLoader:
     """This rank's batches of a shared training set (images (n, 3, H, W), masks (n, 1, H, W)): its sampler
     yields the rank's share of each global batch; spec.workers processes decode and augment them."""
-    sampler = _ShardBatchSampler(len(dataset), spec.batch_size, spec.seed, context.rank, context.world)
+    sampler = _ShardBatchSampler(context.rank, context.world)
     return DataLoader(CarvanaDataset(dataset), batch_sampler=sampler, num_workers=spec.workers,
                       pin_memory=context.device.type == "cuda")
+
+
+def epoch_batches(context: Context, model: nn.Module, loader: DataLoader, epoch: int,
+                  batches: list[np.ndarray]) -> DataLoader:
+    """This rank's shares of the epoch's global batches, on the CPU (the step moves them to the device)."""
+    loader.batch_sampler.set_epoch(epoch, batches)
+    unwrap(model).train()  # a callback that predicted left it in eval mode: its BatchNorm would not synchronise
+    return loader
 
 
 def make_train_step(context: Context, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -172,7 +184,8 @@ def make_train_step(context: Context, model: nn.Module, optimizer: torch.optim.O
     Returns the global batch's loss and Dice: equal shards, so the mean of the ranks' means."""
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-        images, masks = batch
+        # The loader's batches arrive on the CPU: copied here, inside the timed step; one already there stays put.
+        images, masks = batch[0].to(context.device), batch[1].to(context.device)
         optimizer.zero_grad()
         logits = model(images)
         loss = bce_dice_loss(logits, masks)
@@ -192,73 +205,30 @@ def export(model: nn.Module) -> Weights:
     return export_weights(unwrap(model))
 
 
-def validate(context: Context, model: nn.Module, valid_set, batch_size: int, threshold: float) -> dict:
-    """Loss and thresholded Dice over the validation set, per image, by one rank alone: the U-Net without
-    its DDP wrapper, BatchNorm in inference mode, so no collective is involved."""
+def evaluate(context: Context, model: nn.Module, images: np.ndarray, masks: np.ndarray,
+             threshold: float) -> tuple[float, float]:
+    """Loss and thresholded Dice of one validation batch, by one rank alone: the U-Net without its DDP wrapper,
+    BatchNorm in inference mode, so no collective is involved."""
     net = unwrap(model).eval()
-    losses, dices, counts = [], [], []
     with torch.no_grad():
-        for start in range(0, len(valid_set), batch_size):
-            indices = np.arange(start, min(start + batch_size, len(valid_set)))
-            images, masks = distributed.load_samples(valid_set, indices)
-            logits = net(to_tensor_images(images).to(context.device))  # (n, 1, H, W)
-            masks = to_tensor_images(masks[..., None]).to(context.device)
-            losses.append(bce_dice_loss(logits, masks).item())
-            dices.append(dice_score(logits, masks, threshold).item())
-            counts.append(len(indices))
-    net.train()
-    return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
+        logits = net(to_tensor_images(images).to(context.device))  # (n, 1, H, W)
+        targets = to_tensor_images(masks[..., None]).to(context.device)
+        loss, dice = bce_dice_loss(logits, targets).item(), dice_score(logits, targets, threshold).item()
+    net.train()  # as training left it: the callbacks after the validation see no change of mode
+    return loss, dice
 
 
-def run_step(context: Context, spec, canonical: Weights, images: np.ndarray, masks: np.ndarray,
-             output: str | os.PathLike) -> Path | None:
-    """One step on the global batch from the canonical weights; rank 0 writes the updated weights (None elsewhere)."""
-    model, optimizer = replicate(context, spec, canonical)
-    train_step = make_train_step(context, model, optimizer, spec.threshold)
-    train_step(local_batch(context, np.arange(len(images)), lambda share: (images[share], masks[share])))
-    return distributed.save_on_chief(export(model), Path(output) / "weights.safetensors", context.rank)
-
-
-def train(context: Context, spec, data_dir: str | os.PathLike, output: str | os.PathLike,
-          canonical: Weights | None = None,
-          callbacks: Callable[[nn.Module], list] | None = None) -> list[dict]:
-    """spec.epochs epochs over the shared batch order, each rank taking its share of every global batch of
-    spec.batch_size; rank 0 alone validates, runs the callbacks (made by `callbacks(model)`, the unwrapped
-    model: they need it), writes a checkpoint after every epoch (a restart continues from it) and, at the end,
-    the weights and the history."""
-    train_set, valid_set = distributed.carvana_sets(spec, data_dir)
-    canonical = init_weights(unet_layout(spec), spec.seed) if canonical is None else canonical
-    model, optimizer = replicate(context, spec, canonical)
-    train_step = make_train_step(context, model, optimizer, spec.threshold)
-    loader = make_loader(context, train_set, spec)
-    chief = distributed.is_chief(context.rank)
-    checkpoint_dir = Path(output) / "checkpoint"
-    log = TrainingLog("PyTorch", spec.epochs, len(loader), callbacks(unwrap(model)) if chief and callbacks else None,
-                      verbose=chief, seed=spec.seed)
-    resume(checkpoint_dir, unwrap(model), optimizer, log)  # every rank, from the same files
-    for epoch in range(log.epochs_done + 1, spec.epochs + 1):
-        loader.batch_sampler.set_epoch(epoch)
-        unwrap(model).train()  # a callback that predicted left it in eval mode: its BatchNorm would not synchronise
-        log.begin_epoch(epoch)
-        for batch_index, (images, masks) in enumerate(loader):
-            size = len(images) * context.world  # the global batch
-            with log.timer.step(size):
-                loss, dice = train_step((images.to(context.device), masks.to(context.device)))
-            log.end_batch(epoch, batch_index, size, loss=loss, dice=dice)
-        log.end_epoch(epoch, validate(context, model, valid_set, spec.batch_size, spec.threshold)
-                      if chief and valid_set else None)
-        if chief:
-            checkpoint(checkpoint_dir, epoch, unwrap(model), optimizer, log)
-    run = log.result()
-    if chief:
-        distributed.save_training(output, export(model), run, context.world)
-    return run["history"]
+def train(context: Context, spec: UNetSpec, data_dir: str | os.PathLike, output: str | os.PathLike,
+          canonical: Weights | None = None, callbacks: Callable[[nn.Module], list] | None = None) -> list[dict]:
+    """shared.data_parallel.train with DDP's pieces above: each rank trains its share of every global batch."""
+    return data_parallel.train(sys.modules[__name__], context, spec, data_dir, output, canonical, callbacks)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of one process: `torchrun --nproc-per-node N -m torch_impl.distributed JOB.json`."""
-    return distributed.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__], torch.set_num_threads,
-                                    "torchrun --nproc-per-node N -m torch_impl.distributed JOB.json")
+    """Entry point of one process; torchrun starts one per rank."""
+    usage = "torchrun --nproc-per-node N -m torch_impl.distributed JOB.json"
+    return data_parallel.run_job_file(sys.argv[1:] if argv is None else argv, sys.modules[__name__],
+                                      torch.set_num_threads, usage)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,205 @@
+"""Starting the processes of a distributed run: loopback ports, TF_CONFIG, the job file, torchrun, TF workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import UserError
+
+LOOPBACK = "127.0.0.1"
+# Each local process gets one intra-op thread unless told otherwise: N processes on N cores, no oversubscription.
+THREADS_PER_PROCESS = 1
+
+
+# ---- ports and TF_CONFIG -----------------------------------------------------------------------------------
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports free on the loopback interface now (all sockets held open until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((LOOPBACK, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def make_tf_config(workers: Sequence[str], index: int) -> dict:
+    """TF_CONFIG of worker `index` in a cluster of "host:port" workers; worker 0 acts as the chief."""
+    return {"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}}
+
+
+def local_tf_configs(nproc: int) -> list[dict]:
+    """One TF_CONFIG per local worker, each on its own free loopback port."""
+    workers = [f"{LOOPBACK}:{port}" for port in free_ports(nproc)]
+    return [make_tf_config(workers, index) for index in range(nproc)]
+
+
+# ---- the job a launched process runs -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """What every process of a distributed run reads: the same file for all ranks.
+    kind "step": one train step from `weights` on the global batch in `batch` (.npz: images NHWC, masks NHW);
+    kind "train": a whole training run on the data in `data_dir`. Rank 0 writes into `output`."""
+
+    kind: str  # "step" or "train"
+    spec: dict  # the UNetSpec's fields
+    output: str  # folder
+    weights: str | None = None  # canonical .safetensors to start from (None: the seeded initial weights)
+    batch: str | None = None  # .npz of the global batch (kind "step")
+    data_dir: str | None = None  # the Carvana folder (kind "train")
+    device: str = "cpu"  # "cpu" (gloo, one replica per process) or "cuda" (nccl, one GPU per process)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def read_job(path: str | os.PathLike) -> Job:
+    try:
+        fields = json.loads(Path(path).read_text())
+        job = Job(**fields)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such job file") from None
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: not a job file ({error})") from None
+    if job.kind not in ("step", "train"):
+        raise UserError(f"{path}: job kind must be step or train, got {job.kind!r}")
+    return job
+
+
+def save_batch(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray) -> Path:
+    """A global batch as .npz: images (N, H, W, 3), masks (N, H_out, W_out)."""
+    np.savez(path, images=images, masks=masks)
+    return Path(path)
+
+
+def load_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as saved:
+        return saved["images"].astype(np.float32), saved["masks"].astype(np.float32)
+
+
+# ---- launchers ---------------------------------------------------------------------------------------------
+
+def child_env(threads: int = THREADS_PER_PROCESS, extra: dict | None = None) -> dict:
+    """The parent's environment, with the checkout importable and one thread count for every process."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.update(extra or {})
+    return env
+
+
+def torchrun_command(nproc: int, args: Sequence[str], port: int | None = None) -> list[str]:
+    """`torchrun --nproc-per-node N ARGS` on this machine (static rendezvous on a free loopback port).
+    ARGS is what would follow `python`, e.g. ["-m", "torch_impl.distributed", "job.json"]."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(nproc),
+            "--master-addr", LOOPBACK, "--master-port", str(port or free_port()), *args]
+
+
+@dataclass(frozen=True)
+class Launched:
+    """How the processes of one launch ended: exit status and output, one entry per process (torchrun: one)."""
+
+    returncodes: list[int]
+    outputs: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return all(code == 0 for code in self.returncodes)
+
+    def describe(self) -> str:
+        return "\n".join(f"--- process {i}: exit {code}\n{out[-3000:]}"
+                         for i, (code, out) in enumerate(zip(self.returncodes, self.outputs)))
+
+
+def launch_torch(nproc: int, args: Sequence[str], timeout: float | None = None, threads: int = THREADS_PER_PROCESS,
+                 env: dict | None = None, stream: bool = False) -> Launched:
+    """torchrun starts the N ranks (RANK, WORLD_SIZE, MASTER_ADDR/PORT set for each) and waits for them all;
+    it stops the others when one fails. Out of time, its whole process group (it and its ranks) is stopped.
+    stream: rank 0's output goes to this terminal as it comes (the others' is dropped) instead of being kept."""
+    command = torchrun_command(nproc, args)
+    if stream:
+        command[3:3] = ["--local-ranks-filter", "0"]
+    process = subprocess.Popen(command, env=child_env(threads, env), stdout=None if stream else subprocess.PIPE,
+                               stderr=None if stream else subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the group of the session it leads: torchrun and its ranks
+        output = (process.communicate()[0] or "") + "\n[stopped: out of time]"
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    return Launched([process.returncode], [output or ""])
+
+
+def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, threads: int = THREADS_PER_PROCESS,
+              env: dict | None = None, stream: bool = False) -> Launched:
+    """N `python ARGS` processes, worker i with its own TF_CONFIG, and waits for them all; if one fails or the
+    time runs out, the others (which would wait for it forever inside a collective) are stopped.
+    stream: worker 0's output goes to this terminal as it comes; the others' is kept."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as files:
+        # Output to files, not pipes: a worker blocked on a full pipe would stall the collective of all of them.
+        logs = [files.enter_context(open(Path(folder) / f"worker-{index}.log", "w+")) for index in range(nproc)]
+        processes = [subprocess.Popen([sys.executable, *args], stdout=None if stream and index == 0 else log,
+                                      stderr=None if stream and index == 0 else subprocess.STDOUT,
+                                      env=child_env(threads, {**(env or {}), "TF_CONFIG": json.dumps(config)}))
+                     for index, (log, config) in enumerate(zip(logs, local_tf_configs(nproc)))]
+        try:
+            while any(p.poll() is None for p in processes):
+                failed = any(p.poll() not in (None, 0) for p in processes)
+                if failed or (deadline is not None and time.monotonic() > deadline):
+                    break
+                time.sleep(0.1)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+    return Launched([process.returncode for process in processes], outputs)
+
+
+# ---- several machines: the commands the README shows -------------------------------------------------------
+
+def multi_machine_commands(nnodes: int = 2, nproc: int = 2, host: str = "node0.example:29500",
+                           job: str = "job.json") -> str:
+    """What to type on each machine to run the same job across several machines (the same on every node,
+    but for TF_CONFIG's task index)."""
+    workers = [f"node{i}.example:12345" for i in range(nnodes)]
+    example = json.dumps(make_tf_config(workers, 0))
+    return "\n".join([
+        f"# PyTorch, on each of the {nnodes} machines ({nproc} processes each; nccl on GPUs, gloo on CPUs):",
+        (f"torchrun --nnodes {nnodes} --nproc-per-node {nproc} --rdzv-backend c10d --rdzv-id twinnets "
+         f"--rdzv-endpoint {host} -m torch_impl.distributed {job}"),
+        f"# TensorFlow, one worker per machine (MultiWorkerMirroredStrategy); task.index is 0..{nnodes - 1}:",
+        f"TF_CONFIG='{example}' python -m tf_impl.distributed {job}",
+    ])
