@@ -1,11 +1,15 @@
 """The callback protocol both sides' training loops call, and the callbacks that need no framework."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from shared.rle import RLEWriter
 from shared.tiles import tile_predict
+from shared.visualize import preview_panels
 
 
 class Callback:
@@ -54,6 +58,29 @@ class CallbackList(Callback):
             callback.on_train_end(logs)
 
 
+def epoch_scalars(logs: dict) -> dict[str, dict[str, float]]:
+    """What both TensorBoard loggers write per epoch: {"loss": {"train": ..., "valid": ...}, "dice": {...}},
+    each split only where the epoch's logs have it."""
+    scalars = {}
+    for key in ("loss", "dice"):
+        scalars[key] = {split: logs[name] for split, name in (("train", key), ("valid", f"val_{key}")) if name in logs}
+    return scalars
+
+
+class PreviewCallback(Callback):
+    """Per epoch, a few validation photos with the true mask, the predicted mask and an overlay: the panels, which
+    need no framework; each side's TensorboardVisualizerCallback writes them."""
+
+    def __init__(self, log_dir: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray]], predict,
+                 threshold: float = 0.5):
+        self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
+
+    def panels(self) -> list[tuple[str, np.ndarray]]:
+        """(tag, (H, 4W, 3) uint8 panel) per sample, from the model's current predictions."""
+        return [(f"validation/{i}: photo | true | predicted | overlay", panel)
+                for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold))]
+
+
 class PredictionsSaverCallback(Callback):
     """At the end of training: predicts every test photo, upsamples the probabilities to the photo's
     original size, thresholds, run-length encodes, and streams the rows into a gzip CSV (never holding
@@ -77,7 +104,8 @@ class PredictionsSaverCallback(Callback):
     def save(self):
         with RLEWriter(self.path) as writer:
             for start in range(0, len(self.test_images), self.batch_size):
-                batch = [self.test_images.get(i) for i in range(start, min(start + self.batch_size, len(self.test_images)))]
+                stop = min(start + self.batch_size, len(self.test_images))
+                batch = [self.test_images.get(i) for i in range(start, stop)]
                 probabilities = self._probabilities(np.stack([image for image, _, _ in batch]))
                 for (_, name, size), probability in zip(batch, probabilities):
                     writer.write(name, upsample(probability, size) > self.threshold)

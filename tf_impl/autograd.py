@@ -2,13 +2,18 @@
 replays it (define-then-run); twin of torch_impl/autograd.py."""
 from __future__ import annotations
 
+import sys
+
 import tensorflow as tf
+
+from shared.lesson_parts import autograd_lesson
+from shared.tasks import AutogradSpec
 
 NOTES = [
     "tf.zeros, tf.random.uniform and tf.ones build the same tensors; TensorFlow has no uninitialised constructor.",
     "A tf.Variable is trainable state; GradientTape records the operations on watched variables.",
-    "A tf.function traces the Python once per input signature into a graph, then replays the graph; "
-    "a call with a new input shape traces again.",
+    ("A tf.function traces the Python once per input signature into a graph, then replays the graph; "
+     "a call with a new input shape traces again."),
     "Inside a tf.function, AutoGraph turns a Python `if` on a tensor value into a conditional op in the graph.",
 ]
 
@@ -105,15 +110,6 @@ def control_flow(x_value: float, shape: tuple) -> dict:
     }
 
 
-def lesson(spec) -> dict:
-    """Everything the autograd task reports, in the same keys as the PyTorch side."""
-    shapes = [spec.shape, spec.shape, (spec.shape[0] + 1, spec.shape[1] + 1)]
-    return {
-        "basics": tensor_basics(spec.seed),
-        **gradient(spec.x_value, spec.shape),
-        "constant": gradient_of_constant(spec.x_value, spec.shape),
-        "graph": graph(spec.x_value, spec.shape),
-        "tracing": graphs_per_call(spec.x_value, shapes),
-        "control_flow": control_flow(spec.x_value, spec.shape),
-        "notes": NOTES,
-    }
+def lesson(spec: AutogradSpec) -> dict:
+    """Everything the autograd task reports, from this module's functions (the keys: shared/lesson_parts.py)."""
+    return autograd_lesson(spec, sys.modules[__name__])

@@ -10,8 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.atomic import atomic_path
-from shared.callbacks import Callback
-from shared.visualize import preview_panels
+from shared.callbacks import Callback, PreviewCallback, epoch_scalars
 from shared.weights import save_weights
 from tf_impl.weights import export_weights
 
@@ -34,28 +33,23 @@ class TensorboardLoggerCallback(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default(step=epoch):
-            for key in ("loss", "dice"):
-                for split, name in (("train", key), ("valid", f"val_{key}")):
-                    if name in logs:
-                        tf.summary.scalar(f"{key}/{split}", logs[name])
+            for key, values in epoch_scalars(logs).items():
+                for split, value in values.items():
+                    tf.summary.scalar(f"{key}/{split}", value)  # one tag per split: "loss/train", "loss/valid"
         self.writer.flush()
 
     def on_train_end(self, logs=None):
         self.writer.close()
 
 
-class TensorboardVisualizerCallback(Callback):
-    """Per epoch, a few validation photos with the true mask, the predicted mask and an overlay."""
-
-    def __init__(self, log_dir: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray]], predict,
-                 threshold: float = 0.5):
-        self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
+class TensorboardVisualizerCallback(PreviewCallback):
+    """The validation previews of shared/callbacks.py, as tf.summary images (a batch of one each)."""
 
     def on_epoch_end(self, epoch, logs=None):
         writer = tf.summary.create_file_writer(str(self.log_dir))
         with writer.as_default(step=epoch):
-            for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold)):
-                tf.summary.image(f"validation/{i}: photo | true | predicted | overlay", panel[None])
+            for tag, panel in self.panels():
+                tf.summary.image(tag, panel[None])
         writer.close()
 
 

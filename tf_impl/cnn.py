@@ -4,34 +4,34 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from shared.tasks import CNNSpec
+
 
 class CNN(keras.Model):
     """conv5x5(32) ReLU maxpool2, conv5x5(64) ReLU maxpool2, fc 3136->1000 ReLU, fc 1000->10, log_softmax."""
 
-    def __init__(self, channels: tuple[int, int], kernel_size: int, flat_chw: tuple[int, int, int], hidden: int,
+    def __init__(self, channels: tuple[int, int], kernel_size: int, feature_map: tuple[int, int, int], hidden: int,
                  classes: int):
         super().__init__(name="cnn")
-        c1, c2 = channels
-        self.conv1 = keras.layers.Conv2D(c1, kernel_size, padding="same", activation="relu", name="conv1")
-        self.pool1 = keras.layers.MaxPooling2D(2)
-        self.conv2 = keras.layers.Conv2D(c2, kernel_size, padding="same", activation="relu", name="conv2")
-        self.pool2 = keras.layers.MaxPooling2D(2)
+        c1, c2 = channels  # Keras infers each layer's input width on the first call
+        self.conv1 = keras.layers.Conv2D(c1, kernel_size, padding="same", name="conv1")
+        self.conv2 = keras.layers.Conv2D(c2, kernel_size, padding="same", name="conv2")
         self.flatten = keras.layers.Flatten()
-        self.fc1 = keras.layers.Dense(hidden, activation="relu", name="fc1")
+        self.fc1 = keras.layers.Dense(hidden, name="fc1")
         self.fc2 = keras.layers.Dense(classes, name="fc2")
         # Flatten on NHWC gives (H, W, C) order; tf_impl/weights.py permutes fc1's rows from PyTorch's (C, H, W).
-        self.flattened_inputs = {"fc1": flat_chw}
+        self.flattened_inputs = {"fc1": feature_map}
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        x = self.pool1(self.conv1(x))  # (N, 28, 28, 1) -> (N, 14, 14, 32)
-        x = self.pool2(self.conv2(x))  # -> (N, 7, 7, 64)
+        x = tf.nn.max_pool2d(tf.nn.relu(self.conv1(x)), 2, 2, "VALID")  # (N, 28, 28, 1) -> (N, 14, 14, 32)
+        x = tf.nn.max_pool2d(tf.nn.relu(self.conv2(x)), 2, 2, "VALID")  # -> (N, 7, 7, 64)
         x = self.flatten(x)  # -> (N, 3136), in (H, W, C) order
-        x = self.fc1(x)
+        x = tf.nn.relu(self.fc1(x))
         return tf.nn.log_softmax(self.fc2(x), axis=1)  # (N, 10)
 
 
-def build(spec) -> CNN:
-    side = spec.image_size // 4
-    model = CNN(spec.channels, spec.kernel_size, (spec.channels[-1], side, side), spec.hidden, spec.classes)
-    model(tf.zeros((1, spec.image_size, spec.image_size, 1)))
+def build(spec: CNNSpec) -> CNN:
+    """Keras creates weights on the first call; the harness then loads the canonical weights."""
+    model = CNN(spec.channels, spec.kernel_size, spec.feature_map, spec.hidden, spec.classes)
+    model(tf.zeros((1, spec.image_size, spec.image_size, 1)))  # one grey channel, as MNIST
     return model

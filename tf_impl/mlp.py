@@ -4,27 +4,29 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from shared.tasks import MLPSpec
+
 
 class MLP(keras.Model):
     """Dense 784->200, ReLU, 200->200, ReLU, 200->10, log_softmax (the loss is NLL)."""
 
     def __init__(self, layer_sizes: tuple[int, ...]):
         super().__init__(name="mlp")
-        _, hidden1, hidden2, classes = layer_sizes
+        _, hidden1, hidden2, classes = layer_sizes  # Keras infers each layer's input width on the first call
         self.flatten = keras.layers.Flatten()
-        self.fc1 = keras.layers.Dense(hidden1, activation="relu", name="fc1")
-        self.fc2 = keras.layers.Dense(hidden2, activation="relu", name="fc2")
+        self.fc1 = keras.layers.Dense(hidden1, name="fc1")
+        self.fc2 = keras.layers.Dense(hidden2, name="fc2")
         self.fc3 = keras.layers.Dense(classes, name="fc3")
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         x = self.flatten(x)  # (N, 28, 28, 1) -> (N, 784)
-        x = self.fc1(x)
-        x = self.fc2(x)
+        x = tf.nn.relu(self.fc1(x))
+        x = tf.nn.relu(self.fc2(x))
         return tf.nn.log_softmax(self.fc3(x), axis=1)  # (N, 10)
 
 
-def build(spec) -> MLP:
+def build(spec: MLPSpec) -> MLP:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     model = MLP(spec.layer_sizes)
-    model(tf.zeros((1, 28, 28, 1)))
+    model(tf.zeros((1, spec.layer_sizes[0])))  # the weights depend only on the flattened width
     return model

@@ -1,13 +1,12 @@
 """One sigmoid neuron fitted by gradient descent in TensorFlow (tf.function); twin of torch_impl/neuron.py."""
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared.timing import StepTimer
+from shared.lesson_parts import descend
+from shared.tasks import NeuronSpec
 
 
 class Neuron(keras.Model):
@@ -22,7 +21,7 @@ class Neuron(keras.Model):
         return tf.sigmoid(phi * self.w + self.b)
 
 
-def build(spec) -> Neuron:
+def build(spec: NeuronSpec) -> Neuron:
     return Neuron(spec.w0, spec.b0)
 
 
@@ -52,15 +51,14 @@ def gradients(model: Neuron, phi: float, target: float) -> tuple[float, float]:
     return float(dw), float(db)
 
 
-def train(spec, data=None, callbacks=None) -> dict:
+def train(spec: NeuronSpec) -> dict:
     """Plain gradient descent: the step is one tf.function, traced once and replayed as a graph."""
     model = build(spec)
     phi = tf.constant(spec.phi, tf.float64)
     optimizer = keras.optimizers.SGD(learning_rate=spec.lr)
-    timer = StepTimer()
 
     @tf.function
-    def train_step():
+    def train_step() -> tf.Tensor:
         with tf.GradientTape() as tape:
             loss = error(model(phi), spec.target)
         optimizer.apply_gradients(zip(tape.gradient(loss, [model.w, model.b]), [model.w, model.b]))
@@ -71,17 +69,5 @@ def train(spec, data=None, callbacks=None) -> dict:
         return {"step": step, "w": float(model.w.numpy()), "b": float(model.b.numpy()),
                 "output": float(output), "error": float(error(output, spec.target))}
 
-    trajectory = [record(0)]
-    start = time.perf_counter()
-    for step in range(1, spec.epochs + 1):
-        with timer.step():
-            float(train_step())  # the host copy waits for the step to finish
-        trajectory.append(record(step))
-    train_s = time.perf_counter() - start
-    return {
-        "model": model,
-        "trajectory": trajectory,
-        "history": [{"epoch": p["step"], "loss": p["error"]} for p in trajectory[1:]],
-        "timing": timer.summary(train_s),
-        "traces": train_step.experimental_get_tracing_count(),
-    }
+    run = descend(spec, train_step, record)  # the loop, timing and trajectory: shared/lesson_parts.py
+    return {"model": model, **run, "traces": train_step.experimental_get_tracing_count()}

@@ -2,7 +2,12 @@
 twin of tf_impl/autograd.py."""
 from __future__ import annotations
 
+import sys
+
 import torch
+
+from shared.lesson_parts import autograd_lesson
+from shared.tasks import AutogradSpec
 
 NOTES = [
     "torch.Tensor(2, 3) returns uninitialised memory (whatever bytes were there), so the code uses torch.zeros.",
@@ -97,15 +102,6 @@ def control_flow(x_value: float, shape: tuple) -> dict:
     }
 
 
-def lesson(spec) -> dict:
-    """Everything the autograd task reports, in the same keys as the TensorFlow side."""
-    shapes = [spec.shape, spec.shape, (spec.shape[0] + 1, spec.shape[1] + 1)]
-    return {
-        "basics": tensor_basics(spec.seed),
-        **gradient(spec.x_value, spec.shape),
-        "constant": gradient_of_constant(spec.x_value, spec.shape),
-        "graph": graph(spec.x_value, spec.shape),
-        "tracing": graphs_per_call(spec.x_value, shapes),
-        "control_flow": control_flow(spec.x_value, spec.shape),
-        "notes": NOTES,
-    }
+def lesson(spec: AutogradSpec) -> dict:
+    """Everything the autograd task reports, from this module's functions (the keys: shared/lesson_parts.py)."""
+    return autograd_lesson(spec, sys.modules[__name__])

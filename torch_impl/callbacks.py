@@ -11,8 +11,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from shared.atomic import atomic_path
-from shared.callbacks import Callback
-from shared.visualize import preview_panels
+from shared.callbacks import Callback, PreviewCallback, epoch_scalars
 from shared.weights import save_weights
 from torch_impl.data import to_tensor_images
 from torch_impl.weights import export_weights
@@ -32,29 +31,25 @@ class TensorboardLoggerCallback(Callback):
             self.model.eval()
             with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns that it is deprecated
                 warnings.simplefilter("ignore", FutureWarning)
-                self.writer.add_graph(self.model, to_tensor_images(self.example).to(next(self.model.parameters()).device))
+                device = next(self.model.parameters()).device
+                self.writer.add_graph(self.model, to_tensor_images(self.example).to(device))
 
     def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "dice"):
-            values = {split: logs[name] for split, name in (("train", key), ("valid", f"val_{key}")) if name in logs}
-            self.writer.add_scalars(key, values, epoch)
+        for key, values in epoch_scalars(logs).items():
+            self.writer.add_scalars(key, values, epoch)  # one run per split: "loss_train", "loss_valid"
         self.writer.flush()
 
     def on_train_end(self, logs=None):
         self.writer.close()
 
 
-class TensorboardVisualizerCallback(Callback):
-    """Per epoch, a few validation photos with the true mask, the predicted mask and an overlay."""
-
-    def __init__(self, log_dir: str | os.PathLike, samples: list[tuple[np.ndarray, np.ndarray]], predict,
-                 threshold: float = 0.5):
-        self.log_dir, self.samples, self.predict, self.threshold = Path(log_dir), samples, predict, threshold
+class TensorboardVisualizerCallback(PreviewCallback):
+    """The validation previews of shared/callbacks.py, as SummaryWriter images (height, width, channels)."""
 
     def on_epoch_end(self, epoch, logs=None):
         with SummaryWriter(str(self.log_dir)) as writer:
-            for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold)):
-                writer.add_image(f"validation/{i}: photo | true | predicted | overlay", panel, epoch, dataformats="HWC")
+            for tag, panel in self.panels():
+                writer.add_image(tag, panel, epoch, dataformats="HWC")
 
 
 class ModelSaverCallback(Callback):

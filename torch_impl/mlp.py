@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.tasks import MLPSpec
+
 
 class MLP(nn.Module):
     """Linear 784->200, ReLU, 200->200, ReLU, 200->10, log_softmax (the loss is NLL)."""
@@ -23,6 +25,6 @@ class MLP(nn.Module):
         return F.log_softmax(self.fc3(x), dim=1)  # (N, 10)
 
 
-def build(spec) -> MLP:
+def build(spec: MLPSpec) -> MLP:
     """PyTorch initialises on construction; the harness then loads the canonical weights."""
     return MLP(spec.layer_sizes)

@@ -1,12 +1,11 @@
 """One sigmoid neuron fitted by gradient descent in PyTorch (eager autograd); twin of tf_impl/neuron.py."""
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from shared.timing import StepTimer
+from shared.lesson_parts import descend
+from shared.tasks import NeuronSpec
 
 
 class Neuron(nn.Module):
@@ -21,7 +20,7 @@ class Neuron(nn.Module):
         return torch.sigmoid(phi * self.w + self.b)
 
 
-def build(spec) -> Neuron:
+def build(spec: NeuronSpec) -> Neuron:
     return Neuron(spec.w0, spec.b0)
 
 
@@ -52,12 +51,18 @@ def gradients(model: Neuron, phi: float, target: float) -> tuple[float, float]:
     return model.w.grad.item(), model.b.grad.item()
 
 
-def train(spec, data=None, callbacks=None) -> dict:
-    """Plain gradient descent: zero_grad, forward, backward, step; the trajectory records every step."""
+def train(spec: NeuronSpec) -> dict:
+    """Plain gradient descent: the step runs eagerly (zero_grad, forward, backward, step), building its graph anew."""
     model = build(spec)
     phi = torch.tensor(spec.phi, dtype=torch.float64)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr)
-    timer = StepTimer()
+
+    def train_step() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = error(model(phi), spec.target)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
 
     def record(step: int) -> dict:
         with torch.no_grad():
@@ -65,20 +70,5 @@ def train(spec, data=None, callbacks=None) -> dict:
         return {"step": step, "w": model.w.item(), "b": model.b.item(),
                 "output": output.item(), "error": error(output, spec.target).item()}
 
-    trajectory = [record(0)]
-    start = time.perf_counter()
-    for step in range(1, spec.epochs + 1):
-        with timer.step():
-            optimizer.zero_grad()
-            loss = error(model(phi), spec.target)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-        trajectory.append(record(step))
-    train_s = time.perf_counter() - start
-    return {
-        "model": model,
-        "trajectory": trajectory,
-        "history": [{"epoch": p["step"], "loss": p["error"]} for p in trajectory[1:]],
-        "timing": timer.summary(train_s),
-    }
+    run = descend(spec, train_step, record)  # the loop, timing and trajectory: shared/lesson_parts.py
+    return {"model": model, **run, "traces": 0}  # eager: nothing is traced, the graph is recorded on every call
