@@ -1,5 +1,5 @@
-"""Benchmark methodology both sides share: the rows to run, the timing loop, the statistics, the analytic FLOP
-count and the in-memory batch. Each row runs in its own process through run_row; compare.py orchestrates."""
+"""Benchmark methodology both sides share: the rows to run, the timing loop, the statistics, and each kind of row
+as run in its own process (run_row); shared/benchmark_run.py orchestrates them."""
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from shared import weights
 from shared.execution import MODES, Execution
-from shared.init import init_weights
+from shared.registry import Task, task_of
+from shared.surface import Surface
+from shared.tasks import TaskSpec
 
 WARMUP_STEPS = 10
 TIMED_STEPS = 30
@@ -130,85 +131,7 @@ def median_run(runs: list[dict]) -> dict:
     return ordered[(len(ordered) - 1) // 2]
 
 
-# ---- FLOPs -------------------------------------------------------------------------------------------------
-
-def conv_flops(batch: int, c_in: int, c_out: int, kernel: int, height: int, width: int) -> int:
-    """A k x k convolution: one multiply and one add per weight per position. Pass the output size for a
-    convolution, the input size for a transposed one (that is where its kernel is applied)."""
-    return 2 * batch * c_in * c_out * kernel * kernel * height * width
-
-
-def linear_flops(batch: int, n_in: int, n_out: int) -> int:
-    return 2 * batch * n_in * n_out
-
-
-def training_flops(forward: list[int]) -> int:
-    """Forward, plus for each layer the weight gradient (as much as its forward) and the input gradient (the
-    same again), except for the first layer: its input, the data, needs no gradient. Counted: convolutions
-    and matrix products, as PyTorch's FlopCounterMode counts them (not BatchNorm, ReLU, pooling, the loss)."""
-    return 3 * sum(forward) - forward[0]
-
-
-def unet_forward_flops(spec, batch: int) -> list[int]:
-    widths = weights.unet_widths(spec.base_filters, spec.depth)
-    shrink = 0 if spec.variant == "padded" else 2  # each valid 3x3 convolution loses 2 pixels
-    flops, sizes, size, c_in = [], [], spec.image_size, 3
-    for level, width in enumerate(widths, start=1):
-        for conv in (1, 2):
-            size -= shrink
-            flops.append(conv_flops(batch, c_in if conv == 1 else width, width, 3, size, size))
-        c_in = width
-        if level <= spec.depth:
-            sizes.append(size)
-            size //= 2
-    for level in range(spec.depth, 0, -1):
-        width = widths[level - 1]
-        flops.append(conv_flops(batch, widths[level], width, 2, size, size))  # the 2x2 stride-2 up-convolution
-        size *= 2
-        for conv in (1, 2):
-            size -= shrink
-            flops.append(conv_flops(batch, 2 * width if conv == 1 else width, width, 3, size, size))
-    flops.append(conv_flops(batch, widths[0], 1, 1, size, size))  # the 1x1 head
-    return flops
-
-
-def classifier_forward_flops(spec, batch: int) -> list[int]:
-    if spec.name == "mlp":
-        sizes = spec.layer_sizes
-        return [linear_flops(batch, n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-    c1, c2 = spec.channels
-    size = spec.image_size  # 'same' 5x5 convolutions, each followed by a 2x2 max-pool
-    return [conv_flops(batch, 1, c1, spec.kernel_size, size, size),
-            conv_flops(batch, c1, c2, spec.kernel_size, size // 2, size // 2),
-            linear_flops(batch, spec.flat_features, spec.hidden), linear_flops(batch, spec.hidden, spec.classes)]
-
-
-def analytic_training_flops(spec, batch: int) -> int:
-    forward = unet_forward_flops(spec, batch) if spec.name == "unet" else classifier_forward_flops(spec, batch)
-    return training_flops(forward)
-
-
-# ---- the batch every step row trains on -----------------------------------------------------------------
-
-def input_batch(spec, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed, seeded batch in the canonical NHWC layout, the same on both sides: images and masks for the
-    U-Net (masks: a blob per image, so Dice is not degenerate), images and class labels for mlp and cnn."""
-    rng = np.random.default_rng([seed, batch_size])
-    if spec.name == "unet":
-        images = rng.standard_normal((batch_size, spec.image_size, spec.image_size, 3)).astype(np.float32)
-        y, x = np.mgrid[:spec.output_size, :spec.output_size] / spec.output_size
-        centres = rng.uniform(0.3, 0.7, (batch_size, 2))
-        masks = ((y - centres[:, :1, None]) ** 2 + (x - centres[:, 1:, None]) ** 2 < 0.06).astype(np.float32)
-        return images, masks[..., None]
-    side = 28 if spec.name == "mlp" else spec.image_size
-    images = rng.standard_normal((batch_size, side, side, 1)).astype(np.float32)
-    return images, rng.integers(0, 10, batch_size).astype(np.int64)
-
-
-def initial_weights(spec) -> dict:
-    layout = {"mlp": weights.mlp_layout, "cnn": weights.cnn_layout, "unet": weights.unet_layout}[spec.name]
-    return init_weights(layout(spec), spec.seed)
-
+# ---- measurements -------------------------------------------------------------------------------------------
 
 def peak_rss_bytes() -> int:
     """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
@@ -252,79 +175,102 @@ def measure_matmul_peak(make_matmul: Callable[[int], Callable[[], None]], second
 
 # ---- one row, in its own process ----------------------------------------------------------------------------
 
-def fresh_model(side, spec):
-    model = side.task.build(spec)
-    side.weights.load_weights(model, initial_weights(spec))
+def fresh_model(surface: Surface, task: Task, spec: TaskSpec):
+    model = surface.task.build(spec)
+    surface.task.load_weights(model, task.initial_weights(spec))
     return model
 
 
-def run_row(side, spec, row: Row, settings: dict, data: dict | None) -> tuple[dict, np.ndarray | None]:
-    """Run one row in this process (side: the side's modules, benchmark among them); returns its result and,
-    for the parity row, the probe (the initial model's output on the batch)."""
-    execution = side.runtime.configure_execution(row.execution.replace(device=settings["device"]))
-    result: dict = {"row": row.to_dict(), "execution": execution.to_dict()}
-    probe = None
-    images, targets = input_batch(spec, row.batch_size, spec.seed)
-    if row.kind == "parity":
-        model = fresh_model(side, spec)
-        result["parameters"] = side.weights.count_parameters(model)
-        result["weights_sha256"] = weights_digest(side.weights.export_weights(model))
-        forward = side.classifier.forward if spec.name == "unet" else side.train.forward
-        probe = forward(model, images)
-        result["flops"] = {}
-        for batch_size in settings["batch_sizes"]:  # counted on a throwaway model: counting runs a step
-            batch = side.benchmark.to_tensors(spec, *input_batch(spec, batch_size, spec.seed), execution)
-            step = side.benchmark.train_step(spec, fresh_model(side, spec), execution)
-            result["flops"][str(batch_size)] = side.benchmark.count_flops(step, *batch)
-    elif row.kind == "step":
-        batch = side.benchmark.to_tensors(spec, images, targets, execution)
-        step = side.benchmark.train_step(spec, fresh_model(side, spec), execution)
-        steps = {"twinnets": lambda: step(*batch)}
-        if row.with_reference:  # the same model and batch through the few lines anyone would write, interleaved
-            reference = side.benchmark.reference_step(spec, fresh_model(side, spec), execution)
-            steps["reference"] = lambda: reference(*batch)
-        timings = time_interleaved(steps, settings["warmup"], settings["steps"])
-        result.update(timings["twinnets"], stats=step_statistics(timings["twinnets"]["times_s"], row.batch_size))
-        if row.with_reference:
-            result["reference"] = {**timings["reference"],
-                                   "stats": step_statistics(timings["reference"]["times_s"], row.batch_size)}
-            result["matmul_peak"] = {precision: measure_matmul_peak(
-                lambda n, precision=precision: side.benchmark.matmul(n, precision, execution))
-                for precision in ("fp32", "bf16")}
-    elif row.kind == "data-parallel":  # side.distributed was set up before any other op (compare.bench_side)
-        context = settings["context"]
-        model, optimizer = side.distributed.replicate(context, spec, initial_weights(spec))
-        step = side.distributed.make_train_step(context, model, optimizer, spec.threshold)
-        shard = side.distributed.local_batch(context, np.arange(row.batch_size),
-                                             lambda share: (images[share], targets[share][..., 0]))
-        timing = time_steps(lambda: step(shard)[0], settings["warmup"], settings["steps"])
-        result.update(timing, stats=step_statistics(timing["times_s"], row.batch_size), processes=context.world)
-    else:  # pipeline: an epoch from the files through the side's own loader, after one warm-up step
-        batch = side.benchmark.to_tensors(spec, images, targets, execution)
-        step = side.benchmark.train_step(spec, fresh_model(side, spec), execution)
-        step(*batch)
-        loader, source = real_loader(side, spec, data, row.batch_size)
-        samples, start = 0, time.perf_counter()
-        for batch_images, batch_targets in side.benchmark.loader_batches(loader, 1):
-            step(batch_images, batch_targets)
-            samples += int(batch_images.shape[0])
-        elapsed = time.perf_counter() - start
-        result["epoch"] = {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed,
-                           "loader": source, "workers": getattr(spec, "workers", 0)}
-    result["peak_rss_bytes"] = peak_rss_bytes()
-    result["peak_device_bytes"] = side.benchmark.peak_device_memory(execution)
-    result["build"] = side.benchmark.build_info()
+def fresh_step(surface: Surface, task: Task, spec: TaskSpec, execution: Execution) -> Callable:
+    """The train step twinnets trains with, on a fresh model from the canonical initial weights."""
+    model = fresh_model(surface, task, spec)
+    return surface.task.make_train_step(model, surface.task.make_optimizer(model, spec), spec, execution)
+
+
+def parity_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+               execution: Execution) -> tuple[dict, np.ndarray]:
+    """Parameters, the weights' digest and the initial model's output on the batch (the probe); the FLOPs of a
+    step per batch size, counted on throwaway models (counting runs a step)."""
+    model = fresh_model(surface, task, spec)
+    images, _ = task.benchmark_batch(spec, row.batch_size, spec.seed)
+    result = {"parameters": surface.task.count_parameters(model),
+              "weights_sha256": weights_digest(surface.task.export_weights(model)), "flops": {}}
+    for batch_size in settings["batch_sizes"]:
+        batch = surface.task.to_tensors(*task.benchmark_batch(spec, batch_size, spec.seed), execution)
+        result["flops"][str(batch_size)] = benchmark_module(surface).count_flops(
+            fresh_step(surface, task, spec, execution), *batch)
+    return result, surface.task.forward(model, images)
+
+
+def step_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+             execution: Execution) -> tuple[dict, None]:
+    """The twinnets step timed; in the reference mode, interleaved with the few lines anyone would write (the
+    same model and batch), and the machine's matrix-multiply peak measured by this side."""
+    batch = surface.task.to_tensors(*task.benchmark_batch(spec, row.batch_size, spec.seed), execution)
+    step = fresh_step(surface, task, spec, execution)
+    steps = {"twinnets": lambda: float(step(*batch))}
+    side_benchmark = benchmark_module(surface)
+    if row.with_reference:
+        model = fresh_model(surface, task, spec)
+        reference = side_benchmark.reference_step(model, surface.task.loss, surface.task.make_optimizer(model, spec),
+                                                  execution)
+        steps["reference"] = lambda: reference(*batch)
+    timings = time_interleaved(steps, settings["warmup"], settings["steps"])
+    result = {**timings["twinnets"], "stats": step_statistics(timings["twinnets"]["times_s"], row.batch_size)}
+    if row.with_reference:
+        result["reference"] = {**timings["reference"],
+                               "stats": step_statistics(timings["reference"]["times_s"], row.batch_size)}
+        result["matmul_peak"] = {precision: measure_matmul_peak(
+            lambda n, precision=precision: side_benchmark.matmul(n, precision, execution))
+            for precision in ("fp32", "bf16")}
+    return result, None
+
+
+def data_parallel_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+                      execution: Execution) -> tuple[dict, None]:
+    """The side's distributed step on the global batch, in row.nproc processes (set up before any other op)."""
+    engine, context = surface.module("distributed"), settings["context"]
+    images, targets = task.benchmark_batch(spec, row.batch_size, spec.seed)
+    model, optimizer = engine.replicate(context, spec, task.initial_weights(spec))
+    step = engine.make_train_step(context, model, optimizer, spec.threshold)
+    shard = engine.local_batch(context, np.arange(row.batch_size),
+                               lambda share: (images[share], targets[share][..., 0]))
+    timing = time_steps(lambda: step(shard)[0], settings["warmup"], settings["steps"])
+    return {**timing, "stats": step_statistics(timing["times_s"], row.batch_size), "processes": context.world}, None
+
+
+def pipeline_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+                 execution: Execution) -> tuple[dict, None]:
+    """An epoch from the files through the side's own loader (the one training uses), after one warm-up step."""
+    batch = surface.task.to_tensors(*task.benchmark_batch(spec, row.batch_size, spec.seed), execution)
+    step = fresh_step(surface, task, spec, execution)
+    step(*batch)
+    train_set, description = task.train_set(spec, data or {})
+    loader = surface.task.make_loader(train_set, row.batch_size, spec.seed, True, getattr(spec, "workers", 0))
+    samples, start = 0, time.perf_counter()
+    for images, targets in benchmark_module(surface).loader_batches(loader, 1):
+        float(step(images, targets))
+        samples += int(images.shape[0])
+    elapsed = time.perf_counter() - start
+    return {"epoch": {"samples": samples, "seconds": elapsed, "samples_per_s": samples / elapsed,
+                      "loader": description,
+                      "workers": getattr(spec, "workers", 0)}}, None
+
+
+ROW_KINDS = {"parity": parity_row, "step": step_row, "data-parallel": data_parallel_row, "pipeline": pipeline_row}
+
+
+def benchmark_module(surface: Surface):
+    return surface.module("benchmark")
+
+
+def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
+            data: dict | None) -> tuple[dict, np.ndarray | None]:
+    """Run one row in this process; returns its result and, for the parity row, the probe (the initial model's
+    output on the batch)."""
+    execution = surface.runtime.configure_execution(row.execution.replace(device=settings["device"]))
+    found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)
+    side_benchmark = benchmark_module(surface)
+    result = {"row": row.to_dict(), "execution": execution.to_dict(), **found, "peak_rss_bytes": peak_rss_bytes(),
+              "peak_device_bytes": side_benchmark.peak_device_memory(execution), "build": side_benchmark.build_info()}
     return result, probe
-
-
-def real_loader(side, spec, data: dict, batch_size: int):
-    """The loader a training run uses: decoded, augmented photos for the U-Net; the digits for mlp and cnn."""
-    from shared import harness  # the harness holds the dataset wiring of a training run
-
-    if spec.name == "unet":
-        train_set = harness.unet_train_set(spec, data)
-        return (side.data.make_image_loader(train_set, batch_size, spec.seed, True, spec.workers),
-                f"{len(train_set)} photos decoded, resized and augmented per epoch")
-    dataset = harness.load_classifier_data(spec, data or {})
-    return (side.data.make_loader(dataset.train_images, dataset.train_labels, batch_size, spec.seed, True),
-            f"{len(dataset.train_labels)} in-memory digits")

@@ -1,11 +1,10 @@
-"""The benchmark's parent half: the parity gate, results.json, the console table, report.md and the plots."""
+"""The benchmark's parent half: the FLOP counts, the summary rows and targets, results.json, the console table,
+report.md and the plots."""
 from __future__ import annotations
 
-import numpy as np
-
 from shared import report
-from shared.benchmark import (PRECISION_CHECK_STEP, PRECISION_LOSS_RTOL, REFERENCE_MODE, analytic_training_flops,
-                              median_run)
+from shared.benchmark import PRECISION_CHECK_STEP, PRECISION_LOSS_RTOL, REFERENCE_MODE, median_run
+from shared.tasks import TaskSpec
 
 MODE_NAMES = {"tf": {"function": "tf.function", "eager": "eager (run_functions_eagerly)", "xla": "XLA (jit_compile)"},
               "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"}}
@@ -15,29 +14,12 @@ class ParityFailed(Exception):
     """The two sides would not do the same work: no timing is reported (exit status 1)."""
 
 
-def check_parity(task: str, parity_rows: dict, probes: dict, tolerance: float) -> dict:
-    """Equal parameter counts, bit-identical canonical weights, forward outputs within the task's tolerance."""
-    tf_row, torch_row = parity_rows["tf"], parity_rows["torch"]
-    diff = (float(np.max(np.abs(probes["tf"] - probes["torch"]))) if probes["tf"].shape == probes["torch"].shape
-            else float("inf"))
-    problems = []
-    if tf_row["parameters"] != torch_row["parameters"]:
-        problems.append(f"parameter counts differ: {tf_row['parameters']:,} (tf) vs {torch_row['parameters']:,} (torch)")
-    if tf_row["weights_sha256"] != torch_row["weights_sha256"]:
-        problems.append("the sides' canonical weights differ (sha256)")
-    if not diff <= tolerance:
-        problems.append(f"forward outputs differ by {diff:.3g} (tolerance {tolerance:g})")
-    return {"parameters": {side: row["parameters"] for side, row in parity_rows.items()},
-            "weights_sha256": {side: row["weights_sha256"] for side, row in parity_rows.items()},
-            "max_abs_diff": diff, "tolerance": tolerance, "passed": not problems, "problems": problems}
-
-
-def flop_counts(spec, parity_rows: dict, batch_sizes: list[int]) -> dict:
+def flop_counts(task, spec: TaskSpec, parity_rows: dict, batch_sizes: list[int]) -> dict:
     """Per batch size: each side's own count (None where its framework cannot count a training step), the
     analytic count, and the count the rows use (PyTorch's if it agrees with the analytic one within 1%)."""
     counts = {}
     for batch in batch_sizes:
-        analytic = analytic_training_flops(spec, batch)
+        analytic = task.analytic_training_flops(spec, batch)
         counted = {side: row["flops"].get(str(batch)) for side, row in parity_rows.items()}
         measured = counted.get("torch")
         agrees = measured is not None and abs(measured - analytic) <= 0.01 * analytic
@@ -120,7 +102,8 @@ def scaling_summary(results: list[dict]) -> dict:
                                     "first_step_s": chosen["first_step_s"], "peak_rss_bytes": chosen["peak_rss_bytes"]}
         counts = sorted(by_nproc, key=int)
         summary[side] = {"processes": by_nproc,
-                         "speedup": by_nproc[counts[-1]]["stats"]["samples_per_s"] / by_nproc[counts[0]]["stats"]["samples_per_s"]}
+                         "speedup": (by_nproc[counts[-1]]["stats"]["samples_per_s"]
+                                     / by_nproc[counts[0]]["stats"]["samples_per_s"])}
     return summary
 
 
@@ -153,7 +136,8 @@ def _mib(value) -> str:
 
 def table(results: dict) -> str:
     header = (f"{'framework':<11}{'mode':<30}{'prec':<6}{'batch':>6}{'first s':>9}{'median s':>10}"
-              f"{'p10-p90 s':>17}{'mean+-se s':>19}{'samples/s':>11}{'vs ref':>8}{'GFLOP/s':>9}{'% peak':>8}{'RSS MiB':>9}")
+              f"{'p10-p90 s':>17}{'mean+-se s':>19}{'samples/s':>11}{'vs ref':>8}{'GFLOP/s':>9}{'% peak':>8}"
+              f"{'RSS MiB':>9}")
     lines = [header, "-" * len(header)]
     for row in results["rows"]:
         s = row["stats"]
@@ -171,8 +155,9 @@ def table(results: dict) -> str:
                          f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
                          f"{r['samples_per_s']:>11.1f}")
     for side, found in (results.get("scaling") or {}).items():
-        lines.append(f"{report.SIDE_NAMES[side]:<11}data-parallel, batch {results['config']['batch_sizes'][0]}: " + ", ".join(
-            f"{n} proc {p['stats']['samples_per_s']:.1f} samples/s" for n, p in found["processes"].items())
+        lines.append(
+            f"{report.SIDE_NAMES[side]:<11}data-parallel, batch {results['config']['batch_sizes'][0]}: "
+            + ", ".join(f"{n} proc {p['stats']['samples_per_s']:.1f} samples/s" for n, p in found["processes"].items())
             + f" (speed-up {found['speedup']:.2f}x)")
     return "\n".join(lines)
 
@@ -193,7 +178,8 @@ def markdown_report(results: dict) -> str:
              "## Equal work first", "",
              f"- Parameters: {parity['parameters']['tf']:,} (TensorFlow), {parity['parameters']['torch']:,} (PyTorch).",
              f"- Canonical weights after loading: sha256 {parity['weights_sha256']['tf'][:16]}... (TensorFlow), "
-             f"{parity['weights_sha256']['torch'][:16]}... (PyTorch): {'identical' if parity['weights_sha256']['tf'] == parity['weights_sha256']['torch'] else 'DIFFERENT'}.",
+             f"{parity['weights_sha256']['torch'][:16]}... (PyTorch): "
+             f"{'identical' if parity['weights_sha256']['tf'] == parity['weights_sha256']['torch'] else 'DIFFERENT'}.",
              f"- Forward output on the benchmark batch: max |tf - torch| = {parity['max_abs_diff']:.3g} "
              f"(tolerance {parity['tolerance']:g}): {'passed' if parity['passed'] else 'FAILED'}.",
              "", "## Train step", "",
@@ -208,11 +194,13 @@ def markdown_report(results: dict) -> str:
         for side, found in results["targets"].items():
             value = found[name]["value"]
             cells.append("not measured" if value is None else
-                         f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} ({'met' if found[name]['met'] else 'NOT met'})")
+                         f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} "
+                         f"({'met' if found[name]['met'] else 'NOT met'})")
         lines.append(f"| {name.replace('_', ' ')} >= {target} | " + " | ".join(cells) + " |")
     lines += ["", "## Against the limit", ""]
     for batch, count in results["flops"].items():
-        counted = ", ".join(f"{report.SIDE_NAMES[s]} {'-' if v is None else f'{v:,}'}" for s, v in count["counted"].items())
+        counted = ", ".join(f"{report.SIDE_NAMES[s]} {'-' if v is None else f'{v:,}'}"
+                            for s, v in count["counted"].items())
         lines.append(f"- Batch {batch}: {count['used'] / 1e9:.3f} GFLOP per training step (convolutions and matrix "
                      f"products, forward and backward; counted: {counted}; analytic {count['analytic']:,}; "
                      f"{'agree within 1%' if count['agree_within_1pct'] else 'DISAGREE: the analytic count is used'}).")
@@ -236,7 +224,8 @@ def markdown_report(results: dict) -> str:
                   f"on the same global batch, the {config['threads']} threads shared out among the processes:", ""]
         for side, found in results["scaling"].items():
             cells = ", ".join(f"{n} process{'es' if n != '1' else ''}: {p['stats']['samples_per_s']:.1f} samples/s "
-                              f"(median {p['stats']['median_s']:.4f} s, p10-p90 {p['stats']['p10_s']:.4f}-{p['stats']['p90_s']:.4f})"
+                              f"(median {p['stats']['median_s']:.4f} s, "
+                              f"p10-p90 {p['stats']['p10_s']:.4f}-{p['stats']['p90_s']:.4f})"
                               for n, p in found["processes"].items())
             lines.append(f"- {report.SIDE_NAMES[side]}: {cells}; speed-up {found['speedup']:.2f}x.")
         lines.append("")

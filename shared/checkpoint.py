@@ -43,6 +43,31 @@ def save_checkpoint(folder: Path | None, epoch: int, weights: Weights, save_opti
             shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Checkpointer:
+    """Saves one model and optimizer after every epoch and restores them on a restart; each side makes one from
+    its own weights and optimizer functions (weights.checkpointer). A folder of None turns it off."""
+
+    folder: Path | None
+    export_weights: Callable[[], Weights]
+    save_optimizer: Callable[[Path], None]
+    load_weights: Callable[[Weights], None]
+    load_optimizer: Callable[[Path], None]
+
+    def save(self, epoch: int, log) -> None:
+        """After an epoch: model, optimizer state and the training log, so a killed run can continue."""
+        if self.folder is not None:
+            save_checkpoint(self.folder, epoch, self.export_weights(), self.save_optimizer, log.state())
+
+    def resume(self, log) -> None:
+        """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
+        saved = load_checkpoint(self.folder)
+        if saved is not None:
+            self.load_weights(saved.weights)
+            self.load_optimizer(saved.optimizer)
+            log.restore(saved.log)
+
+
 def load_checkpoint(folder: Path | None) -> Checkpoint | None:
     """The last complete checkpoint, or None when there is none yet."""
     if folder is None or not (Path(folder) / LATEST).is_file():

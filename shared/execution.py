@@ -22,7 +22,8 @@ class Execution:
 
     def check(self, side: str) -> "Execution":
         if self.mode not in MODES[side]:
-            raise UserError(f"mode {self.mode!r} does not exist on the {side} side; choose from {', '.join(MODES[side])}")
+            raise UserError(f"mode {self.mode!r} does not exist on the {side} side; "
+                            f"choose from {', '.join(MODES[side])}")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision {self.precision!r}: choose from {', '.join(PRECISIONS)}")
         if self.device not in DEVICES:

@@ -13,7 +13,8 @@ def train_log_line(epoch: int, seen: int, total: int, batch_index: int, batches:
 
 
 def test_log_line(loss: float, correct: int, total: int) -> str:
-    return "Test set: Average loss: {:.4f}, Accuracy: {}/{} ({:.2f}%)".format(loss, correct, total, 100.0 * correct / total)
+    return "Test set: Average loss: {:.4f}, Accuracy: {}/{} ({:.2f}%)".format(
+        loss, correct, total, 100.0 * correct / total)
 
 
 class Progress:

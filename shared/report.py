@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -76,7 +78,8 @@ def plot_neuron_surface(results: dict, path: Path) -> Path:
     figure.colorbar(contour, label="E = 1/2 (O - t)^2")
     logit = math.log(target / (1 - target))
     ws = np.linspace(w_lo, w_hi, 2)
-    axis.plot(ws, logit - phi * ws, color="white", linewidth=1.5, label=f"exact solutions: {phi}w + b = logit({target})")
+    axis.plot(ws, logit - phi * ws, color="white", linewidth=1.5,
+              label=f"exact solutions: {phi}w + b = logit({target})")
     for side, xy in paths.items():
         axis.plot(xy[:, 0], xy[:, 1], label=f"{SIDE_NAMES[side]} descent path", **SIDE_STYLES[side])
     axis.plot(*xy[0], marker="s", color="red", markersize=7, linestyle="none", label="start")
@@ -91,13 +94,17 @@ def plot_neuron_surface(results: dict, path: Path) -> Path:
     return save_figure(figure, path)
 
 
+def side_by_side(results: dict, width: float, height: float) -> tuple:
+    """A figure with one panel per side, and (axis, side, that side's result) for each panel."""
+    sides = list(results["frameworks"])
+    figure, axes = pyplot().subplots(1, len(sides), figsize=(width * len(sides), height), squeeze=False)
+    return figure, [(axis, side, results["frameworks"][side]) for axis, side in zip(axes[0], sides)]
+
+
 def plot_graphs(results: dict, path: Path) -> Path:
     """The two graphs of z = 2x^2 + 5x side by side, as the frameworks print them."""
-    plt = pyplot()
-    sides = list(results["frameworks"])
-    figure, axes = plt.subplots(1, len(sides), figsize=(6 * len(sides), 4), squeeze=False)
-    for axis, side in zip(axes[0], sides):
-        result = results["frameworks"][side]
+    figure, panels = side_by_side(results, 6, 4)
+    for axis, side, result in panels:
         title = {"tf": "TensorFlow: ops of the traced tf.function graph",
                  "torch": "PyTorch: grad_fn chain recorded while running"}[side]
         axis.text(0.02, 0.98, result["graph"] + "\n\ncontrol flow:\n" + result["control_flow"]["graph"],
@@ -109,17 +116,15 @@ def plot_graphs(results: dict, path: Path) -> Path:
 
 def plot_confusion(results: dict, path: Path) -> Path:
     """One confusion matrix per side (rows: true digit, columns: predicted digit)."""
-    plt = pyplot()
-    sides = list(results["frameworks"])
-    figure, axes = plt.subplots(1, len(sides), figsize=(5 * len(sides), 4.4), squeeze=False)
-    for axis, side in zip(axes[0], sides):
-        matrix = np.asarray(results["frameworks"][side]["confusion_matrix"])
+    figure, panels = side_by_side(results, 5, 4.4)
+    for axis, side, result in panels:
+        matrix = np.asarray(result["confusion_matrix"])
         axis.imshow(matrix, cmap="Blues")
         for (row, col), count in np.ndenumerate(matrix):
             if count:
                 axis.text(col, row, str(count), ha="center", va="center", fontsize=7,
                           color="white" if count > matrix.max() / 2 else "black")
-        accuracy = results["frameworks"][side]["metrics"]["test_accuracy"]
+        accuracy = result["metrics"]["test_accuracy"]
         axis.set_title(f"{SIDE_NAMES[side]}: test accuracy {accuracy:.4f}")
         axis.set_xlabel("predicted digit")
         axis.set_ylabel("true digit")
@@ -221,7 +226,8 @@ def table(results: dict) -> str:
     parity = results.get("parity")
     if parity and parity.get("max_abs_diff") is not None:
         verdict = "PASSED" if parity["passed"] else "FAILED"
-        lines.append(f"parity: max |tf - torch| = {parity['max_abs_diff']:.3e} (tolerance {parity['tolerance']:.0e}): {verdict}")
+        lines.append(f"parity: max |tf - torch| = {parity['max_abs_diff']:.3e} "
+                     f"(tolerance {parity['tolerance']:.0e}): {verdict}")
     agreement = results.get("agreement")
     if agreement:
         lines.append(f"mask agreement with the same weights: {100 * agreement['same_weights']:.3f}% of pixels")
@@ -265,115 +271,20 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
 
 # ---- per-task reports ----------------------------------------------------------------------------------------
 
-EXPLANATIONS = {
-    "neuron": "One sigmoid neuron, O = sigmoid(phi*w + b), fitted to the target by plain gradient descent on "
-              "E = 1/2 (O - t)^2. Two unknowns and one equation: every (w, b) on the line phi*w + b = logit(t) "
-              "is an exact solution, and descent stops on the one nearest its start. Both sides start from the "
-              "same (w, b) with the same step size; the PyTorch side runs eagerly, the TensorFlow step is one "
-              "tf.function traced once.",
-    "autograd": "Tensors and automatic differentiation. z = 2x^2 + 5x at x = 2*ones(2,2); backpropagating ones "
-                "gives dz/dx = 4x + 5 = 13 on both sides. PyTorch records the graph while the code runs (dynamic); "
-                "TensorFlow traces a tf.function into a graph once per input signature and replays it (static).",
-    "mlp": "The 784-200-200-10 classifier (ReLU, log_softmax + NLL loss, SGD lr 0.01 momentum 0.9, batch 200). "
-           "Both sides load the same canonical initial weights and see the same batches in the same order, so "
-           "their per-batch loss curves lie on top of each other until float rounding makes them drift apart.",
-    "unet": "A U-Net learns the car mask of each photo (BCE + soft Dice loss; Dice of the 0.5-thresholded "
-            "prediction as the metric). Both sides start from the same canonical weights and see the same "
-            "augmented batches in the same order; the TensorFlow step is one traced tf.function, the PyTorch step "
-            "the eager loop. Each side writes TensorBoard logs, its model in its own format and the canonical "
-            "safetensors, and a Kaggle run-length submission (submit.csv.gz) for the test photos.",
-    "cnn": "A small CNN (conv 5x5 32, pool, conv 5x5 64, pool, fc 3136-1000, fc 1000-10, log_softmax + NLL). "
-           "Both sides load the same canonical initial weights (Keras' first Dense gets its rows permuted, because "
-           "Flatten on NHWC orders features (H, W, C) where PyTorch's order is (C, H, W)) and see identical batches.",
-}
+@dataclass(frozen=True)
+class TaskReport:
+    """A task's part of report.md: what the run shows, its plots (written beside it), and its own section."""
+
+    explanation: str
+    images: list[str]
+    extra: str = ""
 
 
-def _neuron_extra(results: dict) -> str:
-    lines = ["| side | start w | start b | start O | end w | end b | end O | end E |", "|---|---|---|---|---|---|---|---|"]
-    for side, result in results["frameworks"].items():
-        first, last = result["trajectory"][0], result["trajectory"][-1]
-        lines.append(f"| {SIDE_NAMES[side]} | {first['w']:.6f} | {first['b']:.6f} | {first['output']:.6f} | "
-                     f"{last['w']:.6f} | {last['b']:.6f} | {last['output']:.6f} | {last['error']:.3e} |")
-    config = results["config"]
-    logit = math.log(config["target"] / (1 - config["target"]))
-    lines += ["", f"Exact solutions: {config['phi']}*w + b = logit({config['target']}) = {logit:.6f}. "
-              "The TensorFlow step traced "
-              f"{results['frameworks'].get('tf', {}).get('traces', '-')} time(s) and was replayed as a graph."]
-    return "\n".join(lines)
-
-
-def _classifier_extra(results: dict) -> str:
-    lines = ["Per-epoch test accuracy:", "", "| epoch | " + " | ".join(SIDE_NAMES[s] for s in results["frameworks"]) + " |",
-             "|---" * (len(results["frameworks"]) + 1) + "|"]
-    histories = [r["history"] for r in results["frameworks"].values()]
-    for row in zip(*histories):
-        lines.append(f"| {row[0]['epoch']} | " + " | ".join(f"{h['test_accuracy']:.4f}" for h in row) + " |")
-    note = results.get("data", {}).get("note")
-    if note:
-        lines += ["", f"Data note: {note}."]
-    tf_result = results["frameworks"].get("tf")
-    if tf_result and tf_result.get("traces") is not None:
-        lines += ["", f"The TensorFlow train step traced {tf_result['traces']} time(s) for all its batches."]
-    return "\n".join(lines)
-
-
-def _unet_extra(results: dict) -> str:
-    config, data = results["config"], results.get("data", {})
-    lines = [f"Model: the {config['variant']} U-Net, base width {config['base_filters']}, input "
-             f"{config['image_size']}x{config['image_size']}; {data.get('train')} training and {data.get('valid')} "
-             f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
-             f"Optimiser {config['optimizer']} lr {config['lr']}"
-             + (f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else "")
-             + f", batch {config['batch_size']}, {config['epochs']} epochs. Full size is one flag away: `--full-size` "
-             "(the paper's width 64 and 1024x1024 inputs; the 572 tile for --variant original)."]
-    agreement = results.get("agreement")
-    if agreement:
-        lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "
-                      f"**{100 * agreement['same_weights']:.3f}%** of {agreement['pixels']:,} validation pixels. "
-                      f"Each side's own trained model: {100 * agreement['own_weights_preview']:.2f}% on the preview "
-                      "photos (their weights drift apart during training through float rounding)."]
-    for side, result in results["frameworks"].items():
-        submission = result.get("artifacts", {}).get("submission")
-        if submission:
-            lines.append(f"- {SIDE_NAMES[side]} submission: `{submission}`; TensorBoard logs: "
-                         f"`{result['artifacts'].get('tensorboard')}`")
-    return "\n".join(lines)
-
-
-def _autograd_extra(results: dict) -> str:
-    lines = []
-    for side, result in results["frameworks"].items():
-        lines += [f"## {SIDE_NAMES[side]}", "", "Tensor basics:", "", "```"]
-        lines += [f"{k}: {v}" for k, v in result["basics"].items()]
-        lines += ["```", "", f"dz/dx = {result['grad']} (expected 4x + 5 = 13)", "",
-                  f"gradient of the non-trainable tensor: {result['constant']['grad']}", "",
-                  f"graphs built for {result['tracing']['calls']} calls: {result['tracing']['graphs_built']} "
-                  f"(traces: {result['tracing']['traces']})", "", "The graph of z:", "", "```", result["graph"], "```",
-                  "", "Data-dependent control flow:", "", "```", result["control_flow"]["graph"], "```", ""]
-        lines += [f"- {note}" for note in result["notes"]]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_reports(out: Path, results: dict) -> list[Path]:
-    """results.json, report.md and the task's plots, each written atomically."""
+def write_reports(out: Path, results: dict, task_report: Callable[[dict, Path], TaskReport]) -> list[Path]:
+    """results.json, report.md and the task's plots (task_report draws them), each written atomically."""
     out = Path(out)
-    task = results["task"]
-    images: list[str] = []
-    extra = ""
-    if task == "neuron":
-        images = [plot_neuron_surface(results, out / "neuron_surface.png").name,
-                  plot_losses(results, out / "loss.png", per_batch=False).name]
-        extra = _neuron_extra(results)
-    elif task == "autograd":
-        images = [plot_graphs(results, out / "graphs.png").name]
-        extra = _autograd_extra(results)
-    elif task == "unet":
-        images = [plot_curves(results, out / "curves.png").name, plot_mask_grid(results, out, out / "masks.png").name]
-        extra = _unet_extra(results)
-    elif task in ("mlp", "cnn"):
-        images = [plot_losses(results, out / "loss.png").name, plot_confusion(results, out / "confusion.png").name]
-        extra = _classifier_extra(results)
+    section = task_report(results, out)
     written = [write_json(out / "results.json", results)]
-    written.append(write_atomic(out / "report.md", markdown_report(results, EXPLANATIONS.get(task, ""), images, extra)))
-    return written + [out / name for name in images]
+    written.append(write_atomic(out / "report.md", markdown_report(results, section.explanation, section.images,
+                                                                   section.extra)))
+    return written + [out / name for name in section.images]

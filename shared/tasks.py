@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,6 +16,8 @@ class TaskSpec:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     uses_data: ClassVar[bool] = False  # True when --data-dir / --download apply
+    convolutional: ClassVar[bool] = False  # True where a GPU's convolutions want the channels-last layout
+    full_size: ClassVar[dict[str, dict] | None] = None  # --full-size: the fields it sets, per variant
 
     seed: int = 0  # seeds initial weights, data order and augmentation
 
@@ -80,6 +83,10 @@ class MLPSpec(TaskSpec):
     mean: float = 0.1307  # MNIST normalisation, the same on both sides
     std: float = 0.3081
 
+    @property
+    def image_size(self) -> int:
+        return math.isqrt(self.layer_sizes[0])  # 784 inputs: 28 x 28 pixels
+
 
 @dataclass(frozen=True)
 class CNNSpec(TaskSpec):
@@ -88,6 +95,7 @@ class CNNSpec(TaskSpec):
     name: ClassVar[str] = "cnn"
     summary: ClassVar[str] = "small convolutional MNIST classifier"
     uses_data: ClassVar[bool] = True
+    convolutional: ClassVar[bool] = True
 
     channels: tuple = (32, 64)  # filters of the two conv layers
     kernel_size: int = 5
@@ -104,9 +112,15 @@ class CNNSpec(TaskSpec):
     std: float = 0.3081
 
     @property
-    def flat_features(self) -> int:
+    def feature_map(self) -> tuple[int, int, int]:
+        """(C, H, W) of the last pooled feature map, which fc1 flattens: (64, 7, 7)."""
         side = self.image_size // 4  # two 2x2 max-pools
-        return self.channels[-1] * side * side  # 64 * 7 * 7 = 3136
+        return self.channels[-1], side, side
+
+    @property
+    def flat_features(self) -> int:
+        channels, height, width = self.feature_map
+        return channels * height * width  # 64 * 7 * 7 = 3136
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,10 @@ class UNetSpec(TaskSpec):
     name: ClassVar[str] = "unet"
     summary: ClassVar[str] = "U-Net that masks cars in Carvana photos"
     uses_data: ClassVar[bool] = True
+    # The paper's width at a Carvana-like resolution; the original net takes the paper's 572 tile.
+    full_size: ClassVar[dict[str, dict]] = {"padded": {"image_size": 1024, "base_filters": 64},
+                                            "original": {"image_size": 572, "base_filters": 64}}
+    convolutional: ClassVar[bool] = True
 
     # The defaults are sized to train both sides on the embedded data in under 5 minutes on 2 cores and
     # reach validation Dice >= 0.95; --full-size gives the paper's width and a Carvana-like resolution.
@@ -127,6 +145,7 @@ class UNetSpec(TaskSpec):
     lr: float = 0.01
     momentum: float = 0.99
     optimizer: str = "sgd"  # "sgd" or "adam"
+    adam_eps: float = 1e-8  # PyTorch's default; Keras' own (1e-7) would make the two Adams differ
     threshold: float = 0.5
     sample_size: int | None = None  # number of training images kept (by car); None: all
     validation_size: float = 0.2  # share of the cars held out for validation
@@ -160,6 +179,11 @@ class UNetSpec(TaskSpec):
     def output_size(self) -> int:
         """Side of the predicted mask: the input side (padded) or the valid centre of the tile (original)."""
         return self.image_size if self.variant == "padded" else unet_output_size(self.image_size, self.depth)
+
+    @property
+    def pad(self) -> int:
+        """Pixels the original net's input tile reaches beyond its output on each side (0 for the padded net)."""
+        return (self.image_size - self.output_size) // 2
 
 
 def unet_output_size(input_size: int, depth: int) -> int | None:

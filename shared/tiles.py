@@ -5,6 +5,8 @@ from typing import Callable
 
 import numpy as np
 
+from shared.data.batches import ceil_div
+
 
 def mirror_pad(image: np.ndarray, pad: int) -> np.ndarray:
     """Reflect `pad` pixels at each border of an (H, W, C) image: the context the valid convolutions eat."""
@@ -16,10 +18,11 @@ def mirror_pad(image: np.ndarray, pad: int) -> np.ndarray:
 def tile_predict(image: np.ndarray, tile_in: int, tile_out: int,
                  predict: Callable[[np.ndarray], np.ndarray], batch_size: int = 8) -> np.ndarray:
     """Probabilities (H, W) for an (H, W, C) image of any size, from a net that maps a tile_in x tile_in
-    input to the tile_out x tile_out centre. predict takes (N, tile_in, tile_in, C) and returns (N, tile_out, tile_out)."""
+    input to the tile_out x tile_out centre. predict takes (N, tile_in, tile_in, C) and returns
+    (N, tile_out, tile_out)."""
     height, width = image.shape[:2]
     pad = (tile_in - tile_out) // 2
-    rows, cols = -(-height // tile_out), -(-width // tile_out)
+    rows, cols = ceil_div(height, tile_out), ceil_div(width, tile_out)
     # Mirror the border for context, and extend the far edges so the last tile is whole.
     padded = np.pad(image, ((pad, pad + rows * tile_out - height), (pad, pad + cols * tile_out - width), (0, 0)),
                     mode="symmetric")

@@ -19,7 +19,8 @@ def mask_panel(image: np.ndarray, true_mask: np.ndarray, predicted: np.ndarray, 
     border = (image.shape[0] - size) // 2
     image = image[border:border + size, border:border + size]
     binary = (predicted > threshold).astype(np.float32)
-    panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1), overlay(image, binary)]
+    panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1),
+              overlay(image, binary)]
     return (np.concatenate(panels, axis=1) * 255).round().astype(np.uint8)
 
 

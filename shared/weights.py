@@ -10,6 +10,7 @@ import numpy as np
 
 from shared.atomic import atomic_path
 from shared.errors import DataError
+from shared.tasks import CNNSpec, MLPSpec, UNetSpec
 
 Weights = dict[str, np.ndarray]  # canonical name -> array in PyTorch layout
 
@@ -56,7 +57,7 @@ def batch_norm(name: str, n: int) -> dict[str, Param]:
     }
 
 
-def mlp_layout(spec) -> dict[str, Param]:
+def mlp_layout(spec: MLPSpec) -> dict[str, Param]:
     """fc1, fc2, ... for consecutive layer_sizes."""
     layout: dict[str, Param] = {}
     sizes = spec.layer_sizes
@@ -65,7 +66,7 @@ def mlp_layout(spec) -> dict[str, Param]:
     return layout
 
 
-def cnn_layout(spec) -> dict[str, Param]:
+def cnn_layout(spec: CNNSpec) -> dict[str, Param]:
     """conv1, conv2, fc1, fc2."""
     c1, c2 = spec.channels
     return {
@@ -152,7 +153,8 @@ def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weig
     wrong = [f"{k} {weights[k].shape} != {layout[k].shape}" for k in layout
              if k in weights and tuple(weights[k].shape) != tuple(layout[k].shape)]
     if missing or extra or wrong:
-        raise DataError(source, f"weights do not match the model: missing {missing[:3]}, extra {extra[:3]}, shapes {wrong[:3]}")
+        raise DataError(source, f"weights do not match the model: missing {missing[:3]}, extra {extra[:3]}, "
+                                f"shapes {wrong[:3]}")
 
 
 def unet_widths(base_filters: int, depth: int) -> list[int]:
@@ -166,7 +168,7 @@ def double_conv(name: str, n_in: int, n_out: int) -> dict[str, Param]:
             **conv2d(f"{name}.conv2", n_out, n_out, 3), **batch_norm(f"{name}.bn2", n_out)}
 
 
-def unet_layout(spec) -> dict[str, Param]:
+def unet_layout(spec: UNetSpec) -> dict[str, Param]:
     """enc1..enc{depth+1} down the contracting path, up{l}/dec{l} back up, head 1x1 to one logit.
     The padded and the original (valid-convolution) variants share this layout."""
     widths = unet_widths(spec.base_filters, spec.depth)

@@ -9,14 +9,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_cli import PNG_MAGIC, run_cli
 
 import compare
 from conftest import side_module
-from shared import benchmark, benchmark_report
+from shared import benchmark, benchmark_report, benchmark_run, flops, parity
 from shared.benchmark import Row
 from shared.execution import Execution
+from shared.registry import REGISTRY
 from shared.tasks import make_spec
-from test_cli import PNG_MAGIC, run_cli
 
 
 def test_statistics_of_known_times():
@@ -28,7 +29,8 @@ def test_statistics_of_known_times():
     assert stats["mean_s"] == pytest.approx(0.55)
     assert stats["stderr_s"] == pytest.approx(np.std(times, ddof=1) / math.sqrt(10))
     assert stats["samples_per_s"] == pytest.approx(8 / 0.55)
-    assert stats["samples_per_s_p10"] == pytest.approx(8 / 0.91) and stats["samples_per_s_p90"] == pytest.approx(8 / 0.19)
+    assert (stats["samples_per_s_p10"] == pytest.approx(8 / 0.91)
+            and stats["samples_per_s_p90"] == pytest.approx(8 / 0.19))
 
 
 def test_first_step_is_timed_alone_and_warmup_is_not_timed():
@@ -71,11 +73,11 @@ def parity_row(parameters: int, digest: str) -> dict:
 
 def test_parity_gate_names_each_mismatch():
     probe = np.zeros((2, 10), np.float32)
-    good = benchmark_report.check_parity("mlp", {"tf": parity_row(10, "a"), "torch": parity_row(10, "a")},
-                                         {"tf": probe, "torch": probe + 1e-7}, 1e-5)
+    good = parity.benchmark_parity({"tf": parity_row(10, "a"), "torch": parity_row(10, "a")},
+                                   {"tf": probe, "torch": probe + 1e-7}, 1e-5)
     assert good["passed"] and good["problems"] == []
-    bad = benchmark_report.check_parity("mlp", {"tf": parity_row(10, "a"), "torch": parity_row(11, "b")},
-                                        {"tf": probe, "torch": probe + 0.5}, 1e-5)
+    bad = parity.benchmark_parity({"tf": parity_row(10, "a"), "torch": parity_row(11, "b")},
+                                  {"tf": probe, "torch": probe + 0.5}, 1e-5)
     assert not bad["passed"]
     assert len(bad["problems"]) == 3 and "parameter counts differ" in bad["problems"][0]
     assert bad["max_abs_diff"] == pytest.approx(0.5)
@@ -95,7 +97,7 @@ def test_parity_gate_stops_a_mismatched_pair_before_any_timing(tmp_path, monkeyp
         (out / f"{row.name}.json").write_text(json.dumps(
             {**parity_row(199210, side), "row": job["row"], "row_name": row.name}))
 
-    monkeypatch.setattr(compare, "launch", fake_launch)
+    monkeypatch.setattr(benchmark_run, "launch_worker", fake_launch)
     status = compare.main(["--task", "mlp", "--benchmark", "--out", str(tmp_path / "out"), "--steps", "2"])
     printed = capsys.readouterr()
     assert status == 1
@@ -138,10 +140,10 @@ def test_flop_count_of_a_conv_and_a_linear_layer_matches_the_analytic_value():
         return 0.0
 
     counted = torch_benchmark.count_flops(step, images, targets)
-    conv, linear = benchmark.conv_flops(2, 3, 4, 3, 8, 8), benchmark.linear_flops(2, 4 * 8 * 8, 5)
+    conv, linear = flops.conv_flops(2, 3, 4, 3, 8, 8), flops.linear_flops(2, 4 * 8 * 8, 5)
     assert conv == 2 * 2 * 3 * 4 * 9 * 64 and linear == 2 * 2 * 256 * 5
     # forward both; weight gradients both; the input gradient of the linear layer only (the data needs none)
-    assert counted == benchmark.training_flops([conv, linear]) == 2 * conv + 3 * linear
+    assert counted == flops.training_flops([conv, linear]) == 2 * conv + 3 * linear
 
 
 @pytest.mark.parametrize("task, overrides", [("mlp", {}), ("cnn", {}),
@@ -149,14 +151,14 @@ def test_flop_count_of_a_conv_and_a_linear_layer_matches_the_analytic_value():
                                              ("unet", {"variant": "original", "image_size": 188, "base_filters": 2,
                                                        "depth": 4})])
 def test_training_flops_of_each_model_match_pytorch_count(task, overrides):
-    """The analytic count of benchmark.py against FlopCounterMode on the twinnets train step (exactly)."""
+    """The analytic count of shared/flops.py against FlopCounterMode on the twinnets train step (exactly)."""
     spec = make_spec(task, **overrides)
-    torch_benchmark = side_module("torch", "benchmark")
-    model = side_module("torch", "unet" if task == "unet" else task).build(spec)
-    execution = Execution("eager")
-    batch = torch_benchmark.to_tensors(spec, *benchmark.input_batch(spec, 2, 0), execution)
-    step = torch_benchmark.train_step(spec, model, execution)
-    assert torch_benchmark.count_flops(step, *batch) == benchmark.analytic_training_flops(spec, 2)
+    entry, execution = REGISTRY[task], Execution("eager")
+    surface = entry.surface("torch", spec)
+    model = surface.task.build(spec)
+    batch = surface.task.to_tensors(*entry.benchmark_batch(spec, 2, 0), execution)
+    step = surface.task.make_train_step(model, surface.task.make_optimizer(model, spec), spec, execution)
+    assert side_module("torch", "benchmark").count_flops(step, *batch) == entry.analytic_training_flops(spec, 2)
 
 
 def test_tensorflow_says_it_cannot_count_training_flops():
@@ -167,14 +169,15 @@ def test_bf16_batch_norm_trains_on_the_tensorflow_side():
     """Under Keras' mixed_bfloat16 policy the U-Net's BatchNorm keeps float32 statistics and the step runs."""
     import keras
 
-    tf_benchmark, runtime = side_module("tf", "benchmark"), side_module("tf", "runtime")
     spec = make_spec("unet", image_size=16, base_filters=2, depth=2)
+    entry, execution = REGISTRY["unet"], Execution("function", "bf16")
+    surface = entry.surface("tf", spec)
     try:
-        runtime.configure_execution(Execution("function", "bf16"))
-        model = side_module("tf", "unet").build(spec)
-        step = tf_benchmark.train_step(spec, model, Execution("function", "bf16"))
-        batch = tf_benchmark.to_tensors(spec, *benchmark.input_batch(spec, 2, 0), Execution("function", "bf16"))
-        losses = [step(*batch) for _ in range(3)]
+        surface.runtime.configure_execution(execution)
+        model = surface.task.build(spec)
+        step = surface.task.make_train_step(model, surface.task.make_optimizer(model, spec), spec, execution)
+        batch = surface.task.to_tensors(*entry.benchmark_batch(spec, 2, 0), execution)
+        losses = [float(step(*batch)) for _ in range(3)]
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.layers[0].conv1.compute_dtype == "bfloat16" and model.layers[0].bn1.moving_mean.dtype == "float32"
@@ -185,9 +188,9 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
     """mlp, one mode per side, fp32 and bf16, 1 warm-up and 3 timed steps: every row in results.json (a sweep
     of batch sizes is the same rows again; plan_rows is tested with several above)."""
     out = tmp_path / "bench"
-    completed = run_cli("--task", "mlp", "--benchmark", "--modes", "tf:function,torch:eager", "--precisions", "fp32,bf16",
-                        "--warmup", "1", "--steps", "3", "--batch-sizes", "16", "--threads", "1",
-                        "--out", str(out), cache=tmp_path / "cache", timeout=600)
+    completed = run_cli("--task", "mlp", "--benchmark", "--modes", "tf:function,torch:eager",
+                        "--precisions", "fp32,bf16", "--warmup", "1", "--steps", "3", "--batch-sizes", "16",
+                        "--threads", "1", "--out", str(out), cache=tmp_path / "cache", timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["parity"]["passed"] and results["parity"]["parameters"] == {"tf": 199210, "torch": 199210}
@@ -203,10 +206,12 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
         if row["precision"] == "fp32":
             assert 0 < row["reference"]["throughput_ratio"] and len(row["reference"]["times_s"]) == 3
     for batch in ("16",):
-        assert results["flops"][batch]["agree_within_1pct"] and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode"
+        assert (results["flops"][batch]["agree_within_1pct"]
+                and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode")
     assert set(results["matmul_peak"]) == {"tf", "torch"}
     assert results["precision_checks"] == []  # 5 steps per row: fewer than the 20 the bf16 loss check compares
-    assert set(results["pipeline"]) == {"tf", "torch"} and all(p["samples_per_s"] > 0 for p in results["pipeline"].values())
+    assert (set(results["pipeline"]) == {"tf", "torch"}
+            and all(p["samples_per_s"] > 0 for p in results["pipeline"].values()))
     for png in ("benchmark_throughput.png", "benchmark_step_times.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     report = (out / "report.md").read_text()

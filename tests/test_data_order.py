@@ -58,7 +58,8 @@ def test_epochs_are_shuffled_differently(dataset):
     images, labels = dataset
     orders = {}
     for epoch in (1, 2):
-        for name, batches in (("torch", torch_batches(images, labels, epoch)), ("tf", tf_batches(images, labels, epoch))):
+        for name, batches in (("torch", torch_batches(images, labels, epoch)),
+                              ("tf", tf_batches(images, labels, epoch))):
             orders[name, epoch] = np.concatenate([x[:, 0, 0, 0] for x, _ in batches]).astype(int)
     assert np.array_equal(orders["torch", 1], orders["tf", 1])
     assert np.array_equal(orders["torch", 2], orders["tf", 2])

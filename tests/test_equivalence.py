@@ -6,28 +6,21 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, side_module
+from conftest import ROOT, side_module, train_digits
 from shared import weights as layouts
-from shared.harness import LAYOUTS, initial_weights
+from shared.registry import REGISTRY
 from shared.tasks import make_spec
+from shared.tolerances import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
 
-# The tolerances of DESIGN.md "Equivalence is tested, not hoped", one row per model (float32).
-TOLERANCES = {
-    #        forward: max abs of log-probs; loss: abs; grad: |a-b| <= grad * max|b| per tensor;
-    #        trained_loss: relative, per batch, after `steps` identical SGD-with-momentum steps
-    "mlp": {"forward": 1e-5, "loss": 1e-6, "grad": 1e-4, "trained_loss": 1e-3},
-    "cnn": {"forward": 1e-5, "loss": 1e-6, "grad": 1e-4, "trained_loss": 1e-3},
-}
 # Small widths keep the suite fast; test_full_* use the default specs.
 SMALL = {"mlp": {"layer_sizes": (784, 32, 32, 10)}, "cnn": {"channels": (4, 8), "hidden": 32}}
-MODELS = list(TOLERANCES)
+MODELS = list(SMALL)
 BATCH, STEPS, STEP_BATCH = 16, 20, 10
-MEAN, STD = 0.1307, 0.3081
+MEAN, STD = make_spec("mlp").mean, make_spec("mlp").std  # MNIST normalisation, as the sides' data pipelines
 
 
 def small_spec(task: str, **changes):
@@ -57,7 +50,7 @@ def max_abs(a, b) -> float:
 @pytest.mark.parametrize("task", MODELS)
 def test_forward_outputs_equal(task):
     spec = small_spec(task)
-    canonical = initial_weights(spec)
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     images, _ = images_and_labels(BATCH, seed=1)
     out = {s: side_module(s, "train").forward(loaded(s, spec, canonical), images) for s in ("torch", "tf")}
     assert out["tf"].shape == out["torch"].shape == (BATCH, 10)
@@ -71,7 +64,7 @@ def test_forward_outputs_equal(task):
 @pytest.mark.parametrize("task", MODELS)
 def test_loss_and_gradients_equal(task):
     spec = small_spec(task)
-    canonical = initial_weights(spec)
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     images, labels = images_and_labels(BATCH, seed=2)
     results = {s: side_module(s, "train").gradients(loaded(s, spec, canonical), images, labels)
                for s in ("torch", "tf")}
@@ -79,7 +72,7 @@ def test_loss_and_gradients_equal(task):
     diff = abs(tf_loss - torch_loss)
     assert diff <= TOLERANCES[task]["loss"], f"{task} loss: tf {tf_loss}, torch {torch_loss}, diff {diff:.3e}"
     assert 1.5 < torch_loss < 4.0  # about log(10) for random initial weights
-    layout = LAYOUTS[task](spec)
+    layout = REGISTRY[task].layout(spec)
     assert set(tf_grads) == set(torch_grads) == set(layout)
     for name in layout:
         assert tf_grads[name].shape == torch_grads[name].shape == layout[name].shape, name
@@ -95,15 +88,13 @@ def test_loss_and_gradients_equal(task):
 @pytest.mark.parametrize("task", MODELS)
 def test_losses_agree_after_identical_sgd_steps(task):
     spec = small_spec(task, batch_size=STEP_BATCH, epochs=1)
-    canonical = initial_weights(spec)
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     train_images, train_labels = images_and_labels(STEPS * STEP_BATCH, seed=3)
     test_images, test_labels = images_and_labels(20, seed=4)
-    data = SimpleNamespace(train_images=train_images, train_labels=train_labels,
-                           test_images=test_images, test_labels=test_labels)
     models, runs = {}, {}
     for s in ("torch", "tf"):
         models[s] = loaded(s, spec, canonical)
-        runs[s] = side_module(s, "train").train(models[s], spec, data, verbose=False)
+        runs[s] = train_digits(s, models[s], spec, train_images, train_labels, test_images, test_labels)
     tf_losses, torch_losses = (np.asarray(runs[s]["batch_losses"]) for s in ("tf", "torch"))
     assert len(tf_losses) == len(torch_losses) == STEPS
     relative = np.abs(tf_losses - torch_losses) / np.abs(torch_losses)
@@ -127,7 +118,7 @@ def test_losses_agree_after_identical_sgd_steps(task):
 @pytest.mark.parametrize("task", MODELS)
 def test_weights_round_trip_exactly(side, task):
     spec = small_spec(task)
-    canonical = initial_weights(spec)
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     exported = side_module(side, "weights").export_weights(loaded(side, spec, canonical))
     assert set(exported) == set(canonical)
     for name, array in canonical.items():
@@ -140,7 +131,7 @@ def test_exported_names_and_shapes_are_the_shared_layout(side, task):
     spec = small_spec(task)
     model = side_module(side, task).build(spec)  # as built, before any load
     exported = side_module(side, "weights").export_weights(model)
-    layout = LAYOUTS[task](spec)
+    layout = REGISTRY[task].layout(spec)
     assert {k: tuple(v.shape) for k, v in exported.items()} == {k: p.shape for k, p in layout.items()}
 
 
@@ -149,7 +140,7 @@ def test_full_mlp_counts_199210_parameters(side):
     assert spec.layer_sizes == (784, 200, 200, 10)
     model = side_module(side, "mlp").build(spec)
     assert side_module(side, "weights").count_parameters(model) == 199_210
-    assert layouts.parameter_count(LAYOUTS["mlp"](spec)) == 199_210
+    assert layouts.parameter_count(REGISTRY["mlp"].layout(spec)) == 199_210
 
 
 def test_full_cnn_forward_and_parameter_count():
@@ -157,8 +148,8 @@ def test_full_cnn_forward_and_parameter_count():
     spec = make_spec("cnn")
     assert spec.flat_features == 3136
     expected = (32 * 25 + 32) + (64 * 32 * 25 + 64) + (3136 * 1000 + 1000) + (1000 * 10 + 10)
-    assert layouts.parameter_count(LAYOUTS["cnn"](spec)) == expected == 3_199_106
-    canonical = initial_weights(spec)
+    assert layouts.parameter_count(REGISTRY["cnn"].layout(spec)) == expected == 3_199_106
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     images, _ = images_and_labels(8, seed=5)
     out = {}
     for s in ("torch", "tf"):
@@ -173,7 +164,7 @@ def test_flatten_permutation_is_needed():
     """Loading fc1 with a plain transpose (no (C,H,W) -> (H,W,C) permutation) must break the parity test,
     which proves the test above would catch the trap."""
     spec = small_spec("cnn")
-    canonical = initial_weights(spec)
+    canonical = REGISTRY[spec.name].initial_weights(spec)
     images, _ = images_and_labels(BATCH, seed=6)
     expected = side_module("torch", "train").forward(loaded("torch", spec, canonical), images)
     keras_model = loaded("tf", spec, canonical)
@@ -184,7 +175,7 @@ def test_flatten_permutation_is_needed():
     diff = max_abs(wrong, expected)
     assert diff > 1e-3, f"without the permutation the outputs still agree (diff {diff:.3e}): the test is blind"
     # And the conversion itself: a feature at (c, h, w) lands on Keras row (h, w, c).
-    c, h, w = spec.channels[-1], spec.image_size // 4, spec.image_size // 4
+    c, h, w = spec.feature_map
     weight = canonical["fc1.weight"]
     kernel = layouts.flattened_linear_to_keras(weight, (c, h, w))
     assert kernel.shape == (h * w * c, spec.hidden)
@@ -227,7 +218,8 @@ def test_both_sides_export_the_same_public_names(module):
     torch_names = public_names(importlib.import_module(f"torch_impl.{module}"))
     assert tf_names, f"tf_impl/{module}.py defines no public function or class"
     assert tf_names == torch_names, (
-        f"{module}.py: only in tf_impl {sorted(tf_names - torch_names)}, only in torch_impl {sorted(torch_names - tf_names)}")
+        f"{module}.py: only in tf_impl {sorted(tf_names - torch_names)}, "
+        f"only in torch_impl {sorted(torch_names - tf_names)}")
 
 
 def test_public_name_check_sees_tf_functions():
@@ -243,8 +235,7 @@ def test_tf_train_step_traces_once_with_a_ragged_last_batch():
     """25 samples in batches of 10: the last batch of 5 replays the graph (batch dimension None)."""
     spec = small_spec("mlp", batch_size=10, epochs=2)
     train_images, train_labels = images_and_labels(25, seed=7)
-    data = SimpleNamespace(train_images=train_images, train_labels=train_labels,
-                           test_images=train_images[:5], test_labels=train_labels[:5])
-    run = side_module("tf", "train").train(loaded("tf", spec, initial_weights(spec)), spec, data, verbose=False)
+    model = loaded("tf", spec, REGISTRY[spec.name].initial_weights(spec))
+    run = train_digits("tf", model, spec, train_images, train_labels, train_images[:5], train_labels[:5])
     assert len(run["batch_losses"]) == 6 and run["timing"]["steps"] == 6
     assert run["traces"] == 1

@@ -104,19 +104,16 @@ def _unet_losses(side: str, root) -> list[float]:
 
 
 def _mlp_losses(side: str) -> list[float]:
-    from types import SimpleNamespace
-
-    from conftest import side_module
-    from shared.harness import initial_weights
+    from conftest import side_module, train_digits
+    from shared.registry import REGISTRY
     from shared.tasks import make_spec
 
     spec = make_spec("mlp", layer_sizes=(784, 16, 16, 10), batch_size=20, epochs=2)
     rng = np.random.default_rng(3)
     images, labels = rng.normal(size=(100, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 100)
-    data = SimpleNamespace(train_images=images, train_labels=labels, test_images=images[:20], test_labels=labels[:20])
     model = side_module(side, "mlp").build(spec)
-    side_module(side, "weights").load_weights(model, initial_weights(spec))
-    return side_module(side, "train").train(model, spec, data, verbose=False)["batch_losses"]
+    side_module(side, "weights").load_weights(model, REGISTRY["mlp"].initial_weights(spec))
+    return train_digits(side, model, spec, images, labels, images[:20], labels[:20])["batch_losses"]
 
 
 def test_reruns_give_the_same_losses(side, tmp_path):
@@ -257,10 +254,10 @@ def _small_carvana(tmp_path):
 
 
 def _prepare(root):
-    from shared.harness import prepare_data
+    from shared.harness.unet import prepare_carvana
     from shared.tasks import make_spec
 
-    return prepare_data(make_spec("unet", image_size=32, validation_size=0.5), root, download=False)
+    return prepare_carvana(make_spec("unet", image_size=32, validation_size=0.5), root, download=False)
 
 
 def test_an_invalid_rle_row_is_named_before_training(tmp_path):
@@ -283,14 +280,14 @@ def test_an_unreadable_photo_is_named(tmp_path, monkeypatch):
 
     root = _small_carvana(tmp_path)
     photo = sorted((root / "train").glob("*.jpg"))[5]
-    real_open = carvana.Image.open
+    real_open = carvana.decode.Image.open
 
     def guarded_open(path, *args, **kwargs):
         if str(path) == str(photo):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(carvana.Image, "open", guarded_open)
+    monkeypatch.setattr(carvana.decode.Image, "open", guarded_open)
     with pytest.raises(DataError) as caught:
         _prepare(root)
     assert str(photo) in str(caught.value) and "Permission denied" in str(caught.value)

@@ -11,7 +11,6 @@ from hypothesis.extra import numpy as hnp
 from shared.errors import DataError
 from shared.rle import RLEWriter, read_rle_csv, rle_decode, rle_encode
 
-
 # ----------------------------------------------------------------------------- encode / decode
 
 def test_hand_computed_example():

@@ -21,16 +21,8 @@ from shared.init import init_weights
 from shared.rle import rle_decode
 from shared.tasks import make_spec, unet_output_size, valid_tile_sizes
 from shared.tiles import mirror_pad, tile_predict
+from shared.tolerances import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
 
-# The tolerances of DESIGN.md "Equivalence is tested, not hoped" for the U-Net (float32).
-TOLERANCES = {
-    "forward": 1e-4,  # max |tf - torch| of the logits, BatchNorm in inference mode
-    "loss": 1e-5,  # |tf - torch| of the training-mode BCE + Dice loss
-    "grad": 1e-4,  # per tensor: max |tf - torch| <= grad * max |torch|
-    "trained_loss": 1e-3,  # relative, per step, over STEPS identical SGD-with-momentum steps
-    "trained_weights": 1e-4,  # max |tf - torch| of every exported tensor (BatchNorm statistics included)
-    "reference_loss": 1e-5,  # |side - numpy reference| of bce_dice_loss
-}
 # Small nets: padded at 32x32, and the original (valid convolutions) on a 60x60 tile with a 20x20 output.
 SMALL = {
     "padded": {"variant": "padded", "depth": 2, "image_size": 32, "base_filters": 2},
@@ -107,16 +99,10 @@ def max_abs(a, b) -> float:
 
 
 def classifier_for(side: str, model, spec):
-    """A CarvanaClassifier ready for train_step: the Keras side compiles its tf.function for the batch shapes,
-    the PyTorch side puts BatchNorm in training mode (CarvanaClassifier.train does both per epoch)."""
+    """A CarvanaClassifier ready for train_step: the PyTorch side puts BatchNorm in training mode, as
+    CarvanaClassifier.train does each epoch (the Keras step traces its tf.function on its first call)."""
     classifier = side_module(side, "classifier").CarvanaClassifier(model, 1, spec, verbose=False)
-    if side == "tf":
-        import tensorflow as tf
-
-        size, out = spec.image_size, spec.output_size
-        classifier._compile((tf.TensorSpec((None, size, size, 3), tf.float32),
-                             tf.TensorSpec((None, out, out, 1), tf.float32)))
-    else:
+    if side == "torch":
         model.train()
     return classifier
 
@@ -204,11 +190,11 @@ def test_forward_parity_with_running_statistics(variant):
     out = {s: side_module(s, "classifier").forward(build(s, spec, canonical), images) for s in SIDES}
     assert out["tf"].shape == out["torch"].shape == (BATCH, spec.output_size, spec.output_size, 1)
     diff = max_abs(out["tf"], out["torch"])
-    assert diff <= TOLERANCES["forward"], f"unet {variant} forward: max |tf - torch| = {diff:.3e}"
+    assert diff <= TOLERANCES["unet"]["forward"], f"unet {variant} forward: max |tf - torch| = {diff:.3e}"
     # The running statistics matter: the default ones (mean 0, var 1) give other logits.
     plain = side_module("torch", "classifier").forward(
         build("torch", spec, init_weights(layouts.unet_layout(spec), spec.seed)), images)
-    assert max_abs(plain, out["torch"]) > 100 * TOLERANCES["forward"]
+    assert max_abs(plain, out["torch"]) > 100 * TOLERANCES["unet"]["forward"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -220,7 +206,7 @@ def test_training_loss_and_gradients_parity(variant):
                for s in SIDES}
     (tf_loss, tf_grads), (torch_loss, torch_grads) = results["tf"], results["torch"]
     diff = abs(tf_loss - torch_loss)
-    assert diff <= TOLERANCES["loss"], f"unet {variant} loss: tf {tf_loss}, torch {torch_loss}, diff {diff:.3e}"
+    assert diff <= TOLERANCES["unet"]["loss"], f"unet {variant} loss: tf {tf_loss}, torch {torch_loss}, diff {diff:.3e}"
     assert 0.5 < torch_loss < 3.0  # BCE about log 2 plus 1 - soft Dice for random weights
     trainable = {k for k, p in layouts.unet_layout(spec).items() if p.kind not in ("bn_mean", "bn_var")}
     assert set(tf_grads) == set(torch_grads) == trainable
@@ -234,10 +220,10 @@ def test_training_loss_and_gradients_parity(variant):
             scale = max(scale, float(np.max(np.abs(torch_grads[name[:-len(".bias")] + ".weight"]))))
         if name.endswith(("conv1.bias", "conv2.bias")):
             for s, grads in (("tf", tf_grads), ("torch", torch_grads)):
-                assert float(np.max(np.abs(grads[name]))) <= TOLERANCES["grad"] * scale, f"{s} {name} not ~0"
+                assert float(np.max(np.abs(grads[name]))) <= TOLERANCES["unet"]["grad"] * scale, f"{s} {name} not ~0"
         assert scale > 0, f"{variant} {name}: zero gradient proves nothing"
         diff = max_abs(tf_grads[name], torch_grads[name])
-        assert diff <= TOLERANCES["grad"] * scale, (
+        assert diff <= TOLERANCES["unet"]["grad"] * scale, (
             f"unet {variant} d loss / d {name}: max |tf - torch| = {diff:.3e}, relative {diff / scale:.3e}")
 
 
@@ -257,7 +243,7 @@ def test_identical_train_steps_keep_the_sides_together(variant):
         losses[s] = np.array([classifier.train_step(*to_side(s, images, masks))[0] for images, masks in batches])
     relative = np.abs(losses["tf"] - losses["torch"]) / np.abs(losses["torch"])
     worst = int(np.argmax(relative))
-    assert relative[worst] <= TOLERANCES["trained_loss"], (
+    assert relative[worst] <= TOLERANCES["unet"]["trained_loss"], (
         f"unet {variant} step {worst + 1}: loss tf {losses['tf'][worst]}, torch {losses['torch'][worst]}, "
         f"relative {relative[worst]:.3e}")
 
@@ -267,12 +253,14 @@ def test_identical_train_steps_keep_the_sides_together(variant):
     assert moved > 1e-3, f"the weights hardly moved ({moved:.2e}): the comparison proves little"
     for name in sorted(canonical):
         diff = max_abs(exported["tf"][name], exported["torch"][name])
-        assert diff <= TOLERANCES["trained_weights"], f"unet {variant} {name} after {STEPS} steps: diff {diff:.3e}"
+        assert diff <= TOLERANCES["unet"]["trained_weights"], (
+            f"unet {variant} {name} after {STEPS} steps: diff {diff:.3e}")
 
     images, _ = batch(spec, BATCH, seed=99)
     out = {s: side_module(s, "classifier").forward(models[s], images) for s in SIDES}
     diff = max_abs(out["tf"], out["torch"])
-    assert diff <= TOLERANCES["forward"], f"unet {variant} forward after training: max |tf - torch| = {diff:.3e}"
+    assert diff <= TOLERANCES["unet"]["forward"], (
+        f"unet {variant} forward after training: max |tf - torch| = {diff:.3e}")
 
 
 def test_keras_batchnorm_keeps_pytorch_running_statistics():
@@ -345,12 +333,12 @@ def test_bce_dice_loss_matches_numpy(side):
     module = side_module(side, "classifier")
     z, y = (side_module(side, "data").to_tensor_images(a) for a in (logits, masks))
     got = float(module.bce_dice_loss(z, y))
-    assert abs(got - expected) <= TOLERANCES["reference_loss"], f"{side}: {got} vs numpy {expected}"
+    assert abs(got - expected) <= TOLERANCES["unet"]["reference_loss"], f"{side}: {got} vs numpy {expected}"
     # Dice per image, then averaged: pooling the pixels of the batch would give another number.
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     pooled = (np.mean(np.maximum(logits, 0) - logits * masks + np.log1p(np.exp(-np.abs(logits))))
               + 1 - (2 * (p * masks).sum() + 1) / (p.sum() + masks.sum() + 1))
-    assert abs(pooled - expected) > 100 * TOLERANCES["reference_loss"]
+    assert abs(pooled - expected) > 100 * TOLERANCES["unet"]["reference_loss"]
 
 
 def test_dice_score(side):
@@ -470,9 +458,9 @@ ELLIPSES = {"0a0a0a0a0a0a_01.jpg": ((1918, 1280), 0.3), "0a0a0a0a0a0a_02.jpg": (
 
 
 @pytest.fixture(scope="module")
-def test_photos(tmp_path_factory) -> list[Path]:
+def ellipse_photos(tmp_path_factory) -> list[Path]:
     """JPEG test photos: a white centred ellipse (semi-axes a share of the width and height) on dark grey."""
-    folder = tmp_path_factory.mktemp("test_photos")
+    folder = tmp_path_factory.mktemp("photos")
     paths = []
     for name, ((width, height), share) in ELLIPSES.items():
         y, x = np.mgrid[:height, :width]
@@ -489,7 +477,7 @@ def read_submission(path: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("tiled", [False, True], ids=["padded", "original-tiles"])
-def test_predictions_saver_writes_one_row_per_photo_at_its_original_size(tmp_path, test_photos, tiled):
+def test_predictions_saver_writes_one_row_per_photo_at_its_original_size(tmp_path, ellipse_photos, tiled):
     """The fake net predicts the photo's own brightness (channel mean), so each decoded mask must be that photo's
     ellipse, at the photo's original size."""
     tile_in, tile_out = (60, 20) if tiled else (32, 32)
@@ -500,7 +488,7 @@ def test_predictions_saver_writes_one_row_per_photo_at_its_original_size(tmp_pat
         shapes.append(images.shape)
         return images[:, pad:pad + tile_out, pad:pad + tile_out].mean(-1)  # (N, S_out, S_out) "probabilities"
 
-    test_set = carvana.TestImageDataset(test_photos, tile_out)
+    test_set = carvana.TestImageDataset(ellipse_photos, tile_out)
     path = tmp_path / "submit.csv.gz"
     saver = PredictionsSaverCallback(path, test_set, predict, 0.5, tile_in, tile_out, batch_size=2)
     saver.on_train_end({})
@@ -516,10 +504,11 @@ def test_predictions_saver_writes_one_row_per_photo_at_its_original_size(tmp_pat
         assert mask.shape == (height, width) and set(np.unique(mask).tolist()) == {0, 1}
         assert mask[height // 2, width // 2] == 1 and mask[0, 0] == mask[-1, -1] == 0
         area = float(mask.mean())
-        assert abs(area - np.pi * share ** 2) < 0.02, f"{name}: mask covers {area:.3f}, ellipse {np.pi * share ** 2:.3f}"
+        assert abs(area - np.pi * share ** 2) < 0.02, (
+            f"{name}: mask covers {area:.3f}, ellipse {np.pi * share ** 2:.3f}")
 
 
-def test_predictions_saver_keeps_the_old_file_when_prediction_fails(tmp_path, test_photos):
+def test_predictions_saver_keeps_the_old_file_when_prediction_fails(tmp_path, ellipse_photos):
     path = tmp_path / "submit.csv.gz"
     path.write_bytes(b"previous")
     calls = []
@@ -530,7 +519,7 @@ def test_predictions_saver_keeps_the_old_file_when_prediction_fails(tmp_path, te
             raise RuntimeError("out of memory")
         return np.zeros(images.shape[:3], np.float32)
 
-    saver = PredictionsSaverCallback(path, carvana.TestImageDataset(test_photos, 16), failing, batch_size=1)
+    saver = PredictionsSaverCallback(path, carvana.TestImageDataset(ellipse_photos, 16), failing, batch_size=1)
     with pytest.raises(RuntimeError):
         saver.save()
     assert path.read_bytes() == b"previous" and sorted(os.listdir(tmp_path)) == ["submit.csv.gz"]
@@ -586,9 +575,33 @@ def test_tensorboard_logger_writes_event_files(side, tmp_path, request):
     logger.on_train_begin()
     logger.on_epoch_end(1, {"epoch": 1, "loss": 0.9, "dice": 0.4, "val_loss": 1.0, "val_dice": 0.3})
     logger.on_train_end()
-    events = list((tmp_path / "tb").rglob("events.out.tfevents*"))
-    assert events and all(e.stat().st_size > 0 for e in events), f"no event file in {sorted((tmp_path / 'tb').rglob('*'))}"
-    assert sum(e.stat().st_size for e in events) > 200  # the graph and the scalars, not only the file header
+    scalars, has_graph = read_tensorboard(tmp_path / "tb")
+    expected = {"loss/train": 0.9, "loss/valid": 1.0, "dice/train": 0.4, "dice/valid": 0.3}
+    assert set(scalars) == set(expected), f"{side}: scalars {sorted(scalars)}"
+    for name, value in expected.items():
+        assert scalars[name] == [(1, pytest.approx(value, rel=1e-6))], f"{side} {name}: {scalars[name]}"
+    assert has_graph, f"{side}: no model graph in the event files"
+
+
+def read_tensorboard(log_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], bool]:
+    """The scalars of every event file below log_dir as "loss/train" -> [(step, value)], and whether a graph was
+    written. PyTorch's add_scalars gives each split its own run folder (loss_train/, tag "loss"); tf.summary
+    writes "loss/train" as a scalar tensor in the one folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    scalars, has_graph = {}, False
+    for folder in sorted({path.parent for path in log_dir.rglob("events.out.tfevents*")}):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        tags = events.Tags()
+        has_graph = has_graph or tags["graph"]
+        run = folder.relative_to(log_dir).as_posix()
+        for tag in tags["scalars"]:
+            scalars[f"{tag}/{run.removeprefix(tag + '_')}"] = [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in tags["tensors"]:
+            scalars[tag] = [(e.step, float(make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+    return scalars, has_graph
 
 
 def test_keras_file_reloads_with_load_model(tmp_path):

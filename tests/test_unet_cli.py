@@ -101,7 +101,8 @@ OUT = {"full": "full", "no-validation": "noval", "data-parallel": "dp"}
 
 def results_of(runs, case: str) -> dict:
     completed = runs["completed"][case]
-    assert completed.returncode == 0, f"exit {completed.returncode}\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}"
+    assert completed.returncode == 0, (
+        f"exit {completed.returncode}\n{completed.stdout[-2000:]}\n{completed.stderr[-3000:]}")
     return json.loads((runs["base"] / OUT[case] / "results.json").read_text())
 
 

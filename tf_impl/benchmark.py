@@ -1,54 +1,28 @@
-"""The benchmark's TensorFlow half: the in-memory batch, the twinnets train step and a minimal reference loop,
-FLOPs, the matrix-multiply peak, device memory and build facts; twin of torch_impl/benchmark.py."""
+"""The benchmark's TensorFlow half: a minimal reference loop, FLOPs, the matrix-multiply peak, device memory
+and build facts; twin of torch_impl/benchmark.py."""
 from __future__ import annotations
 
 import os
 from typing import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from shared.execution import Execution
-from tf_impl import classifier, train
-from tf_impl.data import to_tensor_images
 
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
 
 
-def to_tensors(spec, images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple:
-    """Canonical NHWC numpy is Keras' layout; tensors go to the device TensorFlow places them on."""
-    return to_tensor_images(images), tf.convert_to_tensor(targets)
-
-
-def train_step(spec, model: keras.Model, execution: Execution) -> Callable[[tf.Tensor, tf.Tensor], float]:
-    """The step twinnets trains with (CarvanaClassifier.train_step, or train.make_train_step); returns the loss."""
-    if spec.name == "unet":
-        trainer = classifier.CarvanaClassifier(model, 1, spec, verbose=False, execution=execution)
-        return lambda images, masks: trainer.train_step(images, masks)[0]
-    step = None
-
-    def run(images: tf.Tensor, labels: tf.Tensor) -> float:
-        nonlocal step
-        if step is None:  # the input signature comes from the first batch, its batch dimension left open
-            signature = tuple(tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in (images, labels))
-            step = train.make_train_step(model, train.make_optimizer(model, spec), signature, execution)
-        return float(step(images, labels))  # the host copy waits for the step
-
-    return run
-
-
-def reference_step(spec, model: keras.Model, execution: Execution) -> Callable[[tf.Tensor, tf.Tensor], float]:
+def reference_step(model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer,
+                   execution: Execution) -> Callable[[tf.Tensor, tf.Tensor], float]:
     """The few lines anyone would write: a tf.function with a GradientTape and apply_gradients (float32)."""
-    loss_fn = classifier.bce_dice_loss if spec.name == "unet" else train.nll_loss
-    optimizer = classifier.make_optimizer(model, spec) if spec.name == "unet" else train.make_optimizer(model, spec)
 
     @tf.function
     def step(images: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = loss_fn(model(images, training=True), targets)
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
+            batch_loss = loss(model(images, training=True), targets)
+        optimizer.apply_gradients(zip(tape.gradient(batch_loss, model.trainable_variables), model.trainable_variables))
+        return batch_loss
 
     return lambda images, targets: float(step(images, targets))
 

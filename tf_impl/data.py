@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from shared.data.batches import epoch_order
+from shared.data.batches import ceil_div, epoch_order
 
 
 def to_tensor_images(images: np.ndarray) -> tf.Tensor:
@@ -21,7 +21,11 @@ class ArrayDataset:
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
 
     def __len__(self) -> int:
-        return -(-int(self.labels.shape[0]) // self.batch_size)
+        return ceil_div(self.samples, self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        return int(self.labels.shape[0])
 
     def batches(self, epoch: int) -> tf.data.Dataset:
         # The same permutation the PyTorch sampler slices, cut into batches by tf.data.
@@ -54,7 +58,7 @@ class CarvanaDataset:
         self.image_shape, self.mask_shape = image.shape, mask.shape + (1,)
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        return ceil_div(len(self.images), self.batch_size)
 
     def batches(self, epoch: int):
         """The epoch's batches; a bad file raises its own one-line DataError, not TensorFlow's wrapper of it."""
@@ -88,7 +92,8 @@ class CarvanaDataset:
 
     @property
     def element_spec(self):
-        return (tf.TensorSpec((None, *self.image_shape), tf.float32), tf.TensorSpec((None, *self.mask_shape), tf.float32))
+        return (tf.TensorSpec((None, *self.image_shape), tf.float32),
+                tf.TensorSpec((None, *self.mask_shape), tf.float32))
 
 
 def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> CarvanaDataset:

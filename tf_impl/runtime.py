@@ -1,11 +1,14 @@
 """Threads, seeds and versions for the TensorFlow side; twin of torch_impl/runtime.py."""
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Callable
+
 import keras
+import tensorflow as tf
 
 from shared.errors import UserError
 from shared.execution import Execution
+from shared.tasks import TaskSpec
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # mixed: float32 variables
 
@@ -31,6 +34,40 @@ def configure_execution(execution: Execution) -> Execution:
     if device == "cpu" and tf.config.get_visible_devices("GPU"):
         tf.config.set_visible_devices([], "GPU")  # before any op runs; a second call finds none left
     return execution.replace(device=device)
+
+
+def training_execution(execution: Execution, spec: TaskSpec) -> Execution:
+    """The execution a training run uses: Keras convolutions take NHWC on every device, so nothing changes."""
+    return execution
+
+
+class _GraphStep:
+    """A step function as one tf.function, traced on its first call and replayed after (mode eager: called as
+    Python, op by op; xla: compiled with jit_compile). The input signature is the first batch's with the batch
+    dimension left open (None), so a smaller last batch replays the graph instead of tracing a second one."""
+
+    def __init__(self, step: Callable, execution: Execution):
+        self.step, self.execution = step, execution
+        self.graph = None
+
+    def __call__(self, *tensors: tf.Tensor):
+        if self.execution.mode == "eager":
+            return self.step(*tensors)
+        if self.graph is None:
+            signature = [tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype) for tensor in tensors]
+            self.graph = tf.function(self.step, input_signature=signature, jit_compile=self.execution.mode == "xla")
+        return self.graph(*tensors)
+
+
+
+def compiled(step: Callable, execution: Execution) -> _GraphStep:
+    """The step as the execution mode runs it: one tf.function graph, traced on the first call (see _GraphStep)."""
+    return _GraphStep(step, execution)
+
+
+def traces(step: _GraphStep, execution: Execution) -> int:
+    """How often TensorFlow traced the step's Python into a graph (0 in eager mode: it never does)."""
+    return 0 if step.graph is None else step.graph.experimental_get_tracing_count()
 
 
 def versions() -> dict:

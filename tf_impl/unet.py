@@ -1,9 +1,11 @@
-"""The U-Net (padded, and Ronneberger's original with valid convolutions) as Keras models; twin of torch_impl/unet.py."""
+"""The U-Net (padded, and Ronneberger's original with valid convolutions) as Keras models;
+twin of torch_impl/unet.py."""
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
+from shared.tasks import UNetSpec
 from shared.weights import unet_widths
 
 
@@ -119,7 +121,7 @@ class UNetPadded(UNet):
         super().__init__(base_filters, depth, "same", bn_eps, bn_momentum, **kwargs)
 
 
-def build(spec) -> UNet:
+def build(spec: UNetSpec) -> UNet:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
     model = variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)

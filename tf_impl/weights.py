@@ -1,7 +1,7 @@
 """Canonical weights (PyTorch state_dict layout, numpy) in and out of Keras models, converting each layer's
 layout at this boundary; twin of torch_impl/weights.py.
 
-Each Keras layer carries its canonical name (`name="fc1"`, `name="down1.conv1"`), as Hugging Face does,
+Each Keras layer carries its canonical name (`name="fc1"`, `name="enc1.conv1"`), as Hugging Face does,
 so weights map by name. Layouts: Dense kernel (in, out); Conv2D (kh, kw, in, out);
 Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/moving_variance.
 """
@@ -15,9 +15,8 @@ import numpy as np
 
 from shared import weights as layouts
 from shared.atomic import atomic_path
-from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.checkpoint import Checkpointer
 from shared.weights import Weights
-
 
 # The layers whose weights have a canonical layout; containers (models, blocks) only hold them.
 CANONICAL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2DTranspose,
@@ -104,18 +103,10 @@ def load_optimizer(optimizer: keras.optimizers.Optimizer, path: Path) -> None:
             variable.assign(saved[f"arr_{index}"])
 
 
-def checkpoint(checkpoint_dir, epoch: int, model: keras.Model, optimizer: keras.optimizers.Optimizer, log) -> None:
-    """After an epoch: model, optimizer state and the training log, so a killed run can continue (None: off)."""
-    save_checkpoint(checkpoint_dir, epoch, export_weights(model), partial(save_optimizer, optimizer), log.state())
-
-
-def resume(checkpoint_dir, model: keras.Model, optimizer: keras.optimizers.Optimizer, log) -> None:
-    """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
-    saved = load_checkpoint(checkpoint_dir)
-    if saved is not None:
-        load_weights(model, saved.weights)
-        load_optimizer(optimizer, saved.optimizer)
-        log.restore(saved.log)
+def checkpointer(checkpoint_dir, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> Checkpointer:
+    """Saves and restores this model and optimizer after each epoch, so a killed run can continue (None: off)."""
+    return Checkpointer(checkpoint_dir, partial(export_weights, model), partial(save_optimizer, optimizer),
+                        partial(load_weights, model), partial(load_optimizer, optimizer))
 
 
 def count_parameters(model: keras.Model) -> int:

@@ -1,49 +1,29 @@
-"""The benchmark's PyTorch half: the in-memory batch, the twinnets train step and a minimal reference loop,
-FLOPs, the matrix-multiply peak, device memory and build facts; twin of tf_impl/benchmark.py."""
+"""The benchmark's PyTorch half: a minimal reference loop, FLOPs, the matrix-multiply peak, device memory
+and build facts; twin of tf_impl/benchmark.py."""
 from __future__ import annotations
 
 import os
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from shared.execution import Execution
-from torch_impl import classifier, train
-from torch_impl.data import to_tensor_images
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def to_tensors(spec, images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple:
-    """Canonical NHWC numpy -> tensors already on the device (NCHW images; masks or class labels)."""
-    device = torch.device(execution.device)
-    targets = to_tensor_images(targets) if spec.name == "unet" else torch.from_numpy(targets)
-    return to_tensor_images(images).to(device), targets.to(device)
-
-
-def train_step(spec, model: torch.nn.Module, execution: Execution) -> Callable[[torch.Tensor, torch.Tensor], float]:
-    """The step twinnets trains with (CarvanaClassifier.train_step, or train.make_train_step); returns the loss."""
-    if spec.name == "unet":
-        trainer = classifier.CarvanaClassifier(model, 1, spec, verbose=False, execution=execution)
-        return lambda images, masks: trainer.train_step(images, masks)[0]
-    step = train.make_train_step(model, train.make_optimizer(model, spec), None, execution)
-    return lambda images, labels: step(images, labels).item()
-
-
-def reference_step(spec, model: torch.nn.Module, execution: Execution) -> Callable[[torch.Tensor, torch.Tensor], float]:
+def reference_step(model: torch.nn.Module, loss: Callable, optimizer: torch.optim.Optimizer,
+                   execution: Execution) -> Callable[[torch.Tensor, torch.Tensor], float]:
     """The few lines anyone would write: zero_grad, forward, loss, backward, step (float32, eager)."""
     model.to(execution.device)
-    loss_fn = classifier.bce_dice_loss if spec.name == "unet" else train.nll_loss
-    optimizer = classifier.make_optimizer(model, spec) if spec.name == "unet" else train.make_optimizer(model, spec)
 
     def step(images: torch.Tensor, targets: torch.Tensor) -> float:
         optimizer.zero_grad()
-        loss = loss_fn(model(images), targets)
-        loss.backward()
+        batch_loss = loss(model(images), targets)
+        batch_loss.backward()
         optimizer.step()
-        return loss.item()
+        return batch_loss.item()
 
     return step
 

@@ -2,15 +2,23 @@
 (zero_grad, forward, backward, step); twin of tf_impl/classifier.py."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from shared import trainer
+from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
-from shared.metrics import sigmoid
+from shared.metrics import BatchAverage, sigmoid
+from shared.tasks import UNetSpec
+from torch_impl import data
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import canonical_gradients, checkpoint, resume
+from torch_impl.runtime import compiled, traces
+from torch_impl.weights import canonical_gradients, checkpointer
 
 
 def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -19,6 +27,9 @@ def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0
     probabilities, truth = torch.sigmoid(logits).flatten(1), masks.flatten(1)
     soft_dice = (2 * (probabilities * truth).sum(1) + smooth) / (probabilities.sum(1) + truth.sum(1) + smooth)
     return bce + (1 - soft_dice.mean())
+
+
+loss = bce_dice_loss  # the task surface's name for this task's loss
 
 
 def dice_score(logits: torch.Tensor, masks: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -36,18 +47,35 @@ def forward(model: nn.Module, images: np.ndarray) -> np.ndarray:
         return model(to_tensor_images(images).to(device)).float().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def gradients(model: nn.Module, images: np.ndarray, masks: np.ndarray) -> tuple[float, dict]:
+def gradients(model: nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple[float, dict]:
     """Loss and d(loss)/d(parameter) by canonical name for one batch, BatchNorm in training mode."""
     model.train()
     model.zero_grad()
-    loss = bce_dice_loss(model(to_tensor_images(images)), to_tensor_images(masks))
-    loss.backward()
-    return loss.item(), canonical_gradients(model)
+    batch_loss = bce_dice_loss(model(to_tensor_images(images)), to_tensor_images(targets))
+    batch_loss.backward()
+    return batch_loss.item(), canonical_gradients(model)
 
 
-def make_optimizer(model: nn.Module, spec) -> torch.optim.Optimizer:
+def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple[torch.Tensor, torch.Tensor]:
+    """Canonical NHWC photos and masks -> NCHW tensors on the execution's device."""
+    device = torch.device(execution.device)
+    return to_tensor_images(images).to(device), to_tensor_images(targets).to(device)
+
+
+def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle: bool,
+                workers: int = 0) -> DataLoader:
+    """Batches of (photos (N, 3, H, W), masks (N, 1, H, W)); `workers` processes decode and augment."""
+    return data.make_image_loader(dataset, batch_size, seed, shuffle, workers)
+
+
+def predict(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """Mask probabilities (N, H_out, W_out) for canonical NHWC images."""
+    return sigmoid(forward(model, images)[..., 0])
+
+
+def make_optimizer(model: nn.Module, spec: UNetSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=spec.lr)
+        return torch.optim.Adam(model.parameters(), lr=spec.lr, eps=spec.adam_eps)
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
@@ -55,19 +83,20 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CarvanaClassifier:
-    """The source text's trainer: `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+    """The source text's trainer:
+    `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
 
-    def __init__(self, net: nn.Module, epochs: int, spec, verbose: bool = True, checkpoint_dir=None,
-                 execution: Execution | None = None):
+    def __init__(self, net: nn.Module, epochs: int, spec: UNetSpec, verbose: bool = True, checkpoint_dir=None,
+                 execution: Execution | None = None, optimizer: torch.optim.Optimizer | None = None):
         self.execution = (execution or default_execution("torch")).check("torch")
         self.device = torch.device(self.execution.device)
         self.memory_format = torch.channels_last if self.execution.mode == "channels_last" else torch.contiguous_format
         self.net, self.epochs, self.spec = net.to(self.device, memory_format=self.memory_format), epochs, spec
-        self.forward = torch.compile(net) if self.execution.mode == "compile" else net  # compiled on the first call
+        self.network = compiled(net, self.execution)  # torch.compile's graph is built on the first call
         self.autocast_dtype = AUTOCAST_DTYPES.get(self.execution.precision)  # None: float32 throughout
+        self.optimizer = optimizer or make_optimizer(net, spec)
         # fp16 gradients underflow without loss scaling; bf16 has float32's exponent range and needs none.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.execution.precision == "fp16")
-        self.optimizer = make_optimizer(net, spec)
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
@@ -79,50 +108,58 @@ class CarvanaClassifier:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """The net's output in float32; under mixed precision the convolutions run in bf16/fp16."""
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            return self.forward(images).float()
+            return self.network(images).float()
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
+        """zero_grad, forward, loss, backward, step: the graph is recorded anew on every call."""
         images, masks = self.to_device(images, masks)
         self.optimizer.zero_grad()
         logits = self.logits(images)
-        loss = bce_dice_loss(logits, masks)
-        self.scaler.scale(loss).backward()
+        batch_loss = bce_dice_loss(logits, masks)
+        self.scaler.scale(batch_loss).backward()
         self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 scaling is on
         self.scaler.update()
-        return loss.item(), dice_score(logits.detach(), masks, self.spec.threshold).item()  # .item() waits for the device
+        dice = dice_score(logits.detach(), masks, self.spec.threshold)
+        return batch_loss.item(), dice.item()  # .item() waits for the device
 
     def validate(self, valid_loader) -> dict:
         """Loss and thresholded Dice over the validation set, averaged per image."""
         self.net.eval()
-        losses, dices, counts = [], [], []
+        average = BatchAverage()
         with torch.no_grad():
             for images, masks in valid_loader:
                 images, masks = self.to_device(images, masks)
                 logits = self.logits(images)
-                losses.append(bce_dice_loss(logits, masks).item())
-                dices.append(dice_score(logits, masks, self.spec.threshold).item())
-                counts.append(len(images))
-        return {"val_loss": float(np.average(losses, weights=counts)), "val_dice": float(np.average(dices, weights=counts))}
+                average.add(len(images), val_loss=bce_dice_loss(logits, masks).item(),
+                            val_dice=dice_score(logits, masks, self.spec.threshold).item())
+        return average.result()
 
     def train(self, train_loader, valid_loader, epochs: int | None = None, callbacks=None) -> list[dict]:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
         log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose, seed=self.spec.seed)
-        resume(self.checkpoint_dir, self.net, self.optimizer, log)
+        saved = checkpointer(self.checkpoint_dir, self.net, self.optimizer)
+        saved.resume(log)
         for epoch in range(log.epochs_done + 1, epochs + 1):
             self.net.train()
             train_loader.sampler.set_epoch(epoch)
             log.begin_epoch(epoch)
             for batch_index, (images, masks) in enumerate(train_loader):
                 with log.timer.step(len(images)):
-                    loss, dice = self.train_step(images, masks)
-                log.end_batch(epoch, batch_index, len(images), loss=loss, dice=dice)
+                    batch_loss, dice = self.train_step(images, masks)
+                log.end_batch(epoch, batch_index, len(images), loss=batch_loss, dice=dice)
             log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
-            checkpoint(self.checkpoint_dir, epoch, self.net, self.optimizer, log)
+            saved.save(epoch, log)
         run = log.result()
         self.batch_losses, self.timing = run["batch_losses"], run["timing"]
         return run["history"]
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities (N, H_out, W_out) for canonical NHWC images."""
-        return sigmoid(forward(self.net, images)[..., 0])
+    @property
+    def traces(self) -> int:
+        """Graphs captured for the train step: none in eager mode (autograd records each call anew)."""
+        return traces(self.network, self.execution)
+
+
+# The task surface's train step and loop are the source text's trainer class (shared/trainer.py).
+make_train_step = partial(trainer.make_train_step, CarvanaClassifier)
+train = partial(trainer.train, CarvanaClassifier)

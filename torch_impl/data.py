@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shared.data.batches import batch_indices, epoch_order
+from shared.data.batches import batch_indices, ceil_div, epoch_order
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
@@ -42,7 +42,7 @@ class _SharedOrderSampler(Sampler):
         return iter(batch_indices(self.n, self.batch_size, self.seed, self.epoch, self.shuffle))
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return ceil_div(self.n, self.batch_size)
 
 
 def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> DataLoader:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from shared.errors import UserError
 from shared.execution import Execution
+from shared.tasks import TaskSpec
 
 
 def configure(threads: int, seed: int) -> None:
@@ -25,6 +27,28 @@ def configure_execution(execution: Execution) -> Execution:
         raise UserError("--device cuda: PyTorch sees no GPU here (torch.cuda.is_available() is False); "
                         "use --device cpu or auto")
     return execution.replace(device=device)
+
+
+def training_execution(execution: Execution, spec: TaskSpec) -> Execution:
+    """The execution a training run uses: on a GPU, cuDNN's fast convolutions take NHWC, so a convolutional
+    net trains channels_last there (PyTorch's default layout is NCHW)."""
+    if execution.device == "cuda" and spec.convolutional:
+        return execution.replace(mode="channels_last")
+    return execution
+
+
+def compiled(model: nn.Module, execution: Execution) -> nn.Module:
+    """The model as the step calls it: torch.compile's graph of it (built on the first call), or itself."""
+    return torch.compile(model) if execution.mode == "compile" else model
+
+
+def traces(model: nn.Module, execution: Execution) -> int:
+    """How many graphs torch.compile captured in this process (0 in eager mode: autograd records each call anew)."""
+    if execution.mode != "compile":
+        return 0
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def versions() -> dict:

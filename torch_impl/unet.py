@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.tasks import UNetSpec
 from shared.weights import unet_widths
 
 
@@ -80,6 +81,6 @@ class UNetPadded(UNet):
         super().__init__(base_filters, depth, padding=1, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
 
-def build(spec) -> UNet:
+def build(spec: UNetSpec) -> UNet:
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
     return variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from shared.atomic import atomic_path
-from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.checkpoint import Checkpointer
 from shared.weights import Weights
 
 # BatchNorm's step counter is a buffer of PyTorch only; the canonical layout does not keep it.
@@ -46,18 +46,10 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     optimizer.load_state_dict(torch.load(path.with_suffix(".pt"), weights_only=True))
 
 
-def checkpoint(checkpoint_dir, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
-    """After an epoch: model, optimizer state and the training log, so a killed run can continue (None: off)."""
-    save_checkpoint(checkpoint_dir, epoch, export_weights(model), partial(save_optimizer, optimizer), log.state())
-
-
-def resume(checkpoint_dir, model: nn.Module, optimizer: torch.optim.Optimizer, log) -> None:
-    """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
-    saved = load_checkpoint(checkpoint_dir)
-    if saved is not None:
-        load_weights(model, saved.weights)
-        load_optimizer(optimizer, saved.optimizer)
-        log.restore(saved.log)
+def checkpointer(checkpoint_dir, model: nn.Module, optimizer: torch.optim.Optimizer) -> Checkpointer:
+    """Saves and restores this model and optimizer after each epoch, so a killed run can continue (None: off)."""
+    return Checkpointer(checkpoint_dir, partial(export_weights, model), partial(save_optimizer, optimizer),
+                        partial(load_weights, model), partial(load_optimizer, optimizer))
 
 
 def count_parameters(model: nn.Module) -> int:

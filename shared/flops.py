@@ -1,0 +1,59 @@
+"""Analytic FLOP counts of a training step: convolutions and matrix products, per layer of each task's model
+(shared/registry.py names each task's count); the benchmark checks PyTorch's FlopCounterMode against them."""
+from __future__ import annotations
+
+from shared import weights
+from shared.tasks import CNNSpec, MLPSpec, UNetSpec
+
+
+def conv_flops(batch: int, c_in: int, c_out: int, kernel: int, height: int, width: int) -> int:
+    """A k x k convolution: one multiply and one add per weight per position. Pass the output size for a
+    convolution, the input size for a transposed one (that is where its kernel is applied)."""
+    return 2 * batch * c_in * c_out * kernel * kernel * height * width
+
+
+def linear_flops(batch: int, n_in: int, n_out: int) -> int:
+    return 2 * batch * n_in * n_out
+
+
+def training_flops(forward: list[int]) -> int:
+    """Forward, plus for each layer the weight gradient (as much as its forward) and the input gradient (the
+    same again), except for the first layer: its input, the data, needs no gradient. Counted: convolutions
+    and matrix products, as PyTorch's FlopCounterMode counts them (not BatchNorm, ReLU, pooling, the loss)."""
+    return 3 * sum(forward) - forward[0]
+
+
+def unet_forward_flops(spec: UNetSpec, batch: int) -> list[int]:
+    widths = weights.unet_widths(spec.base_filters, spec.depth)
+    shrink = 0 if spec.variant == "padded" else 2  # each valid 3x3 convolution loses 2 pixels
+    flops, sizes, size, c_in = [], [], spec.image_size, 3
+    for level, width in enumerate(widths, start=1):
+        for conv in (1, 2):
+            size -= shrink
+            flops.append(conv_flops(batch, c_in if conv == 1 else width, width, 3, size, size))
+        c_in = width
+        if level <= spec.depth:
+            sizes.append(size)
+            size //= 2
+    for level in range(spec.depth, 0, -1):
+        width = widths[level - 1]
+        flops.append(conv_flops(batch, widths[level], width, 2, size, size))  # the 2x2 stride-2 up-convolution
+        size *= 2
+        for conv in (1, 2):
+            size -= shrink
+            flops.append(conv_flops(batch, 2 * width if conv == 1 else width, width, 3, size, size))
+    flops.append(conv_flops(batch, widths[0], 1, 1, size, size))  # the 1x1 head
+    return flops
+
+
+def mlp_forward_flops(spec: MLPSpec, batch: int) -> list[int]:
+    sizes = spec.layer_sizes
+    return [linear_flops(batch, n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+
+
+def cnn_forward_flops(spec: CNNSpec, batch: int) -> list[int]:
+    c1, c2 = spec.channels
+    size = spec.image_size  # 'same' 5x5 convolutions, each followed by a 2x2 max-pool
+    return [conv_flops(batch, 1, c1, spec.kernel_size, size, size),
+            conv_flops(batch, c1, c2, spec.kernel_size, size // 2, size // 2),
+            linear_flops(batch, spec.flat_features, spec.hidden), linear_flops(batch, spec.hidden, spec.classes)]

@@ -1,0 +1,63 @@
+"""mlp and cnn on one side: the digits prepared once, the canonical initial weights probed, trained, evaluated."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shared import metrics
+from shared.data import mnist
+from shared.data.batches import LabelledImages
+from shared.execution import Execution
+from shared.surface import Loaders, Surface
+from shared.tasks import CNNSpec, MLPSpec
+from shared.weights import Weights, save_weights
+
+
+def prepare_mnist(spec: MLPSpec | CNNSpec, data_dir: Path | None, download: bool) -> dict:
+    """Resolve and validate the digits once, in the parent, before any side starts; the result (plain JSON)
+    tells each side where to load them from."""
+    if download:
+        data_dir = mnist.download_mnist()
+    loaded = mnist.load_mnist(data_dir, seed=spec.seed, sample_size=spec.sample_size)
+    return {"data_dir": None if data_dir is None else str(data_dir), "description": loaded.describe()}
+
+
+def digit_sets(spec: MLPSpec | CNNSpec, data: dict | None) -> tuple[LabelledImages, LabelledImages]:
+    """The training and test digits, normalised the same way for both sides (the spec's mean and std)."""
+    loaded = mnist.load_mnist((data or {}).get("data_dir"), seed=spec.seed, sample_size=spec.sample_size)
+    return (LabelledImages(mnist.normalize(loaded.train_images, spec.mean, spec.std), loaded.train_labels),
+            LabelledImages(mnist.normalize(loaded.test_images, spec.mean, spec.std), loaded.test_labels))
+
+
+def train_digits(spec: MLPSpec | CNNSpec, data: dict | None) -> tuple[LabelledImages, str]:
+    """What the benchmark's pipeline row loads: the training digits, and what an epoch of them is."""
+    train_set = digit_sets(spec, data)[0]
+    return train_set, f"{len(train_set)} in-memory digits"
+
+
+def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, out_dir: Path,
+                   data: dict | None = None, execution: Execution | None = None) -> tuple[dict, np.ndarray]:
+    """Load the canonical initial weights, probe them on the first test batch, train, evaluate, save."""
+    task, (train_set, test_set) = surface.task, digit_sets(spec, data)
+    model = task.build(spec)
+    task.load_weights(model, initial)
+    probe = task.forward(model, test_set.images[:spec.batch_size])
+    model = surface.training_model(spec, model, initial, execution)
+    loaders = Loaders(task.make_loader(train_set, spec.batch_size, spec.seed, True),
+                      task.make_loader(test_set, spec.batch_size, spec.seed, False))
+    run = task.train(model, spec, loaders, checkpoint_dir=out_dir / "checkpoint", execution=execution)
+    final = run["history"][-1]
+    predicted = task.predict(model, test_set.images)
+    checkpoint = save_weights(task.export_weights(model), out_dir / "checkpoint.safetensors")
+    result = {
+        "history": run["history"],
+        "batch_losses": run["batch_losses"],
+        "metrics": {"test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
+                    "final_train_loss": run["batch_losses"][-1], "parameters": task.count_parameters(model)},
+        "timing": run["timing"],
+        "traces": run["traces"],
+        "confusion_matrix": metrics.confusion_matrix(test_set.labels, predicted).tolist(),
+        "artifacts": {"checkpoint": str(checkpoint)},
+    }
+    return result, probe

@@ -1,0 +1,92 @@
+"""The one place where tasks differ: for each task, how its data is prepared, how it runs on a side, what its
+parity probe is, its canonical weight layout, its benchmark batch and FLOP count, and its report. Everything
+else (the harness, the workers, the benchmark, the reports) asks the task's entry here, never its name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from shared import flops, task_reports, weights
+from shared.harness import digits, lessons, unet
+from shared.init import init_weights
+from shared.report import TaskReport
+from shared.surface import Surface, open_surface
+from shared.tasks import TaskSpec
+from shared.tolerances import TOLERANCES
+from shared.weights import Weights
+
+
+def digits_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded batch of random digit images (N, H, W, 1) and class labels, the same on both sides."""
+    rng = np.random.default_rng([seed, batch_size])
+    images = rng.standard_normal((batch_size, spec.image_size, spec.image_size, 1)).astype(np.float32)
+    return images, rng.integers(0, 10, batch_size).astype(np.int64)
+
+
+def photos_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded batch of random photos (N, H, W, 3) and masks (N, H_out, W_out, 1): a blob per image, so
+    Dice is not degenerate."""
+    rng = np.random.default_rng([seed, batch_size])
+    images = rng.standard_normal((batch_size, spec.image_size, spec.image_size, 3)).astype(np.float32)
+    y, x = np.mgrid[:spec.output_size, :spec.output_size] / spec.output_size
+    centres = rng.uniform(0.3, 0.7, (batch_size, 2))
+    masks = ((y - centres[:, :1, None]) ** 2 + (x - centres[:, 1:, None]) ** 2 < 0.06).astype(np.float32)
+    return images, masks[..., None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one task is to the harness."""
+
+    name: str
+    probe: str  # what the parity probe array holds
+    run: Callable  # (surface, spec, initial, out_dir, data, execution) -> (result entry, probe)
+    report: Callable[[dict, Path], TaskReport]  # its plots and the report's task section
+    prepare_data: Callable | None = None  # (spec, data_dir, download) -> plain JSON for the sides; None: no data
+    layout: Callable[[TaskSpec], dict] | None = None  # canonical weight layout; None: a lesson, nothing trained
+    trainer: str | None = None  # the side module that trains it (train.py, classifier.py)
+    benchmark_batch: Callable | None = None  # (spec, batch_size, seed) -> (images, targets)
+    forward_flops: Callable | None = None  # (spec, batch) -> FLOPs of each layer's forward
+    train_set: Callable | None = None  # (spec, data) -> (training dataset, what an epoch is): the pipeline row
+    run_distributed: Callable | None = None  # data-parallel training (--nproc); None: one process only
+    agreement: Callable | None = None  # (surface, spec, data, weights path) -> masks, compared across the sides
+
+    @property
+    def trains(self) -> bool:
+        return self.trainer is not None
+
+    @property
+    def tolerance(self) -> float:
+        """The parity tolerance: max |tf - torch| of the probe arrays."""
+        return TOLERANCES[self.name]["parity"]
+
+    def initial_weights(self, spec: TaskSpec) -> Weights | None:
+        """The canonical starting point both sides load (None for a lesson)."""
+        return None if self.layout is None else init_weights(self.layout(spec), spec.seed)
+
+    def analytic_training_flops(self, spec: TaskSpec, batch: int) -> int:
+        return flops.training_flops(self.forward_flops(spec, batch))
+
+    def surface(self, side: str, spec: TaskSpec) -> Surface:
+        return open_surface(side, spec, self.trainer)
+
+
+CLASSIFIER_PROBE = "log-probabilities of the initial weights on the first test batch"
+REGISTRY: dict[str, Task] = {task.name: task for task in (
+    Task("neuron", "w, b and O at every gradient step", lessons.run_neuron, task_reports.neuron_report),
+    Task("autograd", "dz/dx", lessons.run_autograd, task_reports.autograd_report),
+    Task("mlp", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
+         weights.mlp_layout, "train", digits_batch, flops.mlp_forward_flops, digits.train_digits),
+    Task("cnn", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
+         weights.cnn_layout, "train", digits_batch, flops.cnn_forward_flops, digits.train_digits),
+    Task("unet", "logits of the initial weights on the first validation batch", unet.run_unet, task_reports.unet_report,
+         unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
+         unet.train_photos, unet.run_unet_distributed, unet.agreement_masks),
+)}
+
+
+def task_of(spec: TaskSpec) -> Task:
+    return REGISTRY[spec.name]

@@ -1,0 +1,116 @@
+"""One comparison run, orchestrated from the parent process: the output folder, the data checked once, each side
+in its worker process (skipping a side that finished before, for --resume), the parity and agreement of the two,
+then results.json, report.md and the console table."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+from shared import parity, report
+from shared.atomic import write_json
+from shared.environment import environment
+from shared.errors import UserError
+from shared.interrupted import write_partial_report
+from shared.registry import task_of
+from shared.tasks import TaskSpec
+from shared.workers import agree_side, job_spec, launch_worker, run_side
+
+
+def output_folder(out: Path | None, task: str, overwrite: bool) -> Path:
+    """--out, or runs/<task>-<timestamp>; a folder holding files only with --overwrite."""
+    out = out or Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.is_file():
+        raise UserError(f"{out}: --out is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def compare(spec: TaskSpec, sides: list[str], options) -> dict:
+    """A new run: options carries the command line (out, overwrite, data_dir, download, threads, nproc,
+    precision, device, in_process)."""
+    out = output_folder(options.out, spec.name, options.overwrite)
+    task = task_of(spec)
+    data = task.prepare_data(spec, options.data_dir, options.download) if task.prepare_data else None
+    threads = max(1, options.threads // options.nproc)  # the cores shared by the side's processes
+    job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out.resolve()),
+           "data": data, "sides": sides, "execution": {"precision": options.precision, "device": options.device},
+           "nproc": options.nproc}
+    for side in sides:  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
+        shutil.rmtree(out / side, ignore_errors=True)
+    return run_job(out, job, options.in_process)
+
+
+def resume(out: Path, in_process: bool) -> dict:
+    """Continue a run whose job.json is still there (it goes when the run completes), from each side's last
+    checkpoint; a side that had finished is not run again."""
+    if not (out / "job.json").is_file():
+        why = "the run had finished" if (out / "results.json").is_file() else "not a twinnets run folder"
+        raise UserError(f"{out}: nothing to resume ({why})")
+    job = json.loads((out / "job.json").read_text())
+    print(f"resuming {job['task']} in {out}", flush=True)
+    return run_job(out, job, in_process)
+
+
+def run_sides(out: Path, job: dict, job_path: Path, in_process: bool) -> None:
+    """Each side that has no result yet, in its own process (or this one, for debugging)."""
+    spec = job_spec(job)
+    if in_process:  # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process
+        for side in sorted(job["sides"], key=lambda s: s != "torch"):
+            task_of(spec).surface(side, spec)
+    for side in job["sides"]:
+        if (out / side / "result.json").is_file():
+            print(f"== {report.SIDE_NAMES[side]}: finished before ==", flush=True)
+            continue
+        print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
+        if in_process:
+            run_side(side, job)
+        else:
+            launch_worker(side, job_path, nproc=job.get("nproc", 1), threads=job["threads"])
+
+
+def agreement(out: Path, job: dict, job_path: Path, frameworks: dict, in_process: bool) -> dict:
+    """Both sides predict with the same (TensorFlow-trained) weights; their masks are compared pixel by pixel."""
+    job = {**job, "reference_weights": frameworks["tf"]["artifacts"]["checkpoint"]}
+    write_json(job_path, job)
+    print("== both sides predict with the same (TensorFlow-trained) weights ==", flush=True)
+    for side in job["sides"]:
+        agree_side(side, job) if in_process else launch_worker(side, job_path, "--agree")
+    return parity.mask_agreement(out, job["sides"], job_spec(job).threshold, reference="tf")
+
+
+def run_job(out: Path, job: dict, in_process: bool) -> dict:
+    """The sides, then the comparison and the reports; job.json goes last (its presence means: resumable)."""
+    spec, sides = job_spec(job), job["sides"]
+    task = task_of(spec)
+    job_path = write_json(out / "job.json", job)
+    started = time.perf_counter()
+    try:
+        run_sides(out, job, job_path, in_process)
+    except KeyboardInterrupt:
+        write_partial_report(out, job)
+        raise
+    frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in sides}
+    results = {
+        "task": spec.name,
+        "data": (job["data"] or {}).get("description", {"source": "none"}),
+        "config": {**spec.to_dict(), "frameworks": sides, "threads": job["threads"],
+                   "nproc": job.get("nproc", 1), **job.get("execution", {"precision": "fp32", "device": "cpu"})},
+        "environment": environment(job["threads"], in_process),
+        "parity": parity.run_parity(out, sides, task.tolerance, task.probe),
+        "frameworks": frameworks,
+    }
+    if task.agreement is not None and len(sides) == 2:
+        results["agreement"] = agreement(out, job, job_path, frameworks, in_process)
+    results["wall_s"] = time.perf_counter() - started
+    report.write_reports(out, results, task.report)
+    os.unlink(job_path)
+    print()
+    print(report.table(results))
+    print(f"\nwrote {out}/results.json, {out}/report.md and plots")
+    return results

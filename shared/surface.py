@@ -1,0 +1,176 @@
+"""What each side offers the harness, the benchmark and the tests, as typed protocols (a trained task; the neuron
+and autograd lessons; the runtime), and `open_surface`, which assembles one side's surface for one task from its
+modules. Nothing here imports a framework: the side's package is imported by name, when asked for."""
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from shared.execution import Execution
+from shared.tasks import TaskSpec
+from shared.weights import Weights
+
+SIDES = ("tf", "torch")
+PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
+
+
+class Loaders(NamedTuple):
+    """What a training loop reads: the training batches, and the set evaluated after every epoch (validation
+    photos for the U-Net, the test digits for mlp and cnn; None: no evaluation)."""
+
+    train: Any
+    valid: Any | None = None
+
+
+@runtime_checkable
+class TrainedTask(Protocol):
+    """A trained task (mlp, cnn, unet) on one side. Images are canonical NHWC float32 numpy; weights canonical."""
+
+    def build(self, spec: TaskSpec) -> Any:
+        """The framework's own model object, its weights created (the canonical ones are loaded next)."""
+
+    def load_weights(self, model: Any, canonical: Weights) -> None: ...
+
+    def export_weights(self, model: Any) -> Weights: ...
+
+    def count_parameters(self, model: Any) -> int: ...
+
+    def forward(self, model: Any, images: np.ndarray) -> np.ndarray:
+        """The model's output in evaluation mode, as numpy in the canonical layout."""
+
+    def gradients(self, model: Any, images: np.ndarray, targets: np.ndarray) -> tuple[float, Weights]:
+        """The loss of one batch in training mode, and d(loss)/d(parameter) by canonical name."""
+
+    def loss(self, outputs: Any, targets: Any, /) -> Any:
+        """The task's loss on framework tensors (NLL of log-probabilities; BCE + soft Dice of logits)."""
+
+    def to_tensors(self, images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple[Any, Any]:
+        """A numpy batch as the framework's tensors, in its layout, on the execution's device."""
+
+    def make_optimizer(self, model: Any, spec: TaskSpec) -> Any: ...
+
+    def make_train_step(self, model: Any, optimizer: Any, spec: TaskSpec,
+                        execution: Execution | None = None) -> Callable[[Any, Any], Any]:
+        """One optimisation step on a batch of tensors; returns the loss (float() of it waits for the device)."""
+
+    def make_loader(self, dataset: Any, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> Any:
+        """The framework's loader over a shared numpy dataset, in the batch order both sides share."""
+
+    def train(self, model: Any, spec: TaskSpec, loaders: Loaders, callbacks: list | None = None,
+              checkpoint_dir: Any = None, execution: Execution | None = None, verbose: bool = True) -> dict:
+        """The twinned training loop: returns history, batch_losses, timing and traces (graphs traced)."""
+
+    def predict(self, model: Any, images: np.ndarray) -> np.ndarray:
+        """Predicted classes (mlp, cnn) or mask probabilities (unet)."""
+
+
+@runtime_checkable
+class NeuronLesson(Protocol):
+    """One sigmoid neuron fitted by gradient descent."""
+
+    def build(self, spec: TaskSpec) -> Any: ...
+
+    def gradients(self, model: Any, phi: float, target: float) -> tuple[float, float]: ...
+
+    def train(self, spec: TaskSpec) -> dict: ...
+
+
+@runtime_checkable
+class AutogradLesson(Protocol):
+    """Tensors, automatic differentiation and the graph the framework builds."""
+
+    def lesson(self, spec: TaskSpec) -> dict: ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Threads, seeds, devices and versions of one side's process."""
+
+    def configure(self, threads: int, seed: int) -> None: ...
+
+    def configure_execution(self, execution: Execution) -> Execution: ...
+
+    def training_execution(self, execution: Execution, spec: TaskSpec) -> Execution: ...
+
+    def versions(self) -> dict: ...
+
+    def threads(self) -> int: ...
+
+
+TRAINED_TASK_FROM_WEIGHTS = ("load_weights", "export_weights", "count_parameters")
+TRAINED_TASK_FROM_TRAINER = ("forward", "gradients", "loss", "to_tensors", "make_optimizer", "make_train_step",
+                             "make_loader", "train", "predict")
+
+
+class ModuleTask:
+    """A trained task's surface made of a side's modules: the model's own module (mlp.py, cnn.py, unet.py) builds
+    it, weights.py converts its weights, and its trainer module (train.py or classifier.py) does the rest."""
+
+    def __init__(self, package: str, model_module: str, trainer_module: str):
+        model = importlib.import_module(f"{package}.{model_module}")
+        weights = importlib.import_module(f"{package}.weights")
+        trainer = importlib.import_module(f"{package}.{trainer_module}")
+        self.build = model.build
+        for name in TRAINED_TASK_FROM_WEIGHTS:
+            setattr(self, name, getattr(weights, name))
+        for name in TRAINED_TASK_FROM_TRAINER:
+            setattr(self, name, getattr(trainer, name))
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One side, opened for one task: `side` is its name ("tf" or "torch"), `task` what it does for the task."""
+
+    side: str
+    runtime: Runtime
+    task: TrainedTask | NeuronLesson | AutogradLesson
+
+    def training_model(self, spec: TaskSpec, model: Any, initial: Weights, execution: Execution | None) -> Any:
+        """The model to train: the probed float32 one, or under mixed precision the same weights in a model built
+        again (TensorFlow fixes a model's dtype policy when it builds it)."""
+        if execution is None or execution.precision == "fp32":
+            return model
+        self.runtime.configure_execution(execution)
+        model = self.task.build(spec)
+        self.task.load_weights(model, initial)
+        return model
+
+    def module(self, name: str) -> ModuleType:
+        """One of the side's modules by its twinned name (callbacks, benchmark, distributed)."""
+        return importlib.import_module(f"{PACKAGES[self.side]}.{name}")
+
+
+def open_surface(side: str, spec: TaskSpec, trainer: str | None) -> Surface:
+    """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), the
+    task's own module for a lesson."""
+    package = PACKAGES[side]
+    runtime = importlib.import_module(f"{package}.runtime")
+    task = (ModuleTask(package, spec.name, trainer) if trainer is not None
+            else importlib.import_module(f"{package}.{spec.name}"))
+    return Surface(side, runtime, task)
+
+
+def protocol_mismatches(implementation: object, protocol: type) -> list[str]:
+    """Where an implementation departs from a protocol: missing members, and members that cannot be called the
+    protocol's way (its parameters by name and in order, positional-only ones by position; further parameters
+    need defaults). A test holds each side to this, so the harness can call both the same way."""
+    problems = []
+    for name, member in inspect.getmembers(protocol, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        if not hasattr(implementation, name):
+            problems.append(f"{name}: missing")
+            continue
+        wanted = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
+        found = list(inspect.signature(getattr(implementation, name)).parameters.values())
+        named = [p.name if p.kind != p.POSITIONAL_ONLY else found[i].name if i < len(found) else p.name
+                 for i, p in enumerate(wanted)]
+        extra_without_default = [p.name for p in found[len(wanted):] if p.default is p.empty]
+        if [p.name for p in found[:len(wanted)]] != named or extra_without_default:
+            problems.append(f"{name}: parameters {[p.name for p in found]}, expected {[p.name for p in wanted]}")
+    return problems

@@ -1,0 +1,118 @@
+"""Each task's part of report.md: what its run shows (formatted from the run's own settings), its plots, and its
+section; shared/registry.py names each task's function."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from shared.report import (
+    SIDE_NAMES,
+    TaskReport,
+    plot_confusion,
+    plot_curves,
+    plot_graphs,
+    plot_losses,
+    plot_mask_grid,
+    plot_neuron_surface,
+)
+
+
+def neuron_report(results: dict, out: Path) -> TaskReport:
+    config = results["config"]
+    explanation = (
+        "One sigmoid neuron, O = sigmoid(phi*w + b), fitted to the target by plain gradient descent on "
+        "E = 1/2 (O - t)^2. Two unknowns and one equation: every (w, b) on the line phi*w + b = logit(t) is an "
+        f"exact solution, and descent stops on the one nearest its start. Both sides start from (w, b) = "
+        f"({config['w0']}, {config['b0']}) with step size {config['lr']}; the PyTorch side runs eagerly, the "
+        "TensorFlow step is one tf.function traced once.")
+    images = [plot_neuron_surface(results, out / "neuron_surface.png").name,
+              plot_losses(results, out / "loss.png", per_batch=False).name]
+    lines = ["| side | start w | start b | start O | end w | end b | end O | end E |", "|---" * 8 + "|"]
+    for side, result in results["frameworks"].items():
+        first, last = result["trajectory"][0], result["trajectory"][-1]
+        lines.append(f"| {SIDE_NAMES[side]} | {first['w']:.6f} | {first['b']:.6f} | {first['output']:.6f} | "
+                     f"{last['w']:.6f} | {last['b']:.6f} | {last['output']:.6f} | {last['error']:.3e} |")
+    logit = math.log(config["target"] / (1 - config["target"]))
+    lines += ["", f"Exact solutions: {config['phi']}*w + b = logit({config['target']}) = {logit:.6f}. "
+              "The TensorFlow step traced "
+              f"{results['frameworks'].get('tf', {}).get('traces', '-')} time(s) and was replayed as a graph."]
+    return TaskReport(explanation, images, "\n".join(lines))
+
+
+def autograd_report(results: dict, out: Path) -> TaskReport:
+    config = results["config"]
+    x, shape = config["x_value"], "x".join(map(str, config["shape"]))
+    explanation = (
+        f"Tensors and automatic differentiation. z = 2x^2 + 5x at x = {x:g}*ones({shape}); backpropagating ones "
+        f"gives dz/dx = 4x + 5 = {4 * x + 5:g} on both sides. PyTorch records the graph while the code runs "
+        "(dynamic); TensorFlow traces a tf.function into a graph once per input signature and replays it (static).")
+    lines = []
+    for side, result in results["frameworks"].items():
+        lines += [f"## {SIDE_NAMES[side]}", "", "Tensor basics:", "", "```"]
+        lines += [f"{k}: {v}" for k, v in result["basics"].items()]
+        lines += ["```", "", f"dz/dx = {result['grad']} (expected 4x + 5 = {4 * x + 5:g})", "",
+                  f"gradient of the non-trainable tensor: {result['constant']['grad']}", "",
+                  f"graphs built for {result['tracing']['calls']} calls: {result['tracing']['graphs_built']} "
+                  f"(traces: {result['tracing']['traces']})", "", "The graph of z:", "", "```", result["graph"], "```",
+                  "", "Data-dependent control flow:", "", "```", result["control_flow"]["graph"], "```", ""]
+        lines += [f"- {note}" for note in result["notes"]]
+        lines.append("")
+    return TaskReport(explanation, [plot_graphs(results, out / "graphs.png").name], "\n".join(lines))
+
+
+def classifier_report(results: dict, out: Path) -> TaskReport:
+    config = results["config"]
+    model = ("The " + "-".join(map(str, config["layer_sizes"])) + " classifier (ReLU, log_softmax + NLL loss"
+             if "layer_sizes" in config else
+             f"A small CNN (conv {config['kernel_size']}x{config['kernel_size']} {config['channels'][0]}, pool, "
+             f"conv {config['channels'][1]}, pool, fc {config['hidden']}, fc {config['classes']}, log_softmax + NLL")
+    explanation = (
+        f"{model}; SGD lr {config['lr']} momentum {config['momentum']}, batch {config['batch_size']}, "
+        f"{config['epochs']} epochs). Both sides load the same canonical initial weights and see the same batches "
+        "in the same order, so their per-batch loss curves lie on top of each other until float rounding makes "
+        "them drift apart."
+        + (" Keras' first Dense after Flatten gets its rows permuted: Flatten on NHWC orders features (H, W, C) "
+           "where PyTorch's order is (C, H, W)." if "channels" in config else ""))
+    images = [plot_losses(results, out / "loss.png").name, plot_confusion(results, out / "confusion.png").name]
+    lines = ["Per-epoch test accuracy:", "", "| epoch | " + " | ".join(SIDE_NAMES[s] for s in results["frameworks"])
+             + " |", "|---" * (len(results["frameworks"]) + 1) + "|"]
+    histories = [r["history"] for r in results["frameworks"].values()]
+    for row in zip(*histories):
+        lines.append(f"| {row[0]['epoch']} | " + " | ".join(f"{h['test_accuracy']:.4f}" for h in row) + " |")
+    note = results.get("data", {}).get("note")
+    if note:
+        lines += ["", f"Data note: {note}."]
+    tf_result = results["frameworks"].get("tf")
+    if tf_result and tf_result.get("traces") is not None:
+        lines += ["", f"The TensorFlow train step traced {tf_result['traces']} time(s) for all its batches."]
+    return TaskReport(explanation, images, "\n".join(lines))
+
+
+def unet_report(results: dict, out: Path) -> TaskReport:
+    config, data = results["config"], results.get("data", {})
+    momentum = f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else ""
+    explanation = (
+        f"A U-Net learns the car mask of each photo (BCE + soft Dice loss; Dice of the {config['threshold']}-"
+        "thresholded prediction as the metric). Both sides start from the same canonical weights and see the same "
+        "augmented batches in the same order; the TensorFlow step is one traced tf.function, the PyTorch step "
+        "the eager loop. Each side writes TensorBoard logs, its model in its own format and the canonical "
+        "safetensors, and a Kaggle run-length submission (submit.csv.gz) for the test photos.")
+    images = [plot_curves(results, out / "curves.png").name, plot_mask_grid(results, out, out / "masks.png").name]
+    lines = [f"Model: the {config['variant']} U-Net, base width {config['base_filters']}, input "
+             f"{config['image_size']}x{config['image_size']}; {data.get('train')} training and {data.get('valid')} "
+             f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
+             f"Optimiser {config['optimizer']} lr {config['lr']}{momentum}, batch {config['batch_size']}, "
+             f"{config['epochs']} epochs. Full size is one flag away: `--full-size` "
+             "(the paper's width 64 and 1024x1024 inputs; the 572 tile for --variant original)."]
+    agreement = results.get("agreement")
+    if agreement:
+        lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "
+                      f"**{100 * agreement['same_weights']:.3f}%** of {agreement['pixels']:,} validation pixels. "
+                      f"Each side's own trained model: {100 * agreement['own_weights_preview']:.2f}% on the preview "
+                      "photos (their weights drift apart during training through float rounding)."]
+    for side, result in results["frameworks"].items():
+        submission = result.get("artifacts", {}).get("submission")
+        if submission:
+            lines.append(f"- {SIDE_NAMES[side]} submission: `{submission}`; TensorBoard logs: "
+                         f"`{result['artifacts'].get('tensorboard')}`")
+    return TaskReport(explanation, images, "\n".join(lines))
