@@ -10,9 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from shared import benchmark, benchmark_run, run
+from shared import benchmark, benchmark_run, run, seeds
 from shared.benchmark_report import ParityFailed
+from shared.benchmark_run import check_benchmark_args, comma_list
 from shared.distributed import check_divisible
+from shared.drift import CONTROLS
 from shared.errors import UserError
 from shared.execution import DEVICES, MODES, PRECISIONS
 from shared.registry import REGISTRY
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--precision", choices=PRECISIONS, default="fp32",
         help="training precision of mlp, cnn, unet: bf16/fp16 mixed (float32 weights); fp16 with loss scaling, on "
              "cuda only")
+    add("--control", choices=CONTROLS, default="ulp",
+        help="mlp, cnn, unet: each side also trains a control run, from initial weights moved by 1 ulp (ulp) or "
+             "with 1 thread (threads), to measure its own rounding noise; none: no control")
+    add("--seeds", help="repeat the whole comparison for these seeds (0,1,2) or the first N (5: seeds 0..4)")
     bench = parser.add_argument_group("benchmark (--benchmark)").add_argument
     bench("--benchmark", action="store_true",
           help="time the train step of mlp, cnn or unet on both sides instead of training")
@@ -76,22 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench("--precisions", default="fp32,bf16", help=f"comma-separated: {', '.join(PRECISIONS)}")
     bench("--all-combinations", action="store_true",
           help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")
+    add("--diagnose", type=int, metavar="K",
+        help="mlp, cnn, unet: run the first K training steps on both sides from the same weights and batches and "
+             "find where the twins part: every layer's outputs, gradients, updated weights and optimizer state")
     add("--in-process", action="store_true", help="run both sides in this process (for debugging)")
     add("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     add("--resume", type=Path, metavar="RUN_DIR", help="continue a killed run from its last checkpoints, with its "
                                                        "own settings")
     return parser
-
-
-def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
-    try:
-        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
-    if not values or any(choices is not None and value not in choices for value in values):
-        raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
-                                                else "expected a comma-separated list"))
-    return list(dict.fromkeys(values))
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | None, list[str]]:
@@ -116,6 +114,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.benchmark:
         check_benchmark_args(args, spec, task.trains)
+    if args.seeds is not None and (args.benchmark or args.diagnose is not None or args.seed is not None):
+        raise UserError("--seeds repeats a training comparison: leave out --seed, --benchmark and --diagnose")
+    if args.diagnose is not None and (not task.trains or args.diagnose < 1 or len(sides) != 2):
+        raise UserError(f"--diagnose K needs K >= 1, both sides and a trained task (mlp, cnn, unet), got "
+                        f"--diagnose {args.diagnose} for {args.task!r} on {','.join(sides)}")
     if args.nproc < 1:
         raise UserError(f"--nproc must be positive, got {args.nproc}")
     if args.nproc > 1:
@@ -133,27 +136,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     return args, spec, sides
 
 
-def check_benchmark_args(args: argparse.Namespace, spec: TaskSpec, trains: bool) -> None:
-    """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
-    if not trains:
-        raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
-    for flag, least in (("warmup", 0), ("steps", 1), ("repeat", 1)):
-        if getattr(args, flag) < least:
-            raise UserError(f"--{flag} must be {'0 or more' if least == 0 else 'positive'}, got {getattr(args, flag)}")
-    batch_sizes = comma_list(args.batch_sizes, "--batch-sizes", convert=int) if args.batch_sizes else [spec.batch_size]
-    if min(batch_sizes) <= 0:
-        raise UserError(f"--batch-sizes must be positive, got {args.batch_sizes}")
-    # "eager" picks eager on both sides; "tf:function" only on one.
-    every_mode = sorted({mode for modes in MODES.values() for mode in modes})
-    every_mode += [f"{side}:{mode}" for side, modes in MODES.items() for mode in modes]
-    chosen = every_mode if args.modes == "all" else comma_list(args.modes, "--modes", every_mode)
-    args.bench_batch_sizes = batch_sizes
-    args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in SIDES}
-    args.bench_precisions = comma_list(args.precisions, "--precisions", PRECISIONS)
-    if "fp16" in args.bench_precisions and args.device != "cuda":
-        raise UserError("--precisions fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -166,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         args, spec, sides = parse_args(argv)
         if args.resume is not None:
             run.resume(args.resume, args.in_process)
+        elif args.diagnose is not None:
+            from shared import diagnose
+
+            diagnose.run_diagnose(spec, sides, args)
         elif args.benchmark:
             benchmark_run.run_benchmark(spec, sides, args)
+        elif args.seeds is not None:
+            seeds.run_seeds(spec, sides, args, seeds.parse_seeds(args.seeds))
         else:
             run.compare(spec, sides, args)
     except UserError as error:

@@ -12,11 +12,45 @@ from shared import benchmark, benchmark_report, parity
 from shared.atomic import write_json
 from shared.environment import benchmark_environment
 from shared.errors import UserError
+from shared.execution import MODES, PRECISIONS
 from shared.registry import task_of
 from shared.report import SIDE_NAMES
 from shared.run import output_folder
+from shared.surface import SIDES
 from shared.tasks import TaskSpec
 from shared.workers import launch_worker
+
+
+def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
+    try:
+        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
+    if not values or any(choices is not None and value not in choices for value in values):
+        raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
+                                                else "expected a comma-separated list"))
+    return list(dict.fromkeys(values))
+
+
+def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
+    """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
+    if not trains:
+        raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
+    for flag, least in (("warmup", 0), ("steps", 1), ("repeat", 1)):
+        if getattr(args, flag) < least:
+            raise UserError(f"--{flag} must be {'0 or more' if least == 0 else 'positive'}, got {getattr(args, flag)}")
+    batch_sizes = comma_list(args.batch_sizes, "--batch-sizes", convert=int) if args.batch_sizes else [spec.batch_size]
+    if min(batch_sizes) <= 0:
+        raise UserError(f"--batch-sizes must be positive, got {args.batch_sizes}")
+    # "eager" picks eager on both sides; "tf:function" only on one.
+    every_mode = sorted({mode for modes in MODES.values() for mode in modes})
+    every_mode += [f"{side}:{mode}" for side, modes in MODES.items() for mode in modes]
+    chosen = every_mode if args.modes == "all" else comma_list(args.modes, "--modes", every_mode)
+    args.bench_batch_sizes = batch_sizes
+    args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in SIDES}
+    args.bench_precisions = comma_list(args.precisions, "--precisions", PRECISIONS)
+    if "fp16" in args.bench_precisions and args.device != "cuda":
+        raise UserError("--precisions fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
 
 
 class RowRunner:

@@ -206,6 +206,10 @@ def summary_rows(results: dict) -> list[tuple[str, list]]:
             if key not in labels:
                 labels.append(key)
     rows = [(label, [frameworks[s].get("metrics", {}).get(label) for s in sides]) for label in labels]
+    controls = results.get("controls", {})
+    if controls and labels:  # the headline metric of each side's control run, right under the side's own
+        rows.insert(1, (f"{labels[0]} (control)", [controls.get(s, {}).get("metrics", {}).get(labels[0])
+                                                    for s in sides]))
     for key, label in (("first_step_s", "first step s (trace/compile)"), ("step_s_median", "step s (median)"),
                        ("samples_per_s", "samples/s"), ("train_s", "train s")):
         values = [frameworks[s].get("timing", {}).get(key) for s in sides]
@@ -231,6 +235,8 @@ def table(results: dict) -> str:
     agreement = results.get("agreement")
     if agreement:
         lines.append(f"mask agreement with the same weights: {100 * agreement['same_weights']:.3f}% of pixels")
+    if "drift" in results:
+        lines.append("equal up to rounding? " + results["drift"]["verdict"]["sentence"])
     return "\n".join(lines)
 
 
@@ -239,6 +245,27 @@ def markdown_table(results: dict) -> str:
     lines = ["| | " + " | ".join(SIDE_NAMES[s] for s in sides) + " |", "|---" * (len(sides) + 1) + "|"]
     for label, values in summary_rows(results):
         lines.append(f"| {label} | " + " | ".join(_format(v) for v in values) + " |")
+    return "\n".join(lines)
+
+
+def drift_section(results: dict) -> str:
+    """Are the two frameworks equal? The verdict, and how drift.png reads."""
+    drift = results["drift"]
+    control = {"ulp": "its initial weights moved by one unit in the last place (np.nextafter toward +inf)",
+               "threads": "one thread instead of the run's (only the summation order changes)"}.get(drift["control"])
+    lines = ["## Equal up to rounding?", "", f"**{drift['verdict']['sentence']}**", ""]
+    if control:
+        lines += [f"Each side also trained a control: the same run with {control}. The control measures how far a "
+                  "framework drifts from itself through rounding alone; the two frameworks' drift is judged against "
+                  f"it ({drift['verdict'].get('statistics', '')}).", ""]
+    lines += ["![drift.png](drift.png)", "",
+              "drift.png: left, the relative difference of the batch losses of each pair of runs, step by step; "
+              "right, the relative L2 distance of the whole weight vector (after every one of the first "
+              f"{drift['first_steps']} steps, then after every epoch), with the divergence horizon dotted. Where "
+              "the black curve (TensorFlow vs PyTorch) runs among the coloured ones (each framework vs its control), "
+              "the frameworks differ by no more than rounding."
+              + ("" if drift.get("exact", True) else " Weight distances of this large net are estimated from a "
+                 "count sketch of 65,536 buckets (relative error about 0.6%).")]
     return "\n".join(lines)
 
 
@@ -262,6 +289,8 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
     if parity.get("max_abs_diff") is not None:
         parts += [f"Parity: max |tf - torch| = {parity['max_abs_diff']:.3e}, tolerance {parity['tolerance']:.0e}: "
                   f"**{'passed' if parity['passed'] else 'FAILED'}** ({parity.get('what', '')}).", ""]
+    if "drift" in results:
+        parts += [drift_section(results), ""]
     if extra:
         parts += [extra, ""]
     parts += [f"![{name}]({name})" for name in images]

@@ -10,14 +10,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from shared import parity, report
+from shared import drift, parity, report
 from shared.atomic import write_json
 from shared.environment import environment
 from shared.errors import UserError
 from shared.interrupted import write_partial_report
 from shared.registry import task_of
 from shared.tasks import TaskSpec
-from shared.workers import agree_side, job_spec, launch_worker, run_side
+from shared.workers import agree_side, job_spec, launch_worker, run_side, side_of
 
 
 def output_folder(out: Path | None, task: str, overwrite: bool) -> Path:
@@ -38,11 +38,14 @@ def compare(spec: TaskSpec, sides: list[str], options) -> dict:
     task = task_of(spec)
     data = task.prepare_data(spec, options.data_dir, options.download) if task.prepare_data else None
     threads = max(1, options.threads // options.nproc)  # the cores shared by the side's processes
+    # A control sets the two sides' drift against each one's own: it needs both sides, a trained task and the
+    # one-process loop (its per-step weights).
+    control = options.control if task.trains and options.nproc == 1 and len(sides) == 2 else "none"
     job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out.resolve()),
            "data": data, "sides": sides, "execution": {"precision": options.precision, "device": options.device},
-           "nproc": options.nproc}
-    for side in sides:  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
-        shutil.rmtree(out / side, ignore_errors=True)
+           "nproc": options.nproc, "control": control}
+    for run in runs_of(job):  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
+        shutil.rmtree(out / run, ignore_errors=True)
     return run_job(out, job, options.in_process)
 
 
@@ -57,21 +60,36 @@ def resume(out: Path, in_process: bool) -> dict:
     return run_job(out, job, in_process)
 
 
+def runs_of(job: dict) -> list[str]:
+    """The sides, then each side's control run unless --control none."""
+    controls = [] if job.get("control", "none") == "none" else [f"{side}-control" for side in job["sides"]]
+    return [*job["sides"], *controls]
+
+
+def run_title(run: str, control: str) -> str:
+    side, is_control = report.SIDE_NAMES[side_of(run)], run.endswith("-control")
+    return f"{side} control ({CONTROL_TITLES[control]})" if is_control else side
+
+
+CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
+
+
 def run_sides(out: Path, job: dict, job_path: Path, in_process: bool) -> None:
-    """Each side that has no result yet, in its own process (or this one, for debugging)."""
+    """Each run that has no result yet, in its own process (or this one, for debugging)."""
     spec = job_spec(job)
     if in_process:  # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process
         for side in sorted(job["sides"], key=lambda s: s != "torch"):
             task_of(spec).surface(side, spec)
-    for side in job["sides"]:
-        if (out / side / "result.json").is_file():
-            print(f"== {report.SIDE_NAMES[side]}: finished before ==", flush=True)
+    for run in runs_of(job):
+        title = run_title(run, job.get("control", "none"))
+        if (out / run / "result.json").is_file():
+            print(f"== {title}: finished before ==", flush=True)
             continue
-        print(f"== {report.SIDE_NAMES[side]} ==", flush=True)
+        print(f"== {title} ==", flush=True)
         if in_process:
-            run_side(side, job)
+            run_side(run, job)
         else:
-            launch_worker(side, job_path, nproc=job.get("nproc", 1), threads=job["threads"])
+            launch_worker(run, job_path, nproc=job.get("nproc", 1), threads=job["threads"])
 
 
 def agreement(out: Path, job: dict, job_path: Path, frameworks: dict, in_process: bool) -> dict:
@@ -82,6 +100,17 @@ def agreement(out: Path, job: dict, job_path: Path, frameworks: dict, in_process
     for side in job["sides"]:
         agree_side(side, job) if in_process else launch_worker(side, job_path, "--agree")
     return parity.mask_agreement(out, job["sides"], job_spec(job).threshold, reference="tf")
+
+
+def drift_of(out: Path, job: dict, frameworks: dict, controls: dict) -> dict:
+    """The three pairs' drift (TensorFlow-PyTorch and each side against its control) and the verdict."""
+    recorded = {side: drift.load_run(out / side, result["batch_losses"]) for side, result in frameworks.items()}
+    recorded.update({f"{side}-control": drift.load_run(out / f"{side}-control", result["batch_losses"])
+                     for side, result in controls.items()})
+    measured = drift.measure({run: found for run, found in recorded.items() if found is not None})
+    measured["control"] = job.get("control", "none")
+    measured["exact"] = all(found["exact"] for found in recorded.values() if found is not None)
+    return measured
 
 
 def run_job(out: Path, job: dict, in_process: bool) -> dict:
@@ -105,9 +134,17 @@ def run_job(out: Path, job: dict, in_process: bool) -> dict:
         "parity": parity.run_parity(out, sides, task.tolerance, task.probe),
         "frameworks": frameworks,
     }
+    controls = {side_of(run): json.loads((out / run / "result.json").read_text())
+                for run in runs_of(job) if run.endswith("-control")}
+    if controls:
+        results["controls"] = controls
+    if len(sides) == 2 and all((out / side / "drift.npz").is_file() for side in sides):  # not data-parallel
+        results["drift"] = drift_of(out, job, frameworks, controls)
     if task.agreement is not None and len(sides) == 2:
         results["agreement"] = agreement(out, job, job_path, frameworks, in_process)
     results["wall_s"] = time.perf_counter() - started
+    if "drift" in results:
+        drift.plot_drift(results["drift"], out / "drift.png", job["control"])
     report.write_reports(out, results, task.report)
     os.unlink(job_path)
     print()

@@ -15,6 +15,7 @@ import numpy as np
 from shared import distributed, launch
 from shared.atomic import write_json
 from shared.benchmark import Row, run_row
+from shared.drift import perturb_ulp
 from shared.errors import UserError
 from shared.execution import default_execution
 from shared.registry import task_of
@@ -22,7 +23,7 @@ from shared.report import SIDE_NAMES
 from shared.tasks import TaskSpec, make_spec
 
 COMPARE = Path(__file__).resolve().parent.parent / "compare.py"
-WORKER_MODES = ("--worker", "--agree", "--bench")
+WORKER_MODES = ("--worker", "--agree", "--bench", "--diagnose")
 
 
 class SideFailed(Exception):
@@ -33,14 +34,21 @@ def job_spec(job: dict) -> TaskSpec:
     return make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
 
 
-def run_side(side: str, job: dict) -> dict | None:
-    """Train (or run the lesson) on one side in this process; writes <out>/<side>/result.json and probe.npy."""
-    spec = job_spec(job)
+def side_of(run: str) -> str:
+    """The side a run belongs to: "tf" and "tf-control" are TensorFlow's."""
+    return run.split("-")[0]
+
+
+def run_side(run: str, job: dict) -> dict | None:
+    """Train (or run the lesson) for one run in this process: a side ("tf", "torch") or its control
+    ("tf-control": the same run from initial weights moved by one ulp, or with one thread, as job["control"]
+    says); writes <out>/<run>/result.json and probe.npy."""
+    spec, side, control = job_spec(job), side_of(run), run.endswith("-control")
     task = task_of(spec)
     surface = task.surface(side, spec)
-    out = Path(job["out"]) / side
+    out = Path(job["out"]) / run
     out.mkdir(parents=True, exist_ok=True)
-    surface.runtime.configure(job["threads"], spec.seed)
+    surface.runtime.configure(1 if control and job["control"] == "threads" else job["threads"], spec.seed)
     if distributed.world_size() > 1:  # started by torchrun, or as one of several TF_CONFIG workers
         return run_side_distributed(surface, job, spec, out)
     requested = default_execution(side, **job.get("execution", {}))
@@ -48,7 +56,12 @@ def run_side(side: str, job: dict) -> dict | None:
     execution = surface.runtime.configure_execution(requested.replace(precision="fp32")).replace(
         precision=requested.precision)
     execution = surface.runtime.training_execution(execution, spec)
-    result, probe = task.run(surface, spec, task.initial_weights(spec), out, job.get("data"), execution)
+    initial = task.initial_weights(spec)
+    if control:
+        initial = perturb_ulp(initial) if job["control"] == "ulp" else initial
+        result, probe = task.run(surface, spec, initial, out, job.get("data"), execution, control=True)
+    else:
+        result, probe = task.run(surface, spec, initial, out, job.get("data"), execution)
     result.update(execution=execution.to_dict(), threads=surface.runtime.threads(),
                   versions=surface.runtime.versions())
     return write_side_result(out, result, probe)
@@ -109,6 +122,13 @@ def bench_side(side: str, job: dict) -> None:
     write_json(Path(job["out"]) / f"{row.name}.json", result)
 
 
+def diagnose_side(side: str, job: dict) -> None:
+    """The first K training steps of one side, every layer's numbers recorded (shared/diagnose.py)."""
+    from shared import diagnose  # imports this module: loaded only in a --diagnose worker
+
+    diagnose.diagnose_side(side, job)
+
+
 def keep_tensorflow_out() -> None:
     """TensorBoard's writer imports TensorFlow when it finds it; its own marker module says "no TensorFlow here".
     Set only in a PyTorch worker process: fair timing, clean memory, and the import boundary kept at run time
@@ -116,13 +136,16 @@ def keep_tensorflow_out() -> None:
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
-def worker_main(mode: str, side: str, job_path: str) -> int:
+WORKERS = {"--worker": run_side, "--agree": agree_side, "--bench": bench_side, "--diagnose": diagnose_side}
+
+
+def worker_main(mode: str, run: str, job_path: str) -> int:
     """A worker process's whole life: read the job, run it, say in one line what went wrong if anything did."""
     job = json.loads(Path(job_path).read_text())
-    if side == "torch":
+    if side_of(run) == "torch":
         keep_tensorflow_out()
     try:
-        {"--agree": agree_side, "--bench": bench_side, "--worker": run_side}[mode](side, job)
+        WORKERS[mode](run, job)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
@@ -134,10 +157,12 @@ def worker_main(mode: str, side: str, job_path: str) -> int:
     return 0
 
 
-def launch_worker(side: str, job_path: Path, mode: str = "--worker", nproc: int = 1, threads: int = 1) -> None:
-    """A fresh Python process for the side; with nproc > 1, the side's own launcher: torchrun for PyTorch, N
-    workers with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3) ends this run too."""
-    script = [str(COMPARE), mode, side, str(job_path)]
+def launch_worker(run: str, job_path: Path, mode: str = "--worker", nproc: int = 1, threads: int = 1) -> None:
+    """A fresh Python process for the run (a side or its control); with nproc > 1, the side's own launcher:
+    torchrun for PyTorch, N workers with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3)
+    ends this run too."""
+    side = side_of(run)
+    script = [str(COMPARE), mode, run, str(job_path)]
     if nproc > 1:
         launcher = launch.launch_torch if side == "torch" else launch.launch_tf
         launched = launcher(nproc, script, threads=threads, stream=True)

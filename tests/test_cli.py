@@ -88,8 +88,8 @@ def write_fake_mnist(folder: Path, n_train: int = 400, n_test: int = 100, seed: 
 # run two at a time (this machine has two cores) while the tests wait on the one they read.
 RUNS = {
     "mlp_digits": ("--task", "mlp", "--epochs", "1", "--sample-size", "400"),
-    "mlp_idx": ("--task", "mlp", "--data-dir", "{mnist}", "--epochs", "1"),
-    "mlp_bf16": ("--task", "mlp", "--epochs", "1", "--sample-size", "400", "--precision", "bf16"),
+    "mlp_idx": ("--task", "mlp", "--data-dir", "{mnist}", "--epochs", "1", "--control", "none"),
+    "mlp_bf16": ("--task", "mlp", "--epochs", "1", "--sample-size", "400", "--precision", "bf16", "--control", "none"),
     "neuron": ("--task", "neuron"),
     "autograd": ("--task", "autograd"),
     "in_process": ("--task", "neuron", "--in-process", "--epochs", "50"),
@@ -253,6 +253,29 @@ def test_mlp_tiny_run_on_embedded_digits(runs):
     losses = [results["frameworks"][s]["batch_losses"] for s in ("tf", "torch")]
     assert len(losses[0]) == len(losses[1]) == 2
     np.testing.assert_allclose(losses[0], losses[1], rtol=TOLERANCES["mlp"]["trained_loss"])
+
+
+def test_each_side_trains_a_control_and_the_drift_gets_a_verdict(runs):
+    """The default control: each side again from initial weights 1 ulp away; three pairs of drift curves, the
+    verdict in results.json, the console and report.md, and drift.png."""
+    results = runs["mlp_digits"]
+    drift = results["drift"]
+    assert drift["control"] == "ulp" and set(results["controls"]) == {"tf", "torch"}
+    assert set(drift["pairs"]) == {"tf-torch", "tf-control", "torch-control"}
+    for pair, found in drift["pairs"].items():
+        assert found["weight_steps"] == [0, 1, 2] and len(found["loss"]) == 2, pair
+    assert drift["pairs"]["tf-torch"]["weights"][0] == 0.0  # the same canonical initial weights on both sides
+    for pair in ("tf-control", "torch-control"):  # one ulp is 2^-23 to 2^-24 of each value
+        assert 2e-8 < drift["pairs"][pair]["weights"][0] < 3e-7, drift["pairs"][pair]["weights"]
+    assert isinstance(drift["verdict"]["within_noise"], bool) and drift["verdict"]["steps_compared"] == 2
+    for side in ("tf", "torch"):
+        assert 0.0 <= results["controls"][side]["metrics"]["test_accuracy"] <= 1.0
+        assert len(results["controls"][side]["batch_losses"]) == 2
+    out = Path(results["_out"])
+    assert_png(out / "drift.png")
+    report = (out / "report.md").read_text()
+    assert "## Equal up to rounding?" in report and drift["verdict"]["sentence"] in report
+    assert "equal up to rounding? " + drift["verdict"]["sentence"] in results["_stdout"]
 
 
 def test_mlp_trains_in_bf16_mixed_precision_on_both_sides(runs):

@@ -78,7 +78,8 @@ def runs(tmp_path_factory):
     cache = base / "cache"
     jobs = {
         "full": (*TINY, "--out", str(base / "full"), "--data-dir", str(data)),
-        "no-validation": (*TINY, "--validation-size", "0", "--out", str(base / "noval"), "--data-dir", str(data)),
+        "no-validation": (*TINY, "--validation-size", "0", "--control", "none", "--out", str(base / "noval"),
+                          "--data-dir", str(data)),
         "data-parallel": (*TINY, "--nproc", "2", "--out", str(base / "dp"), "--data-dir", str(data)),
     }
     named = {}
@@ -122,6 +123,15 @@ def test_full_run_results(runs):
     # Same weights, same batches, one epoch: the two sides' losses agree closely.
     tf_loss, torch_loss = (results["frameworks"][s]["metrics"]["train_loss"] for s in ("tf", "torch"))
     assert abs(tf_loss - torch_loss) <= 1e-3 * abs(torch_loss), (tf_loss, torch_loss)
+    # Each side's control trained the same epoch from weights 1 ulp away, and wrote nothing but its numbers.
+    steps = len(results["frameworks"]["tf"]["batch_losses"])
+    for side in ("tf", "torch"):
+        control = results["controls"][side]
+        assert 0.0 <= control["metrics"]["val_dice"] <= 1.0 and len(control["batch_losses"]) == steps
+        assert not (runs["base"] / "full" / f"{side}-control" / "submit.csv.gz").exists()
+        assert not (runs["base"] / "full" / f"{side}-control" / "tensorboard").exists()
+    assert set(results["drift"]["pairs"]) == {"tf-torch", "tf-control", "torch-control"}
+    assert results["drift"]["pairs"]["tf-torch"]["weight_steps"] == list(range(steps + 1))
 
 
 def test_full_run_writes_submissions_tensorboard_and_report(runs):

@@ -8,6 +8,7 @@ import numpy as np
 from shared import metrics
 from shared.data import mnist
 from shared.data.batches import LabelledImages
+from shared.drift import DriftRecorder
 from shared.execution import Execution
 from shared.surface import Loaders, Surface
 from shared.tasks import CNNSpec, MLPSpec
@@ -37,8 +38,10 @@ def train_digits(spec: MLPSpec | CNNSpec, data: dict | None) -> tuple[LabelledIm
 
 
 def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, out_dir: Path,
-                   data: dict | None = None, execution: Execution | None = None) -> tuple[dict, np.ndarray]:
-    """Load the canonical initial weights, probe them on the first test batch, train, evaluate, save."""
+                   data: dict | None = None, execution: Execution | None = None,
+                   control: bool = False) -> tuple[dict, np.ndarray]:
+    """Load the canonical initial weights, probe them on the first test batch, train, evaluate, save; the weights'
+    drift is recorded on the way (a control run is the same run, only its initial weights or threads differ)."""
     task, (train_set, test_set) = surface.task, digit_sets(spec, data)
     model = task.build(spec)
     task.load_weights(model, initial)
@@ -46,7 +49,8 @@ def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, 
     model = surface.training_model(spec, model, initial, execution)
     loaders = Loaders(task.make_loader(train_set, spec.batch_size, spec.seed, True),
                       task.make_loader(test_set, spec.batch_size, spec.seed, False))
-    run = task.train(model, spec, loaders, checkpoint_dir=out_dir / "checkpoint", execution=execution)
+    recorder = DriftRecorder(lambda: task.export_weights(model), out_dir / "drift.npz")
+    run = task.train(model, spec, loaders, [recorder], out_dir / "checkpoint", execution)
     final = run["history"][-1]
     predicted = task.predict(model, test_set.images)
     checkpoint = save_weights(task.export_weights(model), out_dir / "checkpoint.safetensors")

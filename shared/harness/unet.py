@@ -11,6 +11,7 @@ import numpy as np
 from shared import distributed
 from shared.callbacks import PredictionsSaverCallback
 from shared.data import carvana, synthetic_cars
+from shared.drift import DriftRecorder
 from shared.execution import Execution
 from shared.rle import read_rle_csv
 from shared.surface import Loaders, Surface
@@ -122,9 +123,10 @@ def unet_result(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_dir: 
 
 
 def run_unet(surface: Surface, spec: UNetSpec, initial: Weights, out_dir: Path, data: dict,
-             execution: Execution | None = None) -> tuple[dict, np.ndarray]:
-    """Train the U-Net with the four callbacks, from the canonical initial weights; the probe is the initial
-    model's logits on the first validation (or training) batch."""
+             execution: Execution | None = None, control: bool = False) -> tuple[dict, np.ndarray]:
+    """Train the U-Net with the four callbacks, from the canonical initial weights, recording the weights' drift;
+    the probe is the initial model's logits on the first validation (or training) batch. A control run records
+    its drift and metrics only (no TensorBoard, saved model or submission)."""
     task, split = surface.task, CarvanaSplit(spec, data["data_dir"])
     model = task.build(spec)
     task.load_weights(model, initial)
@@ -133,10 +135,23 @@ def run_unet(surface: Surface, spec: UNetSpec, initial: Weights, out_dir: Path, 
     loaders = Loaders(task.make_loader(split.train_set(), spec.batch_size, spec.seed, True, spec.workers),
                       task.make_loader(split.dataset(split.valid), spec.batch_size, spec.seed, False, spec.workers)
                       if split.valid else None)
+    recorder = DriftRecorder(lambda: task.export_weights(model), out_dir / "drift.npz")
+    if control:
+        run = task.train(model, spec, loaders, [recorder], out_dir / "checkpoint", execution)
+        return control_result(surface, split, model, run), probe
     callbacks, saver, submission = unet_callbacks(surface, spec, split, out_dir, model,
                                                   lambda images: task.predict(model, images))
-    run = task.train(model, spec, loaders, callbacks, out_dir / "checkpoint", execution)
+    run = task.train(model, spec, loaders, [*callbacks, recorder], out_dir / "checkpoint", execution)
     return unet_result(surface, spec, split, out_dir, model, saver, submission, run), probe
+
+
+def control_result(surface: Surface, split: CarvanaSplit, model, run: dict) -> dict:
+    """A control run's entry: its curves and final metrics, to set the two frameworks' difference against."""
+    final = run["history"][-1]
+    validated = {"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if split.valid else {}
+    return {"history": run["history"], "batch_losses": run["batch_losses"], "timing": run["timing"],
+            "metrics": {**validated, "train_dice": final["dice"], "train_loss": final["loss"],
+                        "parameters": surface.task.count_parameters(model)}, "artifacts": {}}
 
 
 class ChiefCallbacks:

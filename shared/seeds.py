@@ -1,0 +1,161 @@
+"""--seeds: the whole comparison repeated for several seeds (initial weights, data order, augmentation), and an
+honest interval: per side the mean and spread of the final metric, the paired difference TensorFlow minus PyTorch
+seed by seed with its 95% Student t interval, the same for each side against its control, and one sentence."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from scipy import stats
+
+from shared import run
+from shared.atomic import write_atomic, write_json
+from shared.errors import UserError
+from shared.registry import task_of
+from shared.report import SIDE_NAMES, pyplot, save_figure
+from shared.tasks import TaskSpec
+
+CONFIDENCE = 0.95
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2": those seeds; "5": the first five, 0..4."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected a count (5) or a comma-separated list (0,1,2)") from None
+    seeds = list(range(values[0])) if len(values) == 1 and "," not in text else values
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r}: expected distinct non-negative seeds, or a positive count")
+    return seeds
+
+
+def interval(values: list[float]) -> dict:
+    """Mean, standard deviation and the 95% Student t interval of the mean (None bounds for a single value)."""
+    data = np.asarray(values, np.float64)
+    mean = float(data.mean())
+    if data.size < 2:
+        return {"mean": mean, "sd": None, "low": None, "high": None, "n": int(data.size)}
+    sd = float(data.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, data.size - 1)) * sd / math.sqrt(data.size)
+    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": int(data.size)}
+
+
+def holds_zero(found: dict) -> bool | None:
+    return None if found["low"] is None else found["low"] <= 0.0 <= found["high"]
+
+
+def summarize(per_seed: dict[int, dict], metric: str) -> dict:
+    """Every seed's final metric per run, and the intervals: per run, and paired differences."""
+    values = {name: [] for name in ("tf", "torch", "tf-control", "torch-control")}
+    for results in per_seed.values():
+        for side, result in results["frameworks"].items():
+            values[side].append(result["metrics"][metric])
+        for side, result in results.get("controls", {}).items():
+            values[f"{side}-control"].append(result["metrics"][metric])
+    values = {name: found for name, found in values.items() if len(found) == len(per_seed)}
+    differences = {"tf-torch": ("tf", "torch"), "tf-control": ("tf", "tf-control"),
+                   "torch-control": ("torch", "torch-control")}
+    paired = {name: interval(list(np.subtract(values[a], values[b])))
+              for name, (a, b) in differences.items() if a in values and b in values}
+    summary = {"metric": metric, "seeds": list(per_seed), "values": values,
+               "per_run": {name: interval(found) for name, found in values.items()}, "paired": paired,
+               "confidence": CONFIDENCE}
+    summary["sentence"] = sentence(summary)
+    return summary
+
+
+def describe(found: dict) -> str:
+    if found["low"] is None:
+        return f"{found['mean']:+.4f}"
+    return f"{found['mean']:+.4f} (95% CI {found['low']:+.4f} to {found['high']:+.4f})"
+
+
+def sentence(summary: dict) -> str:
+    """Distinguishable: the interval of TensorFlow minus PyTorch excludes 0 while each control's holds it."""
+    paired, metric, n = summary["paired"], summary["metric"], len(summary["seeds"])
+    if "tf-torch" not in paired:
+        return f"{metric}: both sides are needed for a paired difference."
+    text = f"Over {n} seed{'s' if n > 1 else ''}, TensorFlow minus PyTorch {metric} is {describe(paired['tf-torch'])}"
+    controls = [name for name in ("tf-control", "torch-control") if name in paired]
+    if controls:
+        text += "; each side minus its control: " + ", ".join(
+            f"{SIDE_NAMES[name.split('-')[0]]} {describe(paired[name])}" for name in controls)
+    if n < 2:
+        return text + ". One seed gives no interval: use --seeds 3 or more."
+    cross = holds_zero(paired["tf-torch"])
+    controls_hold = all(holds_zero(paired[name]) for name in controls)
+    if not controls:
+        verdict = "no systematic difference between the frameworks" if cross else "a systematic difference"
+    elif not cross and controls_hold:
+        verdict = "the framework difference is distinguishable from the control's"
+    else:
+        verdict = "the framework difference is not distinguishable from the control's"
+    return f"{text}: {verdict}."
+
+
+def plot_seeds(summary: dict, path: Path) -> Path:
+    """The final metric of every seed: both sides and their controls."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4))
+    styles = {"tf": ("tab:orange", "o", "TensorFlow"), "torch": ("tab:blue", "s", "PyTorch"),
+              "tf-control": ("tab:orange", "x", "TensorFlow control"), "torch-control": ("tab:blue", "+",
+                                                                                       "PyTorch control")}
+    seeds = summary["seeds"]
+    for offset, (name, found) in enumerate(summary["values"].items()):
+        color, marker, label = styles[name]
+        axis.scatter(np.arange(len(seeds)) + (offset - 1.5) * 0.08, found, color=color, marker=marker, label=label)
+    axis.set_xticks(range(len(seeds)), [f"seed {seed}" for seed in seeds])
+    axis.set_ylabel(summary["metric"])
+    axis.set_title(f"final {summary['metric']} per seed")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def run_seeds(spec: TaskSpec, sides: list[str], options, seeds: list[int]) -> dict:
+    """One full comparison (with its controls) per seed in <out>/seed-<n>/, then the summary in <out>/."""
+    task = task_of(spec)
+    if not task.trains:
+        raise UserError(f"--seeds applies to mlp, cnn and unet, not {spec.name!r}")
+    out = run.output_folder(options.out, spec.name, options.overwrite)
+    per_seed = {}
+    for seed in seeds:
+        print(f"==== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) ====", flush=True)
+        seed_options = SimpleNamespace(**{**vars(options), "out": out / f"seed-{seed}", "overwrite": True})
+        per_seed[seed] = run.compare(spec.replace(seed=seed), sides, seed_options)
+    metrics = per_seed[seeds[0]]["frameworks"][sides[0]]["metrics"]
+    metric = task.metric if task.metric in metrics else next(iter(metrics))
+    summary = summarize(per_seed, metric)
+    results = {"task": spec.name, "mode": "seeds", "config": {**spec.to_dict(), "seeds": seeds,
+                                                              "control": options.control},
+               "seeds": {**summary, "runs": {str(seed): str(out / f"seed-{seed}") for seed in seeds},
+                         "verdicts": {str(seed): per_seed[seed].get("drift", {}).get("verdict", {}).get("sentence")
+                                      for seed in seeds}}}
+    plot_seeds(summary, out / "seeds.png")
+    write_json(out / "results.json", results)
+    write_atomic(out / "report.md", seeds_report(results))
+    print(f"\n{summary['sentence']}\nwrote {out}/results.json, {out}/report.md and seeds.png")
+    return results
+
+
+def seeds_report(results: dict) -> str:
+    summary = results["seeds"]
+    lines = [f"# twinnets: {results['task']} over {len(summary['seeds'])} seeds", "", f"**{summary['sentence']}**",
+             "", f"| run | mean {summary['metric']} | sd | 95% CI |", "|---|---|---|---|"]
+    runs = {"tf": "TensorFlow", "torch": "PyTorch", "tf-control": "TensorFlow control",
+            "torch-control": "PyTorch control"}
+    differences = {"tf-torch": "TensorFlow - PyTorch", "tf-control": "TensorFlow - its control",
+                   "torch-control": "PyTorch - its control"}
+    rows = [(runs[name], found) for name, found in summary["per_run"].items()]
+    rows += [(differences[name], found) for name, found in summary["paired"].items()]
+    for label, found in rows:
+        ci = "-" if found["low"] is None else f"{found['low']:+.4f} to {found['high']:+.4f}"
+        sd = "-" if found["sd"] is None else f"{found['sd']:.4f}"
+        lines.append(f"| {label} | {found['mean']:.4f} | {sd} | {ci} |")
+    lines += ["", "Per seed (each seed's own run folder holds its report and drift.png):", ""]
+    lines += [f"- seed {seed}: {verdict}" for seed, verdict in summary["verdicts"].items()]
+    lines += ["", "![seeds.png](seeds.png)", ""]
+    return "\n".join(lines)

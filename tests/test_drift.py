@@ -1,0 +1,125 @@
+"""Equal up to rounding: the 1-ulp control's perturbation, the weight sketch against the exact distance, the recorder's
+steps, the verdict on curves made to agree and to part, and the seeds' Student t intervals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from shared import drift, seeds
+from shared.errors import UserError
+
+
+def test_perturb_ulp_moves_every_float32_value_by_one_unit_upward():
+    weights = {"fc1.weight": np.array([[0.5, -0.25], [1e-30, 0.0]], np.float32), "fc1.bias": np.ones(2, np.float32)}
+    moved = drift.perturb_ulp(weights)
+    for name, value in weights.items():
+        assert moved[name].dtype == np.float32
+        assert np.all(moved[name] > value)
+        assert np.array_equal(moved[name], np.nextafter(value, np.float32(np.inf)))
+        assert np.array_equal(np.nextafter(moved[name], np.float32(-np.inf)), value)  # exactly one step away
+
+
+def test_the_count_sketch_keeps_the_distance_within_two_percent():
+    rng = np.random.default_rng(0)
+    length = 4 * drift.SKETCH_SIZE
+    a = rng.standard_normal(length)
+    b = a + 1e-6 * rng.standard_normal(length)  # a tiny difference, as between two training runs
+    sketch = drift.WeightSketch(length)
+    assert not sketch.exact
+    estimated = np.linalg.norm(sketch(a) - sketch(b)) / np.linalg.norm(sketch(b))
+    exact = np.linalg.norm(a - b) / np.linalg.norm(b)
+    assert abs(estimated / exact - 1) < 0.02, (estimated, exact)
+    small = drift.WeightSketch(100)
+    assert small.exact and np.array_equal(small(a[:100]), a[:100])
+
+
+def test_the_recorder_keeps_the_first_steps_and_every_epoch(tmp_path):
+    """Before training, after each of the first FIRST_STEPS steps, then after each epoch only."""
+    weights = {"w": np.zeros(3, np.float32)}
+    recorder = drift.DriftRecorder(lambda: weights, tmp_path / "drift.npz")
+    recorder.on_train_begin()
+    steps_per_epoch = 30
+    for epoch in (1, 2, 3):
+        for step in range((epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch + 1):
+            weights["w"] = weights["w"] + 1
+            recorder.on_batch_end(step)
+        recorder.on_epoch_end(epoch)
+    recorder.on_train_end()
+    saved = np.load(tmp_path / "drift.npz")
+    assert list(saved["steps"]) == list(range(0, drift.FIRST_STEPS + 1)) + [60, 90]
+    assert np.array_equal(saved["sketches"][-1], [90.0, 90.0, 90.0]) and bool(saved["exact"])
+
+
+def fake_runs(cross_scale: np.ndarray) -> dict:
+    """Three runs' weight sketches: each control 1e-6 * step from its side, the two sides cross_scale apart."""
+    steps = np.arange(0, 60)
+    base = np.ones((len(steps), 4))
+    growth = (1e-6 * steps)[:, None] * np.array([1.0, -1.0, 0.5, 0.0])
+    torch = base + cross_scale[:, None] * growth
+    runs = {"tf": base, "torch": torch, "tf-control": base + growth, "torch-control": torch - growth}
+    return {name: {"batch_losses": list(1.0 + sketch[1:, 0]), "steps": steps, "sketches": sketch}
+            for name, sketch in runs.items()}
+
+
+def test_the_verdict_finds_drift_within_the_controls():
+    measured = drift.measure(fake_runs(np.full(60, 2.0)))
+    verdict = measured["verdict"]
+    assert verdict["within_noise"] is True and verdict["exceeds_from_step"] is None
+    assert verdict["median_ratio"] == pytest.approx(2.0, rel=1e-3)
+    assert measured["pairs"]["tf-torch"]["horizon"] is None  # 2e-6 * 59 stays below 1e-3
+
+
+def test_the_verdict_finds_a_lasting_excess_and_the_step_it_starts():
+    """The two sides part 1000x faster than the controls from step 20: a lasting excess from step 20, and the
+    cross pair reaches the divergence horizon first."""
+    scale = np.where(np.arange(60) >= 20, 1000.0, 1.0)
+    measured = drift.measure(fake_runs(scale))
+    verdict = measured["verdict"]
+    assert verdict["within_noise"] is False and verdict["exceeds_from_step"] == 20
+    assert "more than rounding explains from step 20" in verdict["sentence"]
+    horizons = verdict["horizons"]
+    assert horizons["tf-torch"] == 20 and horizons["tf-control"] is None
+    spike = np.ones(60)
+    spike[30] = 1e6  # one noisy point is not a lasting excess
+    assert drift.measure(fake_runs(spike))["verdict"]["within_noise"] is True
+
+
+def test_without_a_control_the_verdict_says_so():
+    runs = fake_runs(np.ones(60))
+    measured = drift.measure({name: runs[name] for name in ("tf", "torch")})
+    assert measured["verdict"]["within_noise"] is None and "--control none" in measured["verdict"]["sentence"]
+
+
+def test_seeds_are_a_count_or_a_list():
+    assert seeds.parse_seeds("3") == [0, 1, 2] and seeds.parse_seeds("4,7") == [4, 7] and seeds.parse_seeds("5,") == [5]
+    for bad in ("", "x", "1,1", "-1", "0"):
+        with pytest.raises(UserError):
+            seeds.parse_seeds(bad)
+
+
+def test_the_interval_is_students_t():
+    values = [0.97, 0.95, 0.99, 0.96]
+    found = seeds.interval(values)
+    half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+    assert found["mean"] == pytest.approx(0.9675) and found["high"] - found["mean"] == pytest.approx(half)
+    assert seeds.interval([0.5])["low"] is None
+
+
+def results_of(tf: float, torch: float, tf_control: float, torch_control: float) -> dict:
+    def entry(value: float) -> dict:
+        return {"metrics": {"val_dice": value}}
+
+    return {"frameworks": {"tf": entry(tf), "torch": entry(torch)},
+            "controls": {"tf": entry(tf_control), "torch": entry(torch_control)}}
+
+
+def test_a_systematic_framework_difference_is_told_apart_from_the_controls():
+    apart = {seed: results_of(0.95 + 0.001 * seed, 0.90 + 0.002 * seed, 0.95 + 0.001 * seed + 0.0005 * (-1) ** seed,
+                              0.90 + 0.002 * seed - 0.0005 * (-1) ** seed) for seed in range(4)}
+    summary = seeds.summarize(apart, "val_dice")
+    assert summary["paired"]["tf-torch"]["low"] > 0
+    assert summary["sentence"].endswith("the framework difference is distinguishable from the control's.")
+    alike = {seed: results_of(0.95 + 0.01 * (-1) ** seed, 0.95, 0.95, 0.95 + 0.01 * (-1) ** seed)
+             for seed in range(4)}
+    assert seeds.summarize(alike, "val_dice")["sentence"].endswith("not distinguishable from the control's.")
