@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="mlp, cnn, unet: each side also trains a control run, from initial weights moved by 1 ulp (ulp) or "
              "with 1 thread (threads), to measure its own rounding noise; none: no control")
     add("--seeds", help="repeat the whole comparison for these seeds (0,1,2) or the first N (5: seeds 0..4)")
+    predict = parser.add_argument_group("prediction (--predict RUN_DIR)").add_argument
+    predict("--predict", type=Path, metavar="RUN_DIR", help="predict with the trained weights of an earlier run")
+    predict("--checkpoint", type=int, metavar="N", help="the weights after epoch N instead of the final model")
+    predict("--weights", type=Path, metavar="FILE", help="one canonical .safetensors file for both sides")
+    predict("--weights-from", choices=SIDES, help="one side's trained weights of RUN_DIR, for both sides")
+    predict("--images", type=Path, nargs="+", metavar="PATH", help="photos or folders of photos to predict")
+    predict("--preview", type=int, default=8, metavar="N", help="overlays written for the first N photos")
+    predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")
     bench = parser.add_argument_group("benchmark (--benchmark)").add_argument
     bench("--benchmark", action="store_true",
           help="time the train step of mlp, cnn or unet on both sides instead of training")
@@ -145,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
     try:
+        if "--predict" in argv:
+            from shared import predict  # its own arguments: the run it predicts with holds the settings
+
+            return predict.main(build_parser().parse_args(argv))
         args, spec, sides = parse_args(argv)
         if args.resume is not None:
             run.resume(args.resume, args.in_process)

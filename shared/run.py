@@ -56,6 +56,10 @@ def resume(out: Path, in_process: bool) -> dict:
         why = "the run had finished" if (out / "results.json").is_file() else "not a twinnets run folder"
         raise UserError(f"{out}: nothing to resume ({why})")
     job = json.loads((out / "job.json").read_text())
+    if job.get("mode") == "predict":  # a prediction's own job (shared/predict.py)
+        from shared import predict
+
+        return predict.resume(out, job)
     print(f"resuming {job['task']} in {out}", flush=True)
     return run_job(out, job, in_process)
 

@@ -23,7 +23,7 @@ from shared.report import SIDE_NAMES
 from shared.tasks import TaskSpec, make_spec
 
 COMPARE = Path(__file__).resolve().parent.parent / "compare.py"
-WORKER_MODES = ("--worker", "--agree", "--bench", "--diagnose")
+WORKER_MODES = ("--worker", "--agree", "--bench", "--diagnose", "--predict-worker")
 
 
 class SideFailed(Exception):
@@ -129,6 +129,13 @@ def diagnose_side(side: str, job: dict) -> None:
     diagnose.diagnose_side(side, job)
 
 
+def predict_side(side: str, job: dict) -> None:
+    """One side's predictions of a trained run's weights (shared/predict.py)."""
+    from shared import predict  # imports this module: loaded only in a --predict-worker
+
+    predict.predict_side(side, job)
+
+
 def keep_tensorflow_out() -> None:
     """TensorBoard's writer imports TensorFlow when it finds it; its own marker module says "no TensorFlow here".
     Set only in a PyTorch worker process: fair timing, clean memory, and the import boundary kept at run time
@@ -136,7 +143,8 @@ def keep_tensorflow_out() -> None:
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
-WORKERS = {"--worker": run_side, "--agree": agree_side, "--bench": bench_side, "--diagnose": diagnose_side}
+WORKERS = {"--worker": run_side, "--agree": agree_side, "--bench": bench_side, "--diagnose": diagnose_side,
+           "--predict-worker": predict_side}
 
 
 def worker_main(mode: str, run: str, job_path: str) -> int:
