@@ -127,6 +127,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     if args.diagnose is not None and (not task.trains or args.diagnose < 1 or len(sides) != 2):
         raise UserError(f"--diagnose K needs K >= 1, both sides and a trained task (mlp, cnn, unet), got "
                         f"--diagnose {args.diagnose} for {args.task!r} on {','.join(sides)}")
+    if args.diagnose is not None and (args.benchmark or args.nproc != 1 or args.precision != "fp32"):
+        raise UserError("--diagnose compares one process per side in fp32: leave out --benchmark, --nproc and "
+                        "--precision")
     if args.nproc < 1:
         raise UserError(f"--nproc must be positive, got {args.nproc}")
     if args.nproc > 1:

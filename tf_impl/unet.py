@@ -9,6 +9,12 @@ from shared.tasks import UNetSpec
 from shared.weights import unet_widths
 
 
+def _nested_mean(x: tf.Tensor) -> tf.Tensor:
+    """Per-channel mean over N, H, W, one axis at a time, as PyTorch's reduction sums: one float32 sum over all
+    N*H*W values (tf.nn.moments) loses ten times more (on 32,768 values a mean 3e-7 off, against 3e-8)."""
+    return tf.reduce_mean(tf.reduce_mean(tf.reduce_mean(x, axis=2), axis=1), axis=0)
+
+
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization with PyTorch's running statistics: both normalise a training batch with its
     biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var.
@@ -31,8 +37,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
         replica = tf.distribute.get_replica_context()  # None in a cross-replica context
         if not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1):
-            mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
-            return mean, variance, n
+            mean = _nested_mean(x)
+            return mean, _nested_mean(tf.square(x - mean)), n
         # One collective for all three; its gradient is the all-reduce of the replicas' gradients.
         channels = x.shape[-1]
         local = tf.concat([tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), [n]], 0)
