@@ -31,9 +31,16 @@ def descend(spec: NeuronSpec, train_step: Callable[[], object], record: Callable
 
 def autograd_lesson(spec: AutogradSpec, autograd: ModuleType) -> dict:
     """Everything the autograd task reports, in the same keys on both sides; `autograd` is tf_impl.autograd or
-    torch_impl.autograd, whose functions compute each part."""
+    torch_impl.autograd, whose functions compute each part: the tensors and the gradient, the graphs (as text and
+    drawn), the side going static (torch.compile, torch.export, torch.cond) or staying static (AutoGraph), going
+    dynamic (run_functions_eagerly) or staying dynamic, and the tf.function pitfalls on the mlp's real digits."""
+    from shared.graph_lessons import digits_epoch
+    from shared.surface import PACKAGES
+
+    side = next(s for s, package in PACKAGES.items() if autograd.__name__.startswith(package + "."))
     # The same shape twice, then a new one: TensorFlow replays its trace once and traces again.
     shapes = [spec.shape, spec.shape, (spec.shape[0] + 1, spec.shape[1] + 1)]
+    static = autograd.going_static(spec.x_value, spec.shape)
     return {
         "basics": autograd.tensor_basics(spec.seed),
         **autograd.gradient(spec.x_value, spec.shape),
@@ -41,5 +48,9 @@ def autograd_lesson(spec: AutogradSpec, autograd: ModuleType) -> dict:
         "graph": autograd.graph(spec.x_value, spec.shape),
         "tracing": autograd.graphs_per_call(spec.x_value, shapes),
         "control_flow": autograd.control_flow(spec.x_value, spec.shape),
+        "drawings": {**autograd.graph_drawings(spec.x_value, spec.shape), **static.pop("drawings")},
+        "static": static,
+        "dynamic": autograd.going_dynamic(spec.x_value, spec.shape),
+        "pitfalls": autograd.pitfalls(spec.x_value, spec.shape, digits_epoch(side)),
         "notes": autograd.NOTES,
     }

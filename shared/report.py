@@ -102,16 +102,13 @@ def side_by_side(results: dict, width: float, height: float) -> tuple:
 
 
 def plot_graphs(results: dict, path: Path) -> Path:
-    """The two graphs of z = 2x^2 + 5x side by side, as the frameworks print them."""
-    figure, panels = side_by_side(results, 6, 4)
-    for axis, side, result in panels:
-        title = {"tf": "TensorFlow: ops of the traced tf.function graph",
-                 "torch": "PyTorch: grad_fn chain recorded while running"}[side]
-        axis.text(0.02, 0.98, result["graph"] + "\n\ncontrol flow:\n" + result["control_flow"]["graph"],
-                  va="top", ha="left", family="monospace", fontsize=8, transform=axis.transAxes, wrap=True)
-        axis.set_title(title, fontsize=10)
-        axis.axis("off")
-    return save_figure(figure, path)
+    """The graphs of z = 2x^2 + 5x drawn as node-and-arrow diagrams, one above the other: TensorFlow's traced
+    tf.function graph, PyTorch's autograd graph and the FX graph torch.compile captures (those the run has)."""
+    from shared.graph_drawing import draw_beside
+
+    order = ("tf_function_z", "torch_autograd_z", "torch_dynamo_z")
+    drawings = {name: d for result in results["frameworks"].values() for name, d in result.get("drawings", {}).items()}
+    return draw_beside([drawings[name] for name in order if name in drawings], path, stacked=True)
 
 
 def plot_confusion(results: dict, path: Path) -> Path:
