@@ -58,13 +58,16 @@ class CallbackList(Callback):
             callback.on_train_end(logs)
 
 
-def epoch_scalars(logs: dict) -> dict[str, dict[str, float]]:
-    """What both TensorBoard loggers write per epoch: {"loss": {"train": ..., "valid": ...}, "dice": {...}},
-    each split only where the epoch's logs have it."""
-    scalars = {}
-    for key in ("loss", "dice"):
-        scalars[key] = {split: logs[name] for split, name in (("train", key), ("valid", f"val_{key}")) if name in logs}
-    return scalars
+# The TensorBoard tag of each epoch log entry, the same on both sides: with each side in its own run folder,
+# `tensorboard --logdir RUN_DIR` draws the two sides' curves on one chart per tag.
+SCALAR_TAGS = {"loss": "loss/train", "val_loss": "loss/valid", "dice": "dice/train", "val_dice": "dice/valid",
+               "test_loss": "loss/test", "test_accuracy": "accuracy/test"}
+
+
+def epoch_scalars(logs: dict) -> dict[str, float]:
+    """What both TensorBoard loggers write per epoch: {"loss/train": ..., "dice/valid": ...}, each tag only where
+    the epoch's logs have its entry."""
+    return {tag: float(logs[name]) for name, tag in SCALAR_TAGS.items() if name in logs}
 
 
 class PreviewCallback(Callback):

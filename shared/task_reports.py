@@ -40,14 +40,33 @@ def neuron_report(results: dict, out: Path) -> TaskReport:
 
 
 def autograd_report(results: dict, out: Path) -> TaskReport:
-    config = results["config"]
+    from shared.graph_drawing import draw, draw_beside
+    from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
+
+    config, frameworks = results["config"], results["frameworks"]
     x, shape = config["x_value"], "x".join(map(str, config["shape"]))
     explanation = (
         f"Tensors and automatic differentiation. z = 2x^2 + 5x at x = {x:g}*ones({shape}); backpropagating ones "
         f"gives dz/dx = 4x + 5 = {4 * x + 5:g} on both sides. PyTorch records the graph while the code runs "
-        "(dynamic); TensorFlow traces a tf.function into a graph once per input signature and replays it (static).")
-    lines = []
-    for side, result in results["frameworks"].items():
+        "(dynamic); TensorFlow traces a tf.function into a graph once per input signature and replays it (static). "
+        "Then each goes the other way: PyTorch static (torch.compile, torch.export, torch.cond), TensorFlow dynamic "
+        "(run_functions_eagerly), and the tf.function pitfalls, each counted on both sides.")
+    drawings = {name: d for result in frameworks.values() for name, d in result.get("drawings", {}).items()}
+    files = [draw(d, out / f"{name}.png").name for name, d in drawings.items()]  # one per side and graph
+    images = [plot_graphs(results, out / "graphs.png").name]
+    beside = [drawings[name] for name in ("tf_function_branch", "torch_dynamo_branch") if name in drawings]
+    if beside:
+        images.append(draw_beside(beside, out / "branch.png").name)
+    if "torch_export_cond" in drawings:
+        images.append("torch_export_cond.png")
+    lines = ["## The graphs, drawn", "",
+             "`graphs.png`: z in each framework's graphs; `branch.png`: the Python `if` of `branch` in one "
+             "TensorFlow graph beside torch.compile's broken graphs; and one file per side and graph:", ""]
+    lines += [f"- `{name}`: {drawings[name[:-4]]['title']}" for name in files]
+    lines += ["", "## Going static", ""] + static_lines(frameworks)
+    lines += ["", "## Going dynamic", ""] + dynamic_lines(frameworks)
+    lines += ["", "## tf.function pitfalls, measured", "", markdown(pitfall_table(frameworks)), ""]
+    for side, result in frameworks.items():
         lines += [f"## {SIDE_NAMES[side]}", "", "Tensor basics:", "", "```"]
         lines += [f"{k}: {v}" for k, v in result["basics"].items()]
         lines += ["```", "", f"dz/dx = {result['grad']} (expected 4x + 5 = {4 * x + 5:g})", "",
@@ -57,7 +76,39 @@ def autograd_report(results: dict, out: Path) -> TaskReport:
                   "", "Data-dependent control flow:", "", "```", result["control_flow"]["graph"], "```", ""]
         lines += [f"- {note}" for note in result["notes"]]
         lines.append("")
-    return TaskReport(explanation, [plot_graphs(results, out / "graphs.png").name], "\n".join(lines))
+    return TaskReport(explanation, images, "\n".join(lines))
+
+
+def train_step_section(results: dict) -> str:
+    """What each side's train step is, measured by the run: TensorFlow's trace count and the ops of its one graph,
+    the nodes of the autograd graph PyTorch records at every step, and the first step against the median one."""
+    frameworks = results["frameworks"]
+    lines = ["## The train step: one static graph against a graph recorded at every step", "",
+             "| | traces | ops in the traced graph | autograd nodes recorded per step | first step s | median step s |",
+             "|---|---|---|---|---|---|"]
+    for side, result in frameworks.items():
+        graph, timing = result.get("graph") or {}, result.get("timing", {})
+        cells = [graph.get("traces"), graph.get("graph_ops"), graph.get("autograd_nodes"),
+                 timing.get("first_step_s"), timing.get("step_s_median")]
+        shown = ["-" if cell is None else f"{cell:.4f}" if isinstance(cell, float) else f"{cell:,}" for cell in cells]
+        lines.append(f"| {SIDE_NAMES[side]} | " + " | ".join(shown) + " |")
+    tf, torch = (frameworks.get(side, {}) for side in ("tf", "torch"))
+    steps = len(tf.get("batch_losses") or torch.get("batch_losses") or [])
+    tf_graph, torch_graph = tf.get("graph") or {}, torch.get("graph") or {}
+    if tf_graph.get("graph_ops"):
+        first, median = tf["timing"]["first_step_s"], tf["timing"]["step_s_median"]
+        lines += ["", f"TensorFlow traced its train step {tf_graph['traces']} time(s) into one graph of "
+                      f"{tf_graph['graph_ops']:,} ops (forward, gradients and the optimizer update) and replayed it "
+                      f"for all {steps} steps: its first step took {first:.3f} s, {first / median:.0f}x the median "
+                      f"step ({median:.4f} s), because tracing and graph optimisation happen in it, once."]
+    if torch_graph.get("autograd_nodes"):
+        first, median = torch["timing"]["first_step_s"], torch["timing"]["step_s_median"]
+        lines += ["", f"PyTorch ran each step eagerly, op by op, recording an autograd graph of "
+                      f"{torch_graph['autograd_nodes']:,} nodes while the forward ran and freeing it in backward, "
+                      f"{steps} times: its first step took {first:.3f} s, {first / median:.1f}x the median step "
+                      f"({median:.4f} s); nothing is traced, so what the first step adds is only the first call's "
+                      "memory allocation and kernel selection."]
+    return "\n".join(lines)
 
 
 def classifier_report(results: dict, out: Path) -> TaskReport:
@@ -82,9 +133,7 @@ def classifier_report(results: dict, out: Path) -> TaskReport:
     note = results.get("data", {}).get("note")
     if note:
         lines += ["", f"Data note: {note}."]
-    tf_result = results["frameworks"].get("tf")
-    if tf_result and tf_result.get("traces") is not None:
-        lines += ["", f"The TensorFlow train step traced {tf_result['traces']} time(s) for all its batches."]
+    lines += ["", train_step_section(results)]
     return TaskReport(explanation, images, "\n".join(lines))
 
 
@@ -115,4 +164,5 @@ def unet_report(results: dict, out: Path) -> TaskReport:
         if submission:
             lines.append(f"- {SIDE_NAMES[side]} submission: `{submission}`; TensorBoard logs: "
                          f"`{result['artifacts'].get('tensorboard')}`")
+    lines += ["", train_step_section(results)]
     return TaskReport(explanation, images, "\n".join(lines))

@@ -23,4 +23,4 @@ def train(classifier: type, model: Any, spec: UNetSpec, loaders: Loaders, callba
     trainer = classifier(model, spec.epochs, spec, verbose, checkpoint_dir, execution)
     history = trainer.train(loaders.train, loaders.valid, spec.epochs, callbacks)
     return {"history": history, "batch_losses": trainer.batch_losses, "timing": trainer.timing,
-            "traces": trainer.traces}
+            "traces": trainer.traces, **trainer.graph}

@@ -278,6 +278,18 @@ def test_each_side_trains_a_control_and_the_drift_gets_a_verdict(runs):
     assert "equal up to rounding? " + drift["verdict"]["sentence"] in results["_stdout"]
 
 
+def test_the_report_measures_both_kinds_of_graph(runs):
+    """TensorFlow: one trace, the ops of its graph; PyTorch: no trace, the autograd nodes of a step (at least one
+    AccumulateGrad leaf per parameter tensor: 6 in the mlp), each with the sentence in report.md."""
+    results = runs["mlp_digits"]
+    tf, torch = (results["frameworks"][side]["graph"] for side in ("tf", "torch"))
+    assert tf["traces"] == 1 and tf["graph_ops"] > 50 and tf["autograd_nodes"] is None, tf
+    assert torch["traces"] == 0 and torch["graph_ops"] is None and torch["autograd_nodes"] > 6, torch
+    report = (Path(results["_out"]) / "report.md").read_text()
+    assert f"one graph of {tf['graph_ops']:,} ops" in report
+    assert f"recording an autograd graph of {torch['autograd_nodes']:,} nodes" in report
+
+
 def test_mlp_trains_in_bf16_mixed_precision_on_both_sides(runs):
     """Parity is measured in float32 before the bf16 model is built; the bf16 losses track each other and
     differ from the float32 run's (so the precision really changed)."""

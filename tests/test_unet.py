@@ -585,8 +585,7 @@ def test_tensorboard_logger_writes_event_files(side, tmp_path, request):
 
 def read_tensorboard(log_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], bool]:
     """The scalars of every event file below log_dir as "loss/train" -> [(step, value)], and whether a graph was
-    written. PyTorch's add_scalars gives each split its own run folder (loss_train/, tag "loss"); tf.summary
-    writes "loss/train" as a scalar tensor in the one folder."""
+    written (PyTorch's add_scalar writes scalar events, tf.summary scalar tensors)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
@@ -596,11 +595,13 @@ def read_tensorboard(log_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
         events.Reload()
         tags = events.Tags()
         has_graph = has_graph or tags["graph"]
-        run = folder.relative_to(log_dir).as_posix()
+        assert folder == log_dir, f"a second run folder {folder}: TensorBoard would not overlay the two sides"
         for tag in tags["scalars"]:
-            scalars[f"{tag}/{run.removeprefix(tag + '_')}"] = [(e.step, e.value) for e in events.Scalars(tag)]
+            scalars[tag] = [(e.step, e.value) for e in events.Scalars(tag)]
         for tag in tags["tensors"]:
-            scalars[tag] = [(e.step, float(make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+            values = [(e.step, make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)]
+            if all(value.ndim == 0 for _, value in values):  # scalars; tf.summary.image writes tensors too
+                scalars[tag] = [(step, float(value)) for step, value in values]
     return scalars, has_graph
 
 

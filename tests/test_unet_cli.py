@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_unet import read_tensorboard
 
 from conftest import ROOT
 from shared.data import carvana
@@ -154,6 +155,20 @@ def test_full_run_writes_submissions_tensorboard_and_report(runs):
     assert (out / "report.md").read_text().strip()
     for name in ("curves.png", "masks.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_both_sides_log_the_same_tensorboard_tags(runs):
+    """Read back: the same scalar tags on both sides, each side in its own run folder (so TensorBoard overlays
+    them), with the values of the epoch's history, and a model graph on each side."""
+    results = results_of(runs, "full")
+    found = {side: read_tensorboard(Path(results["frameworks"][side]["artifacts"]["tensorboard"]))
+             for side in ("tf", "torch")}
+    assert set(found["tf"][0]) == set(found["torch"][0]) == {"loss/train", "loss/valid", "dice/train", "dice/valid"}
+    for side, (scalars, has_graph) in found.items():
+        epoch = results["frameworks"][side]["history"][0]
+        assert scalars["dice/valid"] == [(1, pytest.approx(epoch["val_dice"], rel=1e-6))], side
+        assert scalars["loss/train"] == [(1, pytest.approx(epoch["loss"], rel=1e-6))], side
+        assert has_graph, f"{side}: no model graph"
 
 
 def test_run_without_validation(runs):

@@ -33,9 +33,8 @@ class TensorboardLoggerCallback(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default(step=epoch):
-            for key, values in epoch_scalars(logs).items():
-                for split, value in values.items():
-                    tf.summary.scalar(f"{key}/{split}", value)  # one tag per split: "loss/train", "loss/valid"
+            for tag, value in epoch_scalars(logs).items():
+                tf.summary.scalar(tag, value)
         self.writer.flush()
 
     def on_train_end(self, logs=None):

@@ -16,7 +16,7 @@ from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from tf_impl import data
 from tf_impl.data import CarvanaDataset, to_tensor_images
-from tf_impl.runtime import compiled, traces
+from tf_impl.runtime import compiled, graph_size, traces
 from tf_impl.weights import canonical_gradients, checkpointer
 
 
@@ -155,6 +155,11 @@ class CarvanaClassifier:
     def traces(self) -> int:
         """How often the train step was traced into a graph (once, for every batch of every epoch)."""
         return traces(self._train_step, self.execution)
+
+    @property
+    def graph(self) -> dict:
+        """The size of what runs each step: the ops of the one traced graph (no graph is recorded per step)."""
+        return {"graph_ops": graph_size(self._train_step), "autograd_nodes": None}
 
 
 # The task surface's train step and loop are the source text's trainer class (shared/trainer.py).

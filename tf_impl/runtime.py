@@ -59,7 +59,6 @@ class _GraphStep:
         return self.graph(*tensors)
 
 
-
 def compiled(step: Callable, execution: Execution) -> _GraphStep:
     """The step as the execution mode runs it: one tf.function graph, traced on the first call (see _GraphStep)."""
     return _GraphStep(step, execution)
@@ -68,6 +67,15 @@ def compiled(step: Callable, execution: Execution) -> _GraphStep:
 def traces(step: _GraphStep, execution: Execution) -> int:
     """How often TensorFlow traced the step's Python into a graph (0 in eager mode: it never does)."""
     return 0 if step.graph is None else step.graph.experimental_get_tracing_count()
+
+
+def graph_size(step: _GraphStep) -> int | None:
+    """The ops of the step's traced graph (forward, gradients and the optimizer update, in one graph); None in
+    eager mode, where no graph exists."""
+    if step.graph is None:
+        return None
+    concrete = step.graph.get_concrete_function()  # the one input signature it was traced for
+    return len(concrete.graph.get_operations())
 
 
 def versions() -> dict:

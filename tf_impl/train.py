@@ -14,7 +14,7 @@ from shared.surface import Loaders
 from shared.tasks import CNNSpec, MLPSpec
 from tf_impl import data
 from tf_impl.data import ArrayDataset, to_tensor_images
-from tf_impl.runtime import compiled, traces
+from tf_impl.runtime import compiled, graph_size, traces
 from tf_impl.weights import canonical_gradients, checkpointer
 
 
@@ -116,4 +116,5 @@ def train(model: keras.Model, spec: MLPSpec | CNNSpec, loaders: Loaders, callbac
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(test["predictions"])))
         saved.save(epoch, log)
-    return {**log.result(), "traces": traces(train_step, execution)}
+    return {**log.result(), "traces": traces(train_step, execution), "graph_ops": graph_size(train_step),
+            "autograd_nodes": None}  # one static graph replayed; no graph is recorded per step

@@ -35,8 +35,8 @@ class TensorboardLoggerCallback(Callback):
                 self.writer.add_graph(self.model, to_tensor_images(self.example).to(device))
 
     def on_epoch_end(self, epoch, logs=None):
-        for key, values in epoch_scalars(logs).items():
-            self.writer.add_scalars(key, values, epoch)  # one run per split: "loss_train", "loss_valid"
+        for tag, value in epoch_scalars(logs).items():
+            self.writer.add_scalar(tag, value, epoch)  # not add_scalars: it would make a run folder per split
         self.writer.flush()
 
     def on_train_end(self, logs=None):

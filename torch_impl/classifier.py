@@ -17,7 +17,7 @@ from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from torch_impl import data
 from torch_impl.data import to_tensor_images
-from torch_impl.runtime import compiled, traces
+from torch_impl.runtime import compiled, graph_size, traces
 from torch_impl.weights import canonical_gradients, checkpointer
 
 
@@ -101,6 +101,7 @@ class CarvanaClassifier:
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
         self.timing: dict = {}
+        self.autograd_nodes: int | None = None  # of the graph the first train_step records
 
     def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return images.to(self.device, memory_format=self.memory_format), masks.to(self.device)
@@ -119,6 +120,7 @@ class CarvanaClassifier:
         self.scaler.scale(batch_loss).backward()
         self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 scaling is on
         self.scaler.update()
+        self.autograd_nodes = self.autograd_nodes or graph_size(batch_loss)
         dice = dice_score(logits.detach(), masks, self.spec.threshold)
         return batch_loss.item(), dice.item()  # .item() waits for the device
 
@@ -153,6 +155,11 @@ class CarvanaClassifier:
         run = log.result()
         self.batch_losses, self.timing = run["batch_losses"], run["timing"]
         return run["history"]
+
+    @property
+    def graph(self) -> dict:
+        """The size of what runs each step: the autograd graph the first step recorded (no static graph)."""
+        return {"graph_ops": None, "autograd_nodes": self.autograd_nodes}
 
     @property
     def traces(self) -> int:

@@ -51,6 +51,19 @@ def traces(model: nn.Module, execution: Execution) -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+def graph_size(loss: torch.Tensor) -> int:
+    """The nodes of the autograd graph the step recorded to compute this loss (grad_fn nodes and the
+    AccumulateGrad leaves), walked back from loss.grad_fn: PyTorch records this graph anew on every step."""
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen)
+
+
 def versions() -> dict:
     return {"torch": torch.__version__}
 

@@ -16,7 +16,7 @@ from shared.surface import Loaders
 from shared.tasks import CNNSpec, MLPSpec
 from torch_impl import data
 from torch_impl.data import to_tensor_images
-from torch_impl.runtime import compiled, traces
+from torch_impl.runtime import compiled, graph_size, traces
 from torch_impl.weights import canonical_gradients, checkpointer
 
 
@@ -113,16 +113,20 @@ def train(model: nn.Module, spec: MLPSpec | CNNSpec, loaders: Loaders, callbacks
                       spec.batch_size, len(train_loader.dataset), spec.seed)
     saved = checkpointer(checkpoint_dir, model, optimizer)
     saved.resume(log)
+    nodes = None
     for epoch in range(log.epochs_done + 1, spec.epochs + 1):
         model.train()
         train_loader.sampler.set_epoch(epoch)
         log.begin_epoch(epoch)
         for batch_index, (images, labels) in enumerate(train_loader):
             with log.timer.step(len(labels)):
-                loss_value = train_step(images, labels).item()  # the host copy waits for the step
+                batch_loss = train_step(images, labels)
+                loss_value = batch_loss.item()  # the host copy waits for the step
+            nodes = nodes or graph_size(batch_loss)  # the graph this step recorded (every step records its own)
             log.end_batch(epoch, batch_index, len(labels), loss=loss_value)
         test = evaluate(model, test_loader)
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(test["predictions"])))
         saved.save(epoch, log)
-    return {**log.result(), "traces": traces(model, execution)}
+    return {**log.result(), "traces": traces(model, execution), "graph_ops": None,  # no static graph in eager mode
+            "autograd_nodes": nodes}

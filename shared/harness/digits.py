@@ -49,8 +49,11 @@ def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, 
     model = surface.training_model(spec, model, initial, execution)
     loaders = Loaders(task.make_loader(train_set, spec.batch_size, spec.seed, True),
                       task.make_loader(test_set, spec.batch_size, spec.seed, False))
-    recorder = DriftRecorder(lambda: task.export_weights(model), out_dir / "drift.npz")
-    run = task.train(model, spec, loaders, [recorder], out_dir / "checkpoint", execution)
+    callbacks = [DriftRecorder(lambda: task.export_weights(model), out_dir / "drift.npz")]
+    if not control:  # the loss and accuracy per epoch, and the model graph, under the same tags on both sides
+        logger = surface.module("callbacks").TensorboardLoggerCallback
+        callbacks.append(logger(out_dir / "tensorboard", model, test_set.images[:1]))
+    run = task.train(model, spec, loaders, callbacks, out_dir / "checkpoint", execution)
     final = run["history"][-1]
     predicted = task.predict(model, test_set.images)
     checkpoint = save_weights(task.export_weights(model), out_dir / "checkpoint.safetensors")
@@ -61,7 +64,9 @@ def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, 
                     "final_train_loss": run["batch_losses"][-1], "parameters": task.count_parameters(model)},
         "timing": run["timing"],
         "traces": run["traces"],
+        "graph": {"traces": run["traces"], "graph_ops": run["graph_ops"], "autograd_nodes": run["autograd_nodes"]},
         "confusion_matrix": metrics.confusion_matrix(test_set.labels, predicted).tolist(),
-        "artifacts": {"checkpoint": str(checkpoint)},
+        "artifacts": {"checkpoint": str(checkpoint),
+                      **({} if control else {"tensorboard": str(out_dir / "tensorboard")})},
     }
     return result, probe

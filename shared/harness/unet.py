@@ -117,6 +117,8 @@ def unet_result(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_dir: 
                     "parameters": surface.task.count_parameters(model)},
         "timing": run["timing"],
         "traces": run.get("traces"),
+        "graph": {"traces": run.get("traces"), "graph_ops": run.get("graph_ops"),
+                  "autograd_nodes": run.get("autograd_nodes")},
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
                       "tensorboard": str(out_dir / "tensorboard"), "preview": str(out_dir / "preview.npz")},
     }
