@@ -54,6 +54,7 @@ class Task:
     run_distributed: Callable | None = None  # data-parallel training (--nproc); None: one process only
     agreement: Callable | None = None  # (surface, spec, data, weights path) -> masks, compared across the sides
     metric: str | None = None  # the final metric --seeds compares
+    prediction: str | None = None  # what --predict writes: "classes" (a CSV) or "masks" (a Kaggle submission)
 
     @property
     def trains(self) -> bool:
@@ -81,13 +82,14 @@ REGISTRY: dict[str, Task] = {task.name: task for task in (
     Task("autograd", "dz/dx", lessons.run_autograd, task_reports.autograd_report),
     Task("mlp", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
          weights.mlp_layout, "train", digits_batch, flops.mlp_forward_flops, digits.train_digits,
-         metric="test_accuracy"),
+         metric="test_accuracy", prediction="classes"),
     Task("cnn", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
          weights.cnn_layout, "train", digits_batch, flops.cnn_forward_flops, digits.train_digits,
-         metric="test_accuracy"),
+         metric="test_accuracy", prediction="classes"),
     Task("unet", "logits of the initial weights on the first validation batch", unet.run_unet, task_reports.unet_report,
          unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
-         unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice"),
+         unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice",
+         prediction="masks"),
 )}
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.data.carvana.split import Sample
 from shared.errors import DataError, one_line
@@ -84,6 +84,30 @@ def _binary(values: np.ndarray) -> bool:
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """A photo as float32 (H, W, 3) in [0, 1]; size=(w, h) resizes it bilinearly. Unreadable: DataError."""
     return _load_rgb(Path(path), size).astype(np.float32) / 255.0
+
+
+def read_photo(path: str | os.PathLike, size: tuple[int, int] | None = None,
+               mode: str = "RGB") -> tuple[np.ndarray, tuple[int, int]]:
+    """Any photo PIL reads (JPEG, PNG, ...), for prediction: uint8 (H, W, 3) ("RGB") or (H, W) ("L"), turned
+    upright as its EXIF orientation says, resized to size=(w, h) the way read_image does (JPEG draft, then bilinear);
+    and its upright (width, height), the size its mask is predicted at. Unreadable: DataError naming it."""
+    path = Path(path)
+    with _decoding(path, "photo"), Image.open(path) as img:
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        if size is not None:
+            img.draft(mode, size)
+        img.load()  # decode now, so a truncated file fails here, inside _decoding
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+        img = img.convert(mode)
+        if size is not None and img.size != tuple(size):
+            img = img.resize(tuple(size), Image.BILINEAR)
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # turned by 90 degrees
+        return np.asarray(img, dtype=np.uint8), upright
+
+
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:

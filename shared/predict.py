@@ -1,0 +1,210 @@
+"""`compare.py --predict RUN_DIR`: predict with a trained run's canonical weights, no retraining, on both sides, each
+in its own worker process (`compare.py --predict-worker SIDE JOB.json`): the U-Net masks every photo of the run's
+test folder, of --data-dir or of --images into a streamed, resumable Kaggle submission per side, with overlays, and
+the two sides' masks are compared pixel by pixel; mlp and cnn classify digit images. --weights FILE or
+--weights-from SIDE serve one model on both frameworks. Settled first (predict_setup.py), then each side
+(predict_masks.py writing through predict_rows.py; predict_digits.py), then the agreement (predict_agreement.py) and
+the reports (predict_report.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from shared import predict_setup as setup
+from shared.atomic import write_atomic, write_json
+from shared.benchmark_run import comma_list
+from shared.environment import environment
+from shared.errors import UserError
+from shared.execution import default_execution
+from shared.predict_agreement import mask_agreement
+from shared.predict_digits import digits_agreement, predict_digits, prepare_digits, save_digits
+from shared.predict_masks import predict_masks
+from shared.predict_report import console_table, markdown_report
+from shared.predict_rows import drop_progress
+from shared.registry import task_of
+from shared.report import SIDE_NAMES
+from shared.run import output_folder
+from shared.surface import SIDES
+from shared.weights import load_weights_file
+from shared.workers import job_spec, launch_worker
+
+PHOTOS = "photos.txt"  # the photos of a U-Net prediction, one absolute path a line, in the order of the rows
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a task's prediction is: its input made once in the parent, a side's run, the agreement of two."""
+
+    prepare: Callable  # (run, args) -> (description, write(out) -> None)
+    side: Callable  # (surface, spec, job, side folder, model_of) -> the side's result entry
+    agreement: Callable  # (out, sides, job) -> the agreement entry
+    done: Callable[[Path], None] = lambda folder: None  # after the side's result.json: drop what resuming needed
+
+
+def prepare_photos(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
+    """The photos, listed (not read) before anything is written: --images, --data-dir's test set or the run's."""
+    if args.images is not None:
+        photos, source = setup.list_images(args.images), {"source": "--images",
+                                                          "location": [str(p) for p in args.images]}
+    elif args.data_dir is not None:
+        photos, source = setup.test_photos(args.data_dir), {"source": "carvana", "location": str(args.data_dir)}
+    else:
+        photos = setup.run_test_photos(run)
+        source = {"source": run.data.get("source", "carvana"), "location": str(photos[0].parent) if photos else None}
+    if not photos:
+        raise UserError(f"{source['location']}: no photos to predict")
+    lines = [str(p.resolve()) for p in photos]
+    bad = next((line for line in lines if "\n" in line or "\r" in line), None)
+    if bad is not None:
+        raise UserError(f"{bad!r}: a photo's name must not hold a line break")
+    description = {**source, "count": len(lines), "skipped": []}
+    return description, lambda out: write_atomic(out / PHOTOS, "\n".join(lines) + "\n")
+
+
+def prepare_digit_images(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
+    found = prepare_digits(run, args)
+    return found["description"], lambda out: save_digits(out, found)
+
+
+def masks_agree(out: Path, sides: list[str], job: dict) -> dict:
+    return mask_agreement(out, sides, out / PHOTOS)
+
+
+def classes_agree(out: Path, sides: list[str], job: dict) -> dict:
+    return digits_agreement(out, sides, job["task"])
+
+
+# The two kinds of prediction; shared/registry.py says which one each trained task makes (Task.prediction).
+PREDICTIONS = {
+    "masks": Prediction(prepare_photos, predict_masks, masks_agree, drop_progress),
+    "classes": Prediction(prepare_digit_images, predict_digits, classes_agree),
+}
+
+
+def main(args) -> int:
+    """Check everything, then write the output folder and run the sides; a UserError leaves nothing half-done."""
+    setup.check_flags(args)
+    run = setup.read_run(args.predict.expanduser().resolve(), args.task)
+    sides = comma_list(args.frameworks, "--frameworks", SIDES)
+    spec = setup.prediction_spec(run, args)
+    weights = setup.weight_files(run, sides, args)
+    setup.check_weights(weights, spec)
+    if args.data_dir is not None:
+        args.data_dir = args.data_dir.expanduser().resolve()
+    description, write_input = PREDICTIONS[task_of(spec).prediction].prepare(run, args)
+    out = args.out or Path("runs") / f"{spec.name}-predict-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.expanduser().resolve() == run.folder:
+        raise UserError(f"{out}: --out is the run folder itself; predict into another folder")
+    unfinished = out / "job.json"
+    if unfinished.is_file() and not args.overwrite and json.loads(unfinished.read_text()).get("mode") == "predict":
+        raise UserError(f"{out}: holds a prediction that did not finish; continue it with python compare.py --resume "
+                        f"{out}, or pass --overwrite to start again")
+    out = output_folder(out, spec.name, args.overwrite).resolve()
+    for side in SIDES:  # --overwrite: an earlier prediction's rows and progress must not pass for this one's
+        shutil.rmtree(out / side, ignore_errors=True)
+    write_input(out)
+    job = {"mode": "predict", "task": spec.name, "spec": spec.to_dict(), "run": str(run.folder),
+           "checkpoint": args.checkpoint, "weights": {s: {**w, "file": str(Path(w["file"]).expanduser().resolve())}
+                                                      for s, w in weights.items()},
+           "sides": sides, "threads": args.threads, "out": str(out), "photos": str(out / PHOTOS),
+           "source": description, "preview": args.preview, "skip_bad": args.skip_bad, "device": args.device,
+           "in_process": args.in_process}
+    run_job(out, job)
+    return 0
+
+
+def resume(out: Path, job: dict) -> dict:
+    """`compare.py --resume OUT_DIR` of a prediction: each side continues after its last complete row."""
+    print(f"resuming the {job['task']} prediction in {out}", flush=True)
+    return run_job(Path(out), job)
+
+
+def run_job(out: Path, job: dict) -> dict:
+    """Each side without a result, in its own process (torch first in this one with --in-process), then the
+    agreement and the reports; job.json goes last (its presence means: resumable)."""
+    job_path = write_json(out / "job.json", job)
+    started = time.perf_counter()
+    order = sorted(job["sides"], key=lambda s: s != "torch") if job["in_process"] else job["sides"]
+    try:
+        for side in order:
+            if (out / side / "result.json").is_file():
+                print(f"== {SIDE_NAMES[side]}: finished before ==", flush=True)
+                continue
+            print(f"== {SIDE_NAMES[side]} predicts with {describe_weights(job, side)} ==", flush=True)
+            if job["in_process"]:
+                predict_side(side, job)
+            else:
+                launch_worker(side, job_path, "--predict-worker", threads=job["threads"])
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with python compare.py --resume {out}", flush=True)
+        raise
+    frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in job["sides"]}
+    spec = job_spec(job)
+    results = {
+        "task": job["task"], "mode": "predict", "run": job["run"],
+        "checkpoint": "final" if job["checkpoint"] is None else job["checkpoint"], "weights": job["weights"],
+        "data": job["source"],
+        "config": {**spec.to_dict(), "frameworks": job["sides"], "threads": job["threads"], "device": job["device"],
+                   "preview": job["preview"], "skip_bad": job["skip_bad"]},
+        "environment": environment(job["threads"], job["in_process"]),
+        "frameworks": frameworks,
+    }
+    if len(job["sides"]) == 2:
+        print("== agreement of the two sides ==", flush=True)
+        results["agreement"] = {**PREDICTIONS[task_of(job_spec(job)).prediction].agreement(out, job["sides"], job),
+                                "weights": same_or_own(job)}
+    results["wall_s"] = time.perf_counter() - started
+    write_json(out / "results.json", results)
+    write_atomic(out / "report.md", markdown_report(results, out))
+    (out / "job.json").unlink()
+    print()
+    print(console_table(results))
+    print(f"\nwrote {out}/results.json, {out}/report.md" + (", <side>/submit.csv.gz" if job["task"] == "unet"
+                                                             else ", <side>/predictions.csv"))
+    return results
+
+
+def describe_weights(job: dict, side: str) -> str:
+    found = job["weights"][side]
+    owner = found["trained_by"]
+    who = "the --weights file" if owner == "--weights" else f"{SIDE_NAMES[owner]}'s trained weights"
+    return f"{who} ({found['file']})"
+
+
+def same_or_own(job: dict) -> str:
+    """"same": both sides ran the same weights (any difference is the frameworks'); "own": each its own training."""
+    return "same" if len({w["sha256"] for w in job["weights"].values()}) == 1 else "own"
+
+
+def predict_side(side: str, job: dict) -> None:
+    """One side's prediction in this (fresh) process: <out>/<side>/result.json and the side's files."""
+    spec = job_spec(job)
+    task = task_of(spec)
+    surface = task.surface(side, spec)
+    surface.runtime.configure(job["threads"], spec.seed)
+    execution = surface.runtime.configure_execution(default_execution(side, device=job["device"]))
+    weights_file = job["weights"][side]["file"]
+
+    def model_of():
+        model = surface.task.build(spec)
+        surface.task.load_weights(model, load_weights_file(weights_file))
+        if execution.device != "cpu":  # the surface has no call of its own for it: a train step moves the model
+            surface.task.make_train_step(model, surface.task.make_optimizer(model, spec), spec, execution)
+        return model
+
+    out_dir = Path(job["out"]) / side
+    result = PREDICTIONS[task_of(spec).prediction].side(surface, spec, job, out_dir, model_of)
+    result.update(weights=job["weights"][side], execution=execution.to_dict(), threads=surface.runtime.threads(),
+                  versions=surface.runtime.versions())
+    write_json(out_dir / "result.json", result)
+    PREDICTIONS[task_of(spec).prediction].done(out_dir)
+    timing = result["timing"]
+    rate = timing.get("photos_per_s")
+    print(f"{SIDE_NAMES[side]}: {result['rows']:,} predicted" + (f", {len(result['skipped'])} skipped"
+                                                                  if result["skipped"] else "")
+          + (f", {rate:.1f} photos/s" if rate else ""), flush=True)
