@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from shared.atomic import jsonable
-from shared.report import SIDE_NAMES, _format
+from shared.report import SIDE_NAMES, _format, text_grid
 
 
 def summary_rows(results: dict) -> list[tuple[str, list]]:
@@ -59,13 +59,7 @@ def agreement_lines(results: dict) -> list[str]:
 
 
 def console_table(results: dict) -> str:
-    sides = list(results["frameworks"])
-    header = ["", *[SIDE_NAMES[s] for s in sides]]
-    body = [[label, *[_format(v) for v in values]] for label, values in summary_rows(results)]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = text_grid(list(results["frameworks"]), summary_rows(results))
     return "\n".join([*lines, *agreement_lines(results)])
 
 

@@ -215,15 +215,20 @@ def summary_rows(results: dict) -> list[tuple[str, list]]:
     return rows
 
 
-def table(results: dict) -> str:
-    """A plain-text side-by-side table for the console."""
-    sides = list(results["frameworks"])
+def text_grid(sides: list[str], rows: list[tuple[str, list]]) -> list[str]:
+    """(label, [value per side]) rows as aligned console lines under the sides' names."""
     header = ["", *[SIDE_NAMES[s] for s in sides]]
-    body = [[label, *[_format(v) for v in values]] for label, values in summary_rows(results)]
+    body = [[label, *[_format(v) for v in values]] for label, values in rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def table(results: dict) -> str:
+    """A plain-text side-by-side table for the console."""
+    lines = text_grid(list(results["frameworks"]), summary_rows(results))
     parity = results.get("parity")
     if parity and parity.get("max_abs_diff") is not None:
         verdict = "PASSED" if parity["passed"] else "FAILED"
