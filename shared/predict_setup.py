@@ -178,10 +178,10 @@ def check_layout(path: Path, weights: dict, layout: dict[str, Param], spec: Task
 
 
 def _describe_model(spec: TaskSpec) -> str:
-    """The run's model and the fields that shape its weights (the U-Net's variant, width and depth)."""
-    shape = [f"{name.replace('_', ' ')} {getattr(spec, name)}" for name in ("variant", "base_filters", "depth")
-             if hasattr(spec, name)]
-    return f"{spec.name} of the run" + (f" ({', '.join(shape)})" if shape else "")
+    """The run's model, with the fields that shape its weights where it has them (the U-Net's variant and width)."""
+    if hasattr(spec, "variant"):
+        return f"U-Net of the run ({spec.variant}, --base-filters {spec.base_filters}, depth {spec.depth})"
+    return f"{spec.name} of the run"
 
 
 # ---- the photos -------------------------------------------------------------------------------------------------
