@@ -87,6 +87,11 @@ def test_correct_twins_agree_for_k_steps(task, tmp_path, carvana):
         assert {r["name"] for r in at if r["quantity"] == "optimizer_state"} == {f"{n}.momentum" for n in trainable}
     assert found["sides"]["tf"]["losses"] == pytest.approx(found["sides"]["torch"]["losses"], rel=1e-5)
     assert found["sides"]["torch"]["batch_sizes"] == [spec.batch_size] * STEPS
+    # Every tensor has its float64 twin, and the float64 twins agree far tighter than float32 ones can.
+    assert all(r["float64_rel"] is not None for r in records)
+    assert max(r["float64_rel"] for r in records) <= TOLERANCES[task]["float64"]
+    assert found["sides"]["tf"]["losses_float64"] == pytest.approx(found["sides"]["torch"]["losses_float64"],
+                                                                   rel=1e-12)
 
 
 def test_gradients_are_those_the_update_applied(tmp_path):
@@ -139,6 +144,47 @@ def test_records_follow_the_order_a_step_computes():
     assert [r["name"] for r in records if r["exceeds"]] == ["b.weight", "a.weight.momentum"]
     assert records[-1]["layer"] == "a" and "only on the TensorFlow side" in records[-1]["note"]
     assert records[-2]["rel"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_float64_twins_set_float32_rounding_apart():
+    """No framework: a float32 difference beyond the table's tolerance whose float64 twins agree is rounding, and
+    each side's own float32 error is measured against its float64 run; where the float64 twins differ, they part."""
+    g32 = np.array([1.0, 2.0, 3.0], np.float32)
+    g64 = g32.astype(np.float64)
+    off = g32 * np.float32(1 + 1e-3)  # 1e-3 > grad 1e-4: beyond the float32 tolerance
+    steps32 = {"tf": {"gradient:a.weight": off, "gradient:b.weight": g32},
+               "torch": {"gradient:a.weight": g32, "gradient:b.weight": g32}}
+    steps64 = {"tf": {"gradient:a.weight": g64, "gradient:b.weight": g64 * (1 + 1e-9)},
+               "torch": {"gradient:a.weight": g64, "gradient:b.weight": g64}}
+    tolerances = diagnose.tolerances_of("mlp")
+    records = diagnose.step_records(0, steps32["tf"], steps32["torch"], tolerances)
+    float64_tolerances = {q: {"row": "float64", "measure": "rel", "value": t["float64"]} for q, t in tolerances.items()}
+    float64_records = diagnose.step_records(0, steps64["tf"], steps64["torch"], float64_tolerances)
+    found = {r["name"]: r for r in diagnose.with_float64(records, float64_records, steps32, steps64)}
+    assert found["a.weight"]["exceeds"] and found["a.weight"]["rounding"] and not found["a.weight"]["parts"]
+    assert found["a.weight"]["own_rel"]["tf"] == pytest.approx(1e-3, rel=1e-3)
+    assert found["a.weight"]["own_rel"]["torch"] == 0.0
+    assert not found["b.weight"]["exceeds"] and found["b.weight"]["parts"]  # 1e-9 > float64's 1e-10
+    assert found["b.weight"]["float64_rel"] == pytest.approx(1e-9, rel=1e-3)
+    assert diagnose.first_divergence(list(found.values()), tolerances)["name"] == "b.weight"
+    assert diagnose.rounding_summary(list(found.values()))["count"] == 1
+
+
+def test_a_float32_momentum_parts_the_float64_twins(monkeypatch, tmp_path):
+    """Keras casts SGD's momentum through a float32 tensor, 1e-8 off 0.9's float64 value: were PyTorch's float64 run
+    given the exact 0.9 (its learning rate still rounded as Keras' is), the float64 twins would part at step 1, the
+    first step a momentum enters, while step 0 agrees; with the float32 values on both sides (as float32 training
+    uses them) they agree throughout (test_correct_twins_agree_for_k_steps)."""
+    def learning_rate_only(optimizer):
+        for group in optimizer.param_groups:
+            group["lr"] = float(np.float32(group["lr"]))
+        return optimizer
+
+    monkeypatch.setattr(side_module("torch", "diagnose"), "float32_hyperparameters", learning_rate_only)
+    found = diagnosed("mlp", tmp_path, steps=2)
+    assert found["first"]["step"] == 1 and found["first"]["quantity"] in ("weight", "optimizer_state")
+    assert 1e-10 < max(r["float64_rel"] for r in found["records"] if r["quantity"] == "optimizer_state") < 1e-7
+    assert [r for r in found["records"] if r["parts"] and r["step"] == 0] == []
 
 
 # ---- twins broken on purpose -----------------------------------------------------------------------------
@@ -207,7 +253,9 @@ def test_compare_diagnose_end_to_end(tmp_path):
     assert results["task"] == "mlp" and results["config"]["steps"] == 2
     assert results["first_divergence"] is None
     assert {r["step"] for r in results["records"]} == {0, 1}
-    assert results["tolerances"]["gradient"] == {"row": "grad", "measure": "rel", "value": TOLERANCES["mlp"]["grad"]}
+    assert results["tolerances"]["gradient"] == {"row": "grad", "measure": "rel", "value": TOLERANCES["mlp"]["grad"],
+                                                 "float64": TOLERANCES["mlp"]["float64"]}
+    assert results["largest"]["gradient"]["float64_rel"] <= TOLERANCES["mlp"]["float64"]
     assert (out / "diagnose.png").read_bytes()[:8] == PNG_MAGIC
     assert "Nothing exceeds its tolerance in 2 steps" in (out / "report.md").read_text()
     assert "nothing exceeds its tolerance in 2 steps" in completed.stdout

@@ -17,6 +17,25 @@ from tf_impl.weights import CANONICAL_LAYERS, canonical_gradients
 SLOTS = {"SGD": {"momentum": "momentums"}, "Adam": {"exp_avg": "_momentums", "exp_avg_sq": "_velocities"}}
 
 
+@contextmanager
+def float64() -> Iterator[None]:
+    """While open, the layers built are float64 (Keras takes their dtype from the global policy); the optimizer's
+    learning rate stays a float32 variable, as in a float32 run."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def float32_hyperparameters(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer as a float64 run must use it to match a float32 run's hyperparameters: as it is, for Keras
+    casts its learning rate (a float32 variable) and momentum (a Python float, through a float32 tensor) from float32
+    to the variable's dtype."""
+    return optimizer
+
+
 def canonical_layers(model: keras.Model) -> dict[str, keras.Layer]:
     """The layers that own canonical weights (Dense, Conv2D, Conv2DTranspose, BatchNorm), by canonical name."""
     return {layer.name: layer for layer in model._flatten_layers(include_self=False)
@@ -61,7 +80,7 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: 
     """One optimisation step as the training loop takes it (tape, loss, gradients, apply_gradients), run eagerly so
     that the gradients it applies can be read: the loss and those gradients by canonical name."""
     with tf.GradientTape() as tape:
-        batch_loss = loss(tf.cast(model(images, training=True), tf.float32), targets)
+        batch_loss = loss(model(images, training=True), targets)
     grads = tape.gradient(batch_loss, model.trainable_variables)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     by_variable = {id(variable): grad.numpy() for variable, grad in zip(model.trainable_variables, grads)}
@@ -73,7 +92,7 @@ def optimizer_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -
     SGD's "momentum" as PyTorch's buffer b = momentum * b + g (the step subtracts lr * b), where Keras keeps the
     velocity m = momentum * m - lr * g (the step adds m), so b = -m / lr; Adam's moments "exp_avg" and "exp_avg_sq"
     are the same numbers on both sides."""
-    learning_rate = np.float32(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    learning_rate = keras.ops.convert_to_numpy(optimizer.learning_rate)
     by_kind = {}
     for kind, attribute in SLOTS.get(type(optimizer).__name__, {}).items():
         slots = getattr(optimizer, attribute, None)
@@ -82,7 +101,7 @@ def optimizer_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -
         values = {id(variable): slots[optimizer._get_variable_index(variable)].numpy()
                   for variable in model.trainable_variables}
         if kind == "momentum":
-            values = {key: -value / learning_rate for key, value in values.items()}
+            values = {key: -value / value.dtype.type(learning_rate) for key, value in values.items()}
         by_kind[kind] = canonical_gradients(model, values)
     names = next(iter(by_kind.values()), {})
     return {f"{name}.{kind}": state[name] for name in names for kind, state in by_kind.items()}

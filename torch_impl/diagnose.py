@@ -17,6 +17,27 @@ SLOTS = {"SGD": {"momentum": "momentum_buffer"}, "Adam": {"exp_avg": "exp_avg", 
 CANONICAL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
 
 
+@contextmanager
+def float64() -> Iterator[None]:
+    """While open, the modules built are float64: they create their parameters and buffers in the default dtype."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def float32_hyperparameters(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer with its learning rate and momentum rounded to float32, as a float32 run multiplies by them
+    (and as Keras does in float64 too: it casts them from float32); PyTorch keeps Python floats."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "momentum"):
+            if isinstance(group.get(key), float):
+                group[key] = float(np.float32(group[key]))
+    return optimizer
+
+
 def canonical_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The modules that own canonical weights (Linear, Conv2d, ConvTranspose2d, BatchNorm), by canonical name."""
     return {name: module for name, module in model.named_modules() if isinstance(module, CANONICAL_LAYERS)}
@@ -30,7 +51,7 @@ def recording(model: nn.Module) -> Iterator[dict[str, np.ndarray]]:
 
     def hook(name: str) -> Callable:
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            value = output.detach().float().cpu()
+            value = output.detach().cpu()
             outputs[name] = (value.permute(0, 2, 3, 1) if value.ndim == 4 else value).numpy().copy()
 
         return record
@@ -65,7 +86,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Callabl
     model.to(images.device)  # to_tensors placed the batch; the model follows (a no-op when it is there)
     model.train()
     optimizer.zero_grad()
-    batch_loss = loss(model(images).float(), targets)
+    batch_loss = loss(model(images), targets)
     batch_loss.backward()
     gradients = canonical_gradients(model)
     optimizer.step()
