@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from shared.benchmark_peak import measure_matmul_rates, peak_precisions
 from shared.execution import MODES, Execution
 from shared.registry import Task, task_of
 from shared.surface import Surface
@@ -21,7 +22,9 @@ WARMUP_STEPS = 10
 TIMED_STEPS = 30
 # The loss after this many steps on the same batch, bf16 against fp32 (same side, same mode, same weights).
 PRECISION_CHECK_STEP = 20
-PRECISION_LOSS_RTOL = {"bf16": 0.05, "fp16": 0.02}  # bf16 keeps 8 significant bits, fp16 11
+PRECISION_LOSS_RTOL = {"bf16": 0.05, "fp16": 0.02, "tf32": 0.02}  # bf16 keeps 8 significant bits, fp16/tf32 11
+# Precisions that keep float32 storage and run in every chosen mode ("tf32": float32 tensors, TF32 products on a GPU).
+FULL_PRECISIONS = ("fp32", "tf32")
 # Each side's own minimal loop is timed next to this mode's twinnets step.
 REFERENCE_MODE = {side: modes[0] for side, modes in MODES.items()}
 
@@ -38,6 +41,7 @@ class Row:
     batch_size: int = 0
     run: int = 1  # which of the --repeat processes
     nproc: int = 1
+    reference: bool = False  # a step row that also times the reference loop and measures the matmul peak
 
     @property
     def name(self) -> str:
@@ -45,11 +49,15 @@ class Row:
 
     @property
     def execution(self) -> Execution:
-        return Execution(self.mode, self.precision)
+        return Execution(self.mode, "fp32" if self.precision == "tf32" else self.precision)
 
     @property
     def with_reference(self) -> bool:
-        return self.kind == "step" and self.mode == REFERENCE_MODE[self.side] and self.precision == "fp32"
+        return self.reference
+
+    def tf32(self, settings: dict) -> bool:
+        """TF32 in this row: a tf32 row, or --tf32 for every timed row; never in the parity row (checked in fp32)."""
+        return self.precision == "tf32" or (bool(settings.get("tf32")) and self.kind != "parity")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,16 +65,20 @@ class Row:
 
 def plan_rows(sides: list[str], modes: dict[str, list[str]], precisions: list[str], batch_sizes: list[int],
               repeat: int, all_combinations: bool = False, pipeline: bool = True, nproc: int = 1) -> list[Row]:
-    """Parity first (it gates the rest), then the step rows per side, then the loaders. fp32 runs in every
-    chosen mode; a lower precision only in the side's training mode unless all_combinations."""
+    """Parity first (it gates the rest), then the step rows per side, then the loaders. fp32 (and tf32) runs in
+    every chosen mode; a lower precision only in the side's training mode unless all_combinations. The training
+    mode's fp32 row (tf32 where fp32 is not asked for) also times the reference loop and measures the peak."""
     rows = [Row(side, "parity", REFERENCE_MODE[side], batch_size=batch_sizes[0]) for side in sides]
+    reference = next((p for p in ("fp32", "tf32") if p in precisions), None)
     for batch_size in batch_sizes:
         for side in sides:
             for precision in precisions:
                 for mode in modes[side]:
-                    if precision != "fp32" and mode != REFERENCE_MODE[side] and not all_combinations:
+                    if precision not in FULL_PRECISIONS and mode != REFERENCE_MODE[side] and not all_combinations:
                         continue
-                    rows += [Row(side, "step", mode, precision, batch_size, run) for run in range(1, repeat + 1)]
+                    rows += [Row(side, "step", mode, precision, batch_size, run,
+                                 reference=mode == REFERENCE_MODE[side] and precision == reference)
+                             for run in range(1, repeat + 1)]
     if pipeline:
         rows += [Row(side, "pipeline", REFERENCE_MODE[side], "fp32", batch_sizes[0]) for side in sides]
     if nproc > 1:  # the same global batch in 1 and in nproc processes, the cores shared out
@@ -149,28 +161,15 @@ def weights_digest(canonical: dict) -> str:
     return digest.hexdigest()
 
 
-def measure_matmul_peak(make_matmul: Callable[[int], Callable[[], None]], seconds: float = 1.0,
-                        max_n: int = 4096) -> dict:
-    """GFLOP/s of the largest useful square matrix product: n doubles from 256 until one product takes 50 ms
-    (a slow precision stays small, so a CPU without bf16 units is measured in seconds, not minutes), then the
-    median of repeated products over about `seconds`."""
-    n = 256
-    while True:
-        run = make_matmul(n)
-        run()  # warm-up: kernel selection, packing buffers
-        start = time.perf_counter()
-        run()
-        once = time.perf_counter() - start
-        if once >= 0.05 or n >= max_n:
-            break
-        n *= 2
-    times = []
-    for _ in range(max(3, min(50, int(seconds / max(once, 1e-6))))):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    median = float(np.median(times))
-    return {"n": n, "gflop_per_s": 2 * n**3 / median / 1e9, "repeats": len(times)}
+def side_peaks(side_benchmark, execution: Execution, tf32: bool) -> dict:
+    """This side's matrix-multiply rates in each precision the device has (shared/benchmark_peak.py), TF32 on only
+    for the tf32 product; then the row's own TF32 policy again."""
+    peaks = {}
+    for precision in peak_precisions(execution.device):
+        side_benchmark.configure_fairness(execution, precision == "tf32")
+        peaks[precision] = measure_matmul_rates(lambda n, p=precision: side_benchmark.matmul(n, p, execution))
+    side_benchmark.configure_fairness(execution, tf32)
+    return peaks
 
 
 # ---- one row, in its own process ----------------------------------------------------------------------------
@@ -189,17 +188,27 @@ def fresh_step(surface: Surface, task: Task, spec: TaskSpec, execution: Executio
 
 def parity_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
                execution: Execution) -> tuple[dict, np.ndarray]:
-    """Parameters, the weights' digest and the initial model's output on the batch (the probe); the FLOPs of a
+    """Parameters, the weights' digest, the initial model's output on the batch (the probe, on the rows' device)
+    and the loss of a first train step on it; the batch is the golden file's when there is one. Then the FLOPs of a
     step per batch size, counted on throwaway models (counting runs a step)."""
     model = fresh_model(surface, task, spec)
-    images, _ = task.benchmark_batch(spec, row.batch_size, spec.seed)
+    if settings.get("golden"):
+        from shared.benchmark_golden import read_golden  # safetensors, only when a file is read
+
+        images, targets = read_golden(settings["golden"]).batch
+    else:
+        images, targets = task.benchmark_batch(spec, row.batch_size, spec.seed)
+    side_benchmark = benchmark_module(surface)
     result = {"parameters": surface.task.count_parameters(model),
               "weights_sha256": weights_digest(surface.task.export_weights(model)), "flops": {}}
+    probe = surface.task.forward(side_benchmark.place(model, execution), images)
+    step = fresh_step(surface, task, spec, execution)
+    result["first_step_loss"] = float(step(*surface.task.to_tensors(images, targets, execution)))
     for batch_size in settings["batch_sizes"]:
         batch = surface.task.to_tensors(*task.benchmark_batch(spec, batch_size, spec.seed), execution)
-        result["flops"][str(batch_size)] = benchmark_module(surface).count_flops(
+        result["flops"][str(batch_size)] = side_benchmark.count_flops(
             fresh_step(surface, task, spec, execution), *batch)
-    return result, surface.task.forward(model, images)
+    return result, probe
 
 
 def step_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
@@ -220,9 +229,7 @@ def step_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: d
     if row.with_reference:
         result["reference"] = {**timings["reference"],
                                "stats": step_statistics(timings["reference"]["times_s"], row.batch_size)}
-        result["matmul_peak"] = {precision: measure_matmul_peak(
-            lambda n, precision=precision: side_benchmark.matmul(n, precision, execution))
-            for precision in ("fp32", "bf16")}
+        result["matmul_peak"] = side_peaks(side_benchmark, execution, row.tf32(settings))
     return result, None
 
 
@@ -269,8 +276,10 @@ def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
     """Run one row in this process; returns its result and, for the parity row, the probe (the initial model's
     output on the batch)."""
     execution = surface.runtime.configure_execution(row.execution.replace(device=settings["device"]))
-    found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)
     side_benchmark = benchmark_module(surface)
+    harness_set = side_benchmark.configure_fairness(execution, row.tf32(settings))  # before the model is built
+    found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)
     result = {"row": row.to_dict(), "execution": execution.to_dict(), **found, "peak_rss_bytes": peak_rss_bytes(),
-              "peak_device_bytes": side_benchmark.peak_device_memory(execution), "build": side_benchmark.build_info()}
+              "peak_device_bytes": side_benchmark.peak_device_memory(execution), "build": side_benchmark.build_info(),
+              "fairness": {"harness_set": harness_set, "settings": side_benchmark.fairness_settings(execution)}}
     return result, probe

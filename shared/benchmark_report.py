@@ -2,9 +2,10 @@
 report.md and the plots."""
 from __future__ import annotations
 
-from shared import report
+from shared import benchmark_fairness, benchmark_golden, benchmark_stats, report
 from shared.benchmark import PRECISION_CHECK_STEP, PRECISION_LOSS_RTOL, REFERENCE_MODE, median_run
-from shared.tasks import TaskSpec
+from shared.benchmark_peak import SOURCE_NAMES, against_peak, describe_peak
+from shared.tasks import TaskSpec, shape_text
 
 MODE_NAMES = {"tf": {"function": "tf.function", "eager": "eager (run_functions_eagerly)", "xla": "XLA (jit_compile)"},
               "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"}}
@@ -29,8 +30,9 @@ def flop_counts(task, spec: TaskSpec, parity_rows: dict, batch_sizes: list[int])
     return counts
 
 
-def summarize_rows(step_results: list[dict], flops: dict, peaks: dict) -> list[dict]:
-    """One entry per (side, mode, precision, batch): the median of its --repeat processes, with raw times."""
+def summarize_rows(step_results: list[dict], flops: dict, machine: dict, own_peaks: dict | None = None) -> list[dict]:
+    """One entry per (side, mode, precision, batch): the median of its --repeat processes, with raw times; its
+    model-FLOP rate against the machine's peak in its precision (and the side's own matmul rate, as a fact)."""
     groups: dict[tuple, list[dict]] = {}
     for result in step_results:
         row = result["row"]
@@ -41,12 +43,13 @@ def summarize_rows(step_results: list[dict], flops: dict, peaks: dict) -> list[d
         stats = chosen["stats"]
         model_flops = flops[str(batch)]["used"]
         achieved = model_flops / stats["median_s"] / 1e9
-        peak = peaks.get(side, {}).get(precision, {}).get("gflop_per_s")
+        label = f"{report.SIDE_NAMES[side]} {MODE_NAMES[side][mode]} {precision} batch {batch}"
+        own = (own_peaks or {}).get(side, {}).get(precision, {}).get("gflop_per_s")
         entry = {"side": side, "mode": mode, "precision": precision, "batch_size": batch,
                  "first_step_s": chosen["first_step_s"], "stats": stats, "times_s": chosen["times_s"],
                  "losses": chosen["losses"], "run_medians_s": [run["stats"]["median_s"] for run in runs],
-                 "gflop_per_s": achieved, "peak_gflop_per_s": peak,
-                 "peak_fraction": achieved / peak if peak else None,
+                 "gflop_per_s": achieved, **against_peak(achieved, precision, machine, label),
+                 "own_matmul_gflop_per_s": own,
                  "peak_rss_bytes": chosen["peak_rss_bytes"], "peak_device_bytes": chosen["peak_device_bytes"],
                  "device": chosen["execution"]["device"]}
         if "reference" in chosen:
@@ -60,16 +63,18 @@ def summarize_rows(step_results: list[dict], flops: dict, peaks: dict) -> list[d
 
 def precision_checks(rows: list[dict]) -> list[dict]:
     """The loss after PRECISION_CHECK_STEP steps in bf16/fp16 against fp32, same side, mode and batch."""
-    fp32 = {(r["side"], r["mode"], r["batch_size"]): r for r in rows if r["precision"] == "fp32"}
+    fp32 = {(r["side"], r["mode"], r["batch_size"]): r for r in rows if r["precision"] == "tf32"}
+    fp32.update({(r["side"], r["mode"], r["batch_size"]): r for r in rows if r["precision"] == "fp32"})
     checks = []
     for row in rows:
         reference = fp32.get((row["side"], row["mode"], row["batch_size"]))
-        if row["precision"] == "fp32" or reference is None or len(row["losses"]) < PRECISION_CHECK_STEP:
+        if reference is None or row is reference or len(row["losses"]) < PRECISION_CHECK_STEP:
             continue
         low, full = row["losses"][PRECISION_CHECK_STEP - 1], reference["losses"][PRECISION_CHECK_STEP - 1]
         relative = abs(low - full) / max(abs(full), 1e-12)
         tolerance = PRECISION_LOSS_RTOL[row["precision"]]
         checks.append({"side": row["side"], "mode": row["mode"], "precision": row["precision"],
+                       "against": reference["precision"],
                        "batch_size": row["batch_size"], "step": PRECISION_CHECK_STEP, "loss": low, "loss_fp32": full,
                        "relative_diff": relative, "tolerance": tolerance, "passed": relative <= tolerance,
                        "speedup_vs_fp32": row["stats"]["samples_per_s"] / reference["stats"]["samples_per_s"]})
@@ -125,7 +130,13 @@ def targets(rows: list[dict], checks: list[dict]) -> dict:
         found[side] = {name: {"value": value, "target": TARGETS[name],
                               "met": None if value is None else bool(value >= TARGETS[name])}
                        for name, value in values.items()}
+        if main and main["peak_error"]:  # above the machine's peak: a measurement error, not a target met
+            found[side]["peak_fraction_fp32"].update(met=None, error=main["peak_error"])
     return found
+
+
+def peak_errors(rows: list[dict]) -> list[str]:
+    return [row["peak_error"] for row in rows if row.get("peak_error")]
 
 
 # ---- console and report.md -----------------------------------------------------------------------------------
@@ -142,7 +153,8 @@ def table(results: dict) -> str:
     for row in results["rows"]:
         s = row["stats"]
         ratio = f"{row['reference']['throughput_ratio']:.3f}" if "reference" in row else ""
-        fraction = f"{100 * row['peak_fraction']:.1f}" if row["peak_fraction"] is not None else "-"
+        fraction = (f"{100 * row['peak_fraction']:.1f}" + ("!" if row["peak_error"] else "")
+                    if row["peak_fraction"] is not None else "-")
         lines.append(f"{report.SIDE_NAMES[row['side']]:<11}{MODE_NAMES[row['side']][row['mode']]:<30}"
                      f"{row['precision']:<6}{row['batch_size']:>6}{row['first_step_s']:>9.2f}{s['median_s']:>10.4f}"
                      f"{s['p10_s']:>8.4f}-{s['p90_s']:<8.4f}{s['mean_s']:>10.4f}+-{s['stderr_s']:<7.4f}"
@@ -154,6 +166,10 @@ def table(results: dict) -> str:
                          f"{row['reference']['first_step_s']:>9.2f}{r['median_s']:>10.4f}"
                          f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
                          f"{r['samples_per_s']:>11.1f}")
+    lines += peak_lines(results)
+    lines += [f"! {error}" for error in peak_errors(results["rows"])]
+    for comparison in results.get("comparisons", []):
+        lines.append(comparison_line(comparison))
     for side, found in (results.get("scaling") or {}).items():
         lines.append(
             f"{report.SIDE_NAMES[side]:<11}data-parallel, batch {results['config']['batch_sizes'][0]}: "
@@ -162,40 +178,105 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def peak_lines(results: dict) -> list[str]:
+    """The machine peak per precision and each source's own best rate (a fact about its BLAS), for the table."""
+    lines = []
+    sizes = sorted({size["n"] for peaks in results["matmul_peak"].values() for peak in peaks.values()
+                    for size in peak.get("sizes", [])})
+    for precision, peak in results["machine_peak"].items():
+        own = ", ".join(f"{SOURCE_NAMES[source]} {peaks[precision]['gflop_per_s']:.1f} (n={peaks[precision]['n']})"
+                        for source, peaks in results["matmul_peak"].items() if precision in peaks)
+        lines.append(f"machine peak {describe_peak(peak, precision)}, the best of: {own}")
+    if sizes:
+        lines.append(f"  (matrix products of n = {', '.join(map(str, sizes))} in this run; % peak is against the "
+                     f"machine peak in the row's precision)")
+    return lines
+
+
+def comparison_line(comparison: dict) -> str:
+    faster, slower = comparison["faster"], comparison["slower"]
+    return (f"{comparison['what']} ({comparison['precision']}, batch {comparison['batch_size']}): "
+            f"{report.SIDE_NAMES[faster['side']]} {MODE_NAMES[faster['side']][faster['mode']]} / "
+            f"{report.SIDE_NAMES[slower['side']]} {MODE_NAMES[slower['side']][slower['mode']]} throughput "
+            f"{benchmark_stats.verdict(comparison)}")
+
+
+def parity_source(results: dict) -> str:
+    """The header's parity line: between the sides, or against a golden file."""
+    config = results["config"]
+    if config.get("golden"):
+        return (f"parity: against the golden file {config['golden']} (fp32, TF32 off), checked before any timing"
+                + ("" if len(config["frameworks"]) == 1 else ", and between the two sides"))
+    return "parity: between the two sides (fp32, TF32 off), checked before any timing"
+
+
 def header(results: dict) -> str:
     env, config = results["environment"], results["config"]
-    lines = [f"twinnets benchmark: {results['task']}, batch sizes {config['batch_sizes']}, "
+    sides = config.get("frameworks", ["tf", "torch"])
+    versions = [f"python {env['python']}"] + ([f"tensorflow {env['tensorflow']}", f"keras {env['keras']}"]
+                                              if "tf" in sides else []) + ([f"torch {env['torch']}"]
+                                                                           if "torch" in sides else [])
+    size = f", input {shape_text(config['image_size'])}, width {config['base_filters']}" if "base_filters" in config \
+        else ""
+    lines = [f"twinnets benchmark: {results['task']}{size}, batch sizes {config['batch_sizes']}, "
              f"{config['warmup']} warm-up + {config['steps']} timed steps, {config['repeat']} process(es) per row",
+             results["preset"] if results.get("preset") else "preset: none (the flags as given)",
              f"CPU {env['cpu']} ({env['cores']} cores; flags: {env['cpu_flags']}); device {config['device']}",
-             f"threads: {config['threads']} intra-op, 1 inter-op, on both sides; each row in a fresh process",
-             f"python {env['python']}, tensorflow {env['tensorflow']}, keras {env['keras']}, torch {env['torch']}"]
+             f"threads: {config['threads']} intra-op, 1 inter-op, on "
+             + ("both sides" if len(sides) == 2 else f"{report.SIDE_NAMES[sides[0]]} only") + "; each row in a fresh "
+             "process", ", ".join(versions), parity_source(results)]
+    lines += [f"not run here: {note}" for note in config.get("not_run", [])]
     return "\n".join(lines)
+
+
+def equal_work_lines(parity: dict) -> list[str]:
+    """The parity gate in words: between the two sides, and against a golden file (with the chain it shows)."""
+    lines = []
+    sides = list(parity["parameters"])
+    lines.append("- Parameters: " + ", ".join(f"{parity['parameters'][side]:,} ({report.SIDE_NAMES[side]})"
+                                              for side in sides) + ".")
+    digests = parity["weights_sha256"]
+    lines.append("- Canonical weights after loading: " + ", ".join(
+        f"sha256 {digests[side][:16]}... ({report.SIDE_NAMES[side]})" for side in sides)
+        + (f": {'identical' if digests['tf'] == digests['torch'] else 'DIFFERENT'}." if len(sides) == 2 else "."))
+    between = parity.get("between_sides", parity) if parity.get("against") else parity
+    if between and len(sides) == 2:
+        lines.append(f"- Forward output on the benchmark batch: max |tf - torch| = {between['max_abs_diff']:.3g} "
+                     f"(tolerance {between['tolerance']:g}): {'passed' if between['passed'] else 'FAILED'}.")
+    if parity.get("against"):
+        lines.append(f"- Against the golden file {parity['file']}:")
+        lines += [f"  - {line}" for line in benchmark_golden.chain(parity)]
+    return lines
 
 
 def markdown_report(results: dict) -> str:
     config, parity = results["config"], results["parity"]
     lines = [f"# twinnets benchmark: {results['task']}", "", "```", header(results), "```", "",
-             "## Equal work first", "",
-             f"- Parameters: {parity['parameters']['tf']:,} (TensorFlow), {parity['parameters']['torch']:,} (PyTorch).",
-             f"- Canonical weights after loading: sha256 {parity['weights_sha256']['tf'][:16]}... (TensorFlow), "
-             f"{parity['weights_sha256']['torch'][:16]}... (PyTorch): "
-             f"{'identical' if parity['weights_sha256']['tf'] == parity['weights_sha256']['torch'] else 'DIFFERENT'}.",
-             f"- Forward output on the benchmark batch: max |tf - torch| = {parity['max_abs_diff']:.3g} "
-             f"(tolerance {parity['tolerance']:g}): {'passed' if parity['passed'] else 'FAILED'}.",
+             "## Equal work first", ""] + equal_work_lines(parity) + [
              "", "## Train step", "",
              "Each row is one process: the first step alone (trace / compile / kernel selection), then "
              f"{config['warmup']} warm-up steps, then {config['steps']} steps each timed with time.perf_counter "
              "after the loss reached the host (which waits for the device). The batch is in memory on the device.",
              "", "```", table(results), "```", ""]
+    if results.get("comparisons"):
+        lines += ["## Faster?", "",
+                  f"The ratio of median step times, with a bootstrap {100 * benchmark_stats.CONFIDENCE:.0f}% interval "
+                  f"({benchmark_stats.RESAMPLES} resamples of the timed steps, or of the --repeat processes' medians "
+                  f"when there are several; seed {benchmark_stats.SEED}); an interval that holds 1 is not "
+                  "distinguishable:", ""]
+        lines += [f"- {comparison_line(c)}." for c in results["comparisons"]] + [""]
+    if results.get("reference_line"):
+        lines += ["## Published reference", "", f"- {results['reference_line']}", ""]
     lines += ["## Targets", "", "| | " + " | ".join(report.SIDE_NAMES[side] for side in results["targets"]) + " |",
               "|---|" + "---|" * len(results["targets"])]
     for name, target in TARGETS.items():
         cells = []
         for side, found in results["targets"].items():
             value = found[name]["value"]
+            verdict = ("measurement error: above the machine peak" if found[name].get("error")
+                       else "met" if found[name]["met"] else "NOT met")
             cells.append("not measured" if value is None else
-                         f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} "
-                         f"({'met' if found[name]['met'] else 'NOT met'})")
+                         f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} ({verdict})")
         lines.append(f"| {name.replace('_', ' ')} >= {target} | " + " | ".join(cells) + " |")
     lines += ["", "## Against the limit", ""]
     for batch, count in results["flops"].items():
@@ -204,11 +285,16 @@ def markdown_report(results: dict) -> str:
         lines.append(f"- Batch {batch}: {count['used'] / 1e9:.3f} GFLOP per training step (convolutions and matrix "
                      f"products, forward and backward; counted: {counted}; analytic {count['analytic']:,}; "
                      f"{'agree within 1%' if count['agree_within_1pct'] else 'DISAGREE: the analytic count is used'}).")
-    for side, peaks in results["matmul_peak"].items():
-        lines.append(f"- {report.SIDE_NAMES[side]} matrix-multiply peak, measured in this run: " + ", ".join(
-            f"{precision} {peak['gflop_per_s']:.1f} GFLOP/s (n={peak['n']})" for precision, peak in peaks.items()))
-    lines += ["- Model-FLOP throughput = the step's FLOPs / median step time; % peak is against the same side's "
-              "matrix-multiply peak in the row's precision.", ""]
+    for source, peaks in results["matmul_peak"].items():
+        lines.append(f"- {SOURCE_NAMES[source]}'s own matrix multiply, measured in this run: " + "; ".join(
+            f"{precision} " + ", ".join(f"n={size['n']} {size['gflop_per_s']:.1f}" for size in peak["sizes"])
+            + " GFLOP/s" for precision, peak in peaks.items()))
+    for precision, peak in results["machine_peak"].items():
+        lines.append(f"- Machine peak: {describe_peak(peak, precision)}, the best rate of any of them.")
+    lines += ["- Model-FLOP throughput = the step's FLOPs / median step time; % peak is against the machine peak "
+              "in the row's precision. A row above 100% is a measurement error (the product did not reach the "
+              "machine's rate, or the FLOP count is too high), never a target met."]
+    lines += [f"- **{error}**" for error in peak_errors(results["rows"])] + [""]
     if results["precision_checks"]:
         lines += ["## Mixed precision", ""]
         for check in results["precision_checks"]:
@@ -241,6 +327,7 @@ def markdown_report(results: dict) -> str:
     lines += ["## Memory", "", "Peak resident memory of each row's process is in the table (RSS MiB)"
               + ("; peak device memory is in results.json." if config["device"] == "cuda" else
                  "; on the CPU there is no separate device memory."), "",
+              "## Fairness manifest", ""] + benchmark_fairness.lines(results["fairness"]) + ["",
               "## Environment", "", "```"]
     for side, build in results["environment"]["build"].items():
         lines.append(f"{report.SIDE_NAMES[side]}: " + ", ".join(f"{k} {v}" for k, v in build.items() if k != "pid"))

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shared import benchmark, benchmark_report, parity
+from shared import benchmark, benchmark_golden, benchmark_peak, benchmark_presets, benchmark_report, parity
 from shared.atomic import write_json
-from shared.environment import benchmark_environment
+from shared.benchmark_fairness import manifest
+from shared.benchmark_stats import comparisons
+from shared.environment import benchmark_environment, cpu_info
 from shared.errors import UserError
 from shared.execution import MODES, PRECISIONS
 from shared.registry import task_of
@@ -18,7 +20,14 @@ from shared.report import SIDE_NAMES
 from shared.run import output_folder
 from shared.surface import SIDES
 from shared.tasks import TaskSpec
+from shared.tolerances import tolerance
 from shared.workers import launch_worker
+
+# The benchmark's precisions: the training ones, and "tf32" (float32 tensors, TF32 products and convolutions on a GPU).
+BENCH_PRECISIONS = ("fp32", "tf32", *PRECISIONS[1:])
+GPU_PRECISIONS = ("tf32", "fp16")
+DEFAULT_PRECISIONS = {"cuda": "fp32,tf32,bf16,fp16", "cpu": "fp32,bf16"}
+BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of bf16 arithmetic; without them bf16 is emulated, slowly
 
 
 def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
@@ -36,6 +45,11 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
     if not trains:
         raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
+    preset = benchmark_presets.PRESETS[getattr(args, "preset", None) or "default"]
+    args.bench_preset, args.bench_pipeline, args.bench_not_run = preset.name, preset.pipeline, []
+    args.warmup = preset.warmup if args.warmup is None else args.warmup
+    args.steps = preset.steps if args.steps is None else args.steps
+    args.modes = (preset.modes or "all") if args.modes is None else args.modes
     for flag, least in (("warmup", 0), ("steps", 1), ("repeat", 1)):
         if getattr(args, flag) < least:
             raise UserError(f"--{flag} must be {'0 or more' if least == 0 else 'positive'}, got {getattr(args, flag)}")
@@ -48,9 +62,50 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     chosen = every_mode if args.modes == "all" else comma_list(args.modes, "--modes", every_mode)
     args.bench_batch_sizes = batch_sizes
     args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in SIDES}
-    args.bench_precisions = comma_list(args.precisions, "--precisions", PRECISIONS)
-    if "fp16" in args.bench_precisions and args.device != "cuda":
-        raise UserError("--precisions fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
+    args.bench_precisions = bench_precisions(args, preset)
+
+
+def bench_precisions(args, preset: benchmark_presets.Preset) -> list[str]:
+    """--precisions, or the device's default (a GPU: fp32, tf32, bf16, fp16); a preset that needs bf16 units drops
+    bf16 on a CPU without them (and says so); --tf32 makes the fp32 rows tf32 rows."""
+    device = "cuda" if args.device == "cuda" else "cpu"
+    chosen = comma_list(args.precisions or DEFAULT_PRECISIONS[device], "--precisions", BENCH_PRECISIONS)
+    for precision in GPU_PRECISIONS:
+        if precision in chosen and args.device != "cuda":
+            raise UserError(f"--precisions {precision} needs --device cuda: "
+                            + ("CPUs have no fast float16 arithmetic (use bf16)" if precision == "fp16"
+                               else "TF32 is a GPU's tensor-core format"))
+    if getattr(args, "tf32", False):
+        if args.device == "cpu":
+            raise UserError("--tf32 applies to a GPU (--device cuda or auto): CPUs have no TF32")
+        chosen = list(dict.fromkeys("tf32" if precision == "fp32" else precision for precision in chosen))
+    flags = cpu_info().get("flags", "").split()
+    if args.precisions is None and preset.bf16_needs_units and device == "cpu" and not set(BF16_UNITS) & set(flags):
+        chosen = [precision for precision in chosen if precision != "bf16"]
+        args.bench_not_run.append("bf16: this CPU has no bf16 arithmetic (no avx512_bf16 or amx_bf16), a step would "
+                                  "take minutes; --precisions fp32,bf16 runs it anyway")
+    if device == "cpu":
+        args.bench_not_run.append("tf32 and fp16 rows, peak device memory, and any published GPU reference line: they "
+                                  "need --device cuda")
+    return chosen
+
+
+def check_sides(spec: TaskSpec, sides: list[str], options) -> benchmark_golden.Golden | None:
+    """Both sides, or one side checked against a golden file; --write-golden needs both. Returns the golden file,
+    read and matched to the spec (one-line errors)."""
+    golden_path, write_path = getattr(options, "golden", None), getattr(options, "write_golden", None)
+    if golden_path is not None and write_path is not None:
+        raise UserError("--golden checks against a file and --write-golden writes one: choose one")
+    if write_path is not None and len(sides) != 2:
+        raise UserError("--write-golden records both sides: leave --frameworks at tf,torch")
+    if len(sides) != 2 and golden_path is None:
+        raise UserError("--benchmark with one framework needs --golden FILE (written by --write-golden on a machine "
+                        "with both): otherwise nothing shows that it does the same work as the other side")
+    if golden_path is None:
+        return None
+    golden = benchmark_golden.read_golden(golden_path)
+    benchmark_golden.check_spec(golden, spec)
+    return golden
 
 
 class RowRunner:
@@ -83,48 +138,68 @@ class RowRunner:
 def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     """options carries the command line: out, overwrite, data_dir, download, threads, device, warmup, steps,
     repeat, nproc, all_combinations and the lists bench_batch_sizes, bench_modes, bench_precisions."""
-    if len(sides) != 2:
-        raise UserError("--benchmark compares both sides: leave --frameworks at tf,torch")
+    golden = check_sides(spec, sides, options)
+    write_path = getattr(options, "write_golden", None)
     task = task_of(spec)
     out = output_folder(options.out, spec.name, options.overwrite)
-    data = task.prepare_data(spec, options.data_dir, options.download)
+    data = None if write_path else task.prepare_data(spec, options.data_dir, options.download)
     rows = benchmark.plan_rows(sides, options.bench_modes, options.bench_precisions, options.bench_batch_sizes,
-                               options.repeat, options.all_combinations, nproc=options.nproc)
+                               options.repeat, options.all_combinations, options.bench_pipeline, options.nproc)
+    if write_path:  # the golden file needs the parity rows only
+        rows = [row for row in rows if row.kind == "parity"]
     folder = out / "rows"
     folder.mkdir(exist_ok=True)
     env = benchmark_environment(options.threads)
-    config = {**spec.to_dict(), "benchmark": True, "warmup": options.warmup, "steps": options.steps,
+    preset = benchmark_presets.PRESETS[options.bench_preset]
+    config = {**spec.to_dict(), "benchmark": True, "frameworks": sides, "preset": preset.name,
+              "warmup": options.warmup, "steps": options.steps,
               "repeat": options.repeat, "batch_sizes": options.bench_batch_sizes, "modes": options.bench_modes,
               "precisions": options.bench_precisions, "all_combinations": options.all_combinations,
-              "threads": options.threads, "device": options.device}
-    print(benchmark_report.header({"task": spec.name, "environment": env, "config": config}), flush=True)
+              "threads": options.threads, "device": options.device, "tf32": bool(getattr(options, "tf32", False)),
+              "pipeline": options.bench_pipeline, "golden": None if golden is None else str(golden.path),
+              "write_golden": None if write_path is None else str(write_path), "not_run": options.bench_not_run}
+    described = benchmark_presets.describe(preset, spec)
+    print(benchmark_report.header({"task": spec.name, "environment": env, "config": config, "preset": described}),
+          flush=True)
     settings = {"warmup": options.warmup, "steps": options.steps, "batch_sizes": options.bench_batch_sizes,
-                "device": options.device}
+                "device": options.device, "tf32": config["tf32"], "golden": config["golden"]}
     run = RowRunner(spec, data, folder, settings, options.threads, len(rows), options.repeat)
     started = time.perf_counter()
 
     parity_rows = {row.side: run(index, row) for index, row in enumerate(rows, start=1) if row.kind == "parity"}
     probes = {side: np.load(folder / f"{result['row_name']}.probe.npy") for side, result in parity_rows.items()}
-    gate = parity.benchmark_parity(parity_rows, probes, task.tolerance)
+    gate = parity_gate(task, spec, golden, parity_rows, probes)
     if not gate["passed"]:
         write_json(out / "results.json", {"task": spec.name, "mode": "benchmark", "config": config,
                                           "environment": env, "parity": gate, "rows": []})
         raise benchmark_report.ParityFailed("; ".join(gate["problems"]))
-    print(f"parity passed: {gate['parameters']['tf']:,} parameters on both sides, bit-identical weights, "
-          f"max |tf - torch| {gate['max_abs_diff']:.2g} <= {gate['tolerance']:g}", flush=True)
+    for line in parity_lines(gate):
+        print(line, flush=True)
+    if write_path:
+        return write_golden_file(write_path, task, spec, options, parity_rows, probes, gate, out, config, env)
+    numpy_peak = benchmark_peak.numpy_peak(options.threads)  # in this process, now idle: nothing runs beside it
+    print(f"numpy matrix multiply: fp32 {numpy_peak['fp32']['gflop_per_s']:.1f} GFLOP/s "
+          f"(n={numpy_peak['fp32']['n']})", flush=True)
     for index, row in enumerate(rows, start=1):
         if row.kind != "parity":
             run(index, row)
 
     step_results = run.of_kind("step")
-    peaks = {r["row"]["side"]: r["matmul_peak"] for r in step_results if "matmul_peak" in r}
+    device = next(iter(parity_rows.values()))["execution"]["device"]  # --device auto resolved by the sides
+    own_peaks = {r["row"]["side"]: r["matmul_peak"] for r in step_results if "matmul_peak" in r}
+    own_peaks["numpy"] = numpy_peak
+    machine = benchmark_peak.machine_peak(own_peaks, device)
     flops = benchmark_report.flop_counts(task, spec, parity_rows, options.bench_batch_sizes)
-    summary_rows = benchmark_report.summarize_rows(step_results, flops, peaks)
+    summary_rows = benchmark_report.summarize_rows(step_results, flops, machine, own_peaks)
     checks = benchmark_report.precision_checks(summary_rows)
     env["build"] = {side: r["build"] for side, r in parity_rows.items()}
     results = {"task": spec.name, "mode": "benchmark", "data": data["description"], "config": config,
-               "environment": env, "parity": gate, "flops": flops, "matmul_peak": peaks, "rows": summary_rows,
-               "precision_checks": checks, "targets": benchmark_report.targets(summary_rows, checks),
+               "preset": described, "environment": env, "parity": gate, "flops": flops, "matmul_peak": own_peaks,
+               "machine_peak": machine, "rows": summary_rows, "precision_checks": checks,
+               "comparisons": comparisons(summary_rows),
+               "targets": benchmark_report.targets(summary_rows, checks),
+               "fairness": manifest(list(run.results.values()), options.threads, config["tf32"], device),
+               "reference_line": reference_line(preset, summary_rows, device),
                "scaling": benchmark_report.scaling_summary(run.of_kind("data-parallel")),
                "pipeline": benchmark_report.pipeline_summary(run.of_kind("pipeline"), summary_rows),
                "wall_s": time.perf_counter() - started}
@@ -133,3 +208,54 @@ def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     print(benchmark_report.table(results))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots ({results['wall_s']:.0f} s)")
     return results
+
+
+def parity_gate(task, spec: TaskSpec, golden, parity_rows: dict, probes: dict) -> dict:
+    """Between the two sides when both ran; against the golden file when there is one (and then both)."""
+    both = parity.benchmark_parity(parity_rows, probes, task.tolerance) if len(parity_rows) == 2 else None
+    if golden is None:
+        return both
+    return benchmark_golden.golden_gate(golden, parity_rows, probes, task.tolerance, tolerance(spec.name, "loss"),
+                                        both)
+
+
+def parity_lines(gate: dict) -> list[str]:
+    lines = []
+    between = gate.get("between_sides", gate) if gate.get("against") else gate
+    if between:
+        lines.append(f"parity passed: {between['parameters']['tf']:,} parameters on both sides, bit-identical weights, "
+                     f"max |tf - torch| {between['max_abs_diff']:.2g} <= {between['tolerance']:g}")
+    if gate.get("against"):
+        lines.append(f"parity passed against the golden file {gate['file']}:")
+        lines += [f"  {line}" for line in benchmark_golden.chain(gate)]
+    return lines
+
+
+def write_golden_file(path: Path, task, spec: TaskSpec, options, parity_rows: dict, probes: dict, gate: dict,
+                      out: Path, config: dict, env: dict) -> dict:
+    """--write-golden: the benchmark batch, both outputs and first-step losses; no timing."""
+    images, targets = task.benchmark_batch(spec, options.bench_batch_sizes[0], spec.seed)
+    tolerances = {"parity": task.tolerance, "loss": tolerance(spec.name, "loss")}
+    benchmark_golden.write_golden(Path(path), spec, images, targets, probes, parity_rows, gate, tolerances, task.probe)
+    results = {"task": spec.name, "mode": "benchmark", "config": config, "environment": env, "parity": gate,
+               "golden_written": str(path), "rows": []}
+    write_json(out / "results.json", results)
+    print(f"wrote the golden file {path} and {benchmark_golden.sidecar(Path(path))} (no timing with --write-golden; "
+          f"check one side against it with --frameworks torch --golden {path})")
+    return results
+
+
+def reference_line(preset, rows: list[dict], device: str) -> str | None:
+    """A preset's published figures next to this run's, on a GPU only (on a CPU they measure something else)."""
+    if preset.reference is None or device != "cuda":
+        return None
+    published = preset.reference
+    batch = preset.spec.get("batch_size")
+    here = ", ".join(f"{report_side(r)} {r['mode']} {r['precision']} {r['stats']['samples_per_s']:.1f}"
+                     for r in rows if r["batch_size"] == batch)
+    return (f"{published['what']}: " + ", ".join(f"{k.upper()} {v:g} img/s" for k, v in published["img_per_s"].items())
+            + f" (published); this run, img/s: {here or 'no rows at batch ' + str(batch)}")
+
+
+def report_side(row: dict) -> str:
+    return SIDE_NAMES[row["side"]]

@@ -26,23 +26,23 @@ def training_flops(forward: list[int]) -> int:
 def unet_forward_flops(spec: UNetSpec, batch: int) -> list[int]:
     widths = weights.unet_widths(spec.base_filters, spec.depth)
     shrink = 0 if spec.variant == "padded" else 2  # each valid 3x3 convolution loses 2 pixels
-    flops, sizes, size, c_in = [], [], spec.image_size, 3
+    (height, width_px), c_in, flops = spec.image_shape, 3, []  # (H, W): Carvana's photos are not square
     for level, width in enumerate(widths, start=1):
         for conv in (1, 2):
-            size -= shrink
-            flops.append(conv_flops(batch, c_in if conv == 1 else width, width, 3, size, size))
+            height, width_px = height - shrink, width_px - shrink
+            flops.append(conv_flops(batch, c_in if conv == 1 else width, width, 3, height, width_px))
         c_in = width
         if level <= spec.depth:
-            sizes.append(size)
-            size //= 2
+            height, width_px = height // 2, width_px // 2
     for level in range(spec.depth, 0, -1):
         width = widths[level - 1]
-        flops.append(conv_flops(batch, widths[level], width, 2, size, size))  # the 2x2 stride-2 up-convolution
-        size *= 2
+        # the 2x2 stride-2 up-convolution, counted at its input size
+        flops.append(conv_flops(batch, widths[level], width, 2, height, width_px))
+        height, width_px = height * 2, width_px * 2
         for conv in (1, 2):
-            size -= shrink
-            flops.append(conv_flops(batch, 2 * width if conv == 1 else width, width, 3, size, size))
-    flops.append(conv_flops(batch, widths[0], 1, 1, size, size))  # the 1x1 head
+            height, width_px = height - shrink, width_px - shrink
+            flops.append(conv_flops(batch, 2 * width if conv == 1 else width, width, 3, height, width_px))
+    flops.append(conv_flops(batch, widths[0], 1, 1, height, width_px))  # the 1x1 head
     return flops
 
 

@@ -208,7 +208,18 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
     for batch in ("16",):
         assert (results["flops"][batch]["agree_within_1pct"]
                 and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode")
-    assert set(results["matmul_peak"]) == {"tf", "torch"}
+    assert set(results["matmul_peak"]) == {"tf", "torch", "numpy"}  # each one's own rate, kept as a fact
+    machine = results["machine_peak"]["fp32"]["gflop_per_s"]
+    assert machine == max(peaks["fp32"]["gflop_per_s"] for peaks in results["matmul_peak"].values())
+    assert [size["n"] for size in results["matmul_peak"]["torch"]["fp32"]["sizes"]][:2] == [512, 1024]
+    for row in results["rows"]:  # every percentage against the one machine peak of the row's precision
+        assert row["peak_fraction"] == pytest.approx(
+            row["gflop_per_s"] / results["machine_peak"][row["precision"]]["gflop_per_s"])
+    assert {c["precision"] for c in results["comparisons"]} == {"fp32", "bf16"}
+    assert all(c["resamples"] == 2000 and c["low"] <= c["ratio"] <= c["high"] for c in results["comparisons"])
+    fairness = results["fairness"]["sides"]
+    assert set(fairness) == {"tf", "torch"} and results["fairness"]["same_tf32_policy"]
+    assert fairness["torch"]["settings"]["tf32_matmul"] is False and fairness["tf"]["settings"]["intra_op_threads"] == 1
     assert results["precision_checks"] == []  # 5 steps per row: fewer than the 20 the bf16 loss check compares
     assert (set(results["pipeline"]) == {"tf", "torch"}
             and all(p["samples_per_s"] > 0 for p in results["pipeline"].values()))
@@ -216,6 +227,7 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     report = (out / "report.md").read_text()
     assert "passed" in report and "reference loop" in report and "p10-p90" in report
+    assert "## Fairness manifest" in report and "## Faster?" in report and "Machine peak: fp32" in report
     assert "parity passed" in completed.stdout and "samples/s" in completed.stdout
 
 
