@@ -84,9 +84,9 @@ def carvana_sets(spec: UNetSpec, data_dir: str | os.PathLike) -> tuple[carvana.T
     layout = carvana.resolve_carvana(data_dir, include_test=False)
     train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
     pad = spec.pad  # 0 for the padded U-Net
-    train_set = carvana.TrainImageDataset(train_samples, spec.output_size, augment=spec.augment, seed=spec.seed,
+    train_set = carvana.TrainImageDataset(train_samples, spec.output_shape, augment=spec.augment, seed=spec.seed,
                                           pad=pad)
-    valid_set = (carvana.TrainImageDataset(valid_samples, spec.output_size, augment=False, seed=spec.seed, pad=pad)
+    valid_set = (carvana.TrainImageDataset(valid_samples, spec.output_shape, augment=False, seed=spec.seed, pad=pad)
                  if valid_samples else None)
     return train_set, valid_set
 

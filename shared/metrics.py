@@ -18,10 +18,10 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int = 1
 def dice(predicted: np.ndarray, truth: np.ndarray, smooth: float = 0.0) -> float:
     """2|A n B| / (|A| + |B|) over binary masks; two empty masks agree perfectly (1.0)."""
     predicted, truth = np.asarray(predicted) > 0.5, np.asarray(truth) > 0.5
-    total = predicted.sum() + truth.sum()
+    total = np.count_nonzero(predicted) + np.count_nonzero(truth)  # counts, not sums: fast on 1918x1280 masks
     if total == 0:
         return 1.0
-    return float((2.0 * np.logical_and(predicted, truth).sum() + smooth) / (total + smooth))
+    return float((2.0 * np.count_nonzero(predicted & truth) + smooth) / (total + smooth))
 
 
 def mean_dice(predicted: np.ndarray, truth: np.ndarray) -> float:

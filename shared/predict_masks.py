@@ -42,8 +42,8 @@ class PhotoDataset:
 
     def __init__(self, paths: list[str], start: int, spec: UNetSpec, skip_bad: bool):
         self.paths, self.start, self.skip_bad = paths, start, skip_bad
-        self.size, self.pad = (spec.output_size if spec.pad else spec.image_size), spec.pad
-        self.shape = (spec.image_size, spec.image_size, 3)  # what the net takes: the photo and its border
+        self.size, self.pad = spec.output_shape[::-1], spec.pad  # PIL's (width, height) the photo is resized to
+        self.shape = (*spec.image_shape, 3)  # what the net takes: the photo and its border
 
     def __len__(self) -> int:
         return len(self.paths) - self.start
@@ -51,13 +51,13 @@ class PhotoDataset:
     def get(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         number = self.start + index
         try:
-            photo, (width, height) = read_photo(self.paths[number], (self.size, self.size))
+            photo, (width, height) = read_photo(self.paths[number], self.size)
             readable = 1
         except DataError:
             if not self.skip_bad:
                 raise
-            photo, width, height, readable = np.zeros((self.size, self.size, 3), np.uint8), 0, 0, 0
-        image = mirror_pad(photo.astype(np.float32) / 255.0, self.pad)  # (S_in, S_in, 3) in [0, 1]
+            photo, width, height, readable = np.zeros((*self.size[::-1], 3), np.uint8), 0, 0, 0
+        image = mirror_pad(photo.astype(np.float32) / 255.0, self.pad)  # (H_in, W_in, 3) in [0, 1]
         return image.reshape(1, 1, -1), np.array([number, readable, width, height], np.float32)
 
 
@@ -189,7 +189,7 @@ class MaskStream:
         for images, facts in self.surface.module("benchmark").loader_batches(loader, 0):
             images, facts = np.asarray(images).reshape(-1, *dataset.shape), np.asarray(facts).reshape(-1, FACTS)
             predicted = time.perf_counter()
-            probabilities = self.surface.task.predict(model, images)  # (N, S_out, S_out)
+            probabilities = self.surface.task.predict(model, images)  # (N, H_out, W_out)
             predict_s = time.perf_counter() - predicted
             self.rows.note_first_batch(time.perf_counter() - self.clock)  # kept from the first batch ever: warm-up
             futures, skipped = [], []

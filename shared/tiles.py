@@ -6,6 +6,7 @@ from typing import Callable
 import numpy as np
 
 from shared.data.batches import ceil_div
+from shared.tasks import image_shape_of
 
 
 def mirror_pad(image: np.ndarray, pad: int) -> np.ndarray:
@@ -15,22 +16,23 @@ def mirror_pad(image: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
 
 
-def tile_predict(image: np.ndarray, tile_in: int, tile_out: int,
+def tile_predict(image: np.ndarray, tile_in: int | tuple[int, int], tile_out: int | tuple[int, int],
                  predict: Callable[[np.ndarray], np.ndarray], batch_size: int = 8) -> np.ndarray:
-    """Probabilities (H, W) for an (H, W, C) image of any size, from a net that maps a tile_in x tile_in
-    input to the tile_out x tile_out centre. predict takes (N, tile_in, tile_in, C) and returns
-    (N, tile_out, tile_out)."""
+    """Probabilities (H, W) for an (H, W, C) image of any size, from a net that maps a tile_in input to its
+    tile_out centre (each N for N x N, or (height, width)). predict takes (N, *tile_in, C) and returns
+    (N, *tile_out)."""
     height, width = image.shape[:2]
-    pad = (tile_in - tile_out) // 2
-    rows, cols = ceil_div(height, tile_out), ceil_div(width, tile_out)
+    (in_h, in_w), (out_h, out_w) = image_shape_of(tile_in), image_shape_of(tile_out)
+    pad = (in_h - out_h) // 2  # the same along both axes
+    rows, cols = ceil_div(height, out_h), ceil_div(width, out_w)
     # Mirror the border for context, and extend the far edges so the last tile is whole.
-    padded = np.pad(image, ((pad, pad + rows * tile_out - height), (pad, pad + cols * tile_out - width), (0, 0)),
+    padded = np.pad(image, ((pad, pad + rows * out_h - height), (pad, pad + cols * out_w - width), (0, 0)),
                     mode="symmetric")
-    corners = [(r * tile_out, c * tile_out) for r in range(rows) for c in range(cols)]
-    out = np.zeros((rows * tile_out, cols * tile_out), np.float32)
+    corners = [(r * out_h, c * out_w) for r in range(rows) for c in range(cols)]
+    out = np.zeros((rows * out_h, cols * out_w), np.float32)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start:start + batch_size]
-        tiles = np.stack([padded[y:y + tile_in, x:x + tile_in] for y, x in chunk])
+        tiles = np.stack([padded[y:y + in_h, x:x + in_w] for y, x in chunk])
         for (y, x), probabilities in zip(chunk, predict(tiles)):
-            out[y:y + tile_out, x:x + tile_out] = probabilities
+            out[y:y + out_h, x:x + out_w] = probabilities
     return out[:height, :width]

@@ -15,9 +15,9 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
 def mask_panel(image: np.ndarray, true_mask: np.ndarray, predicted: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """image | true mask | predicted mask | overlay of the prediction, side by side: (H, 4W, 3) uint8.
     A photo larger than the masks (the original U-Net's mirrored border) is cropped to its centre."""
-    size = true_mask.shape[0]
-    border = (image.shape[0] - size) // 2
-    image = image[border:border + size, border:border + size]
+    height, width = true_mask.shape
+    border = (image.shape[0] - height) // 2  # as wide on both axes
+    image = image[border:border + height, border:border + width]
     binary = (predicted > threshold).astype(np.float32)
     panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1),
               overlay(image, binary)]

@@ -66,7 +66,8 @@ class DoubleConv(keras.layers.Layer):
 
 
 def center_crop(skip: tf.Tensor, size) -> tf.Tensor:
-    """The original U-Net crops the encoder's larger feature map to the decoder's size before concatenating."""
+    """The original U-Net crops the encoder's larger feature map to the decoder's (height, width) before
+    concatenating; each axis on its own, as the input need not be square."""
     top = (skip.shape[1] - size[0]) // 2
     left = (skip.shape[2] - size[1]) // 2
     return skip[:, top:top + size[0], left:left + size[1], :]
@@ -131,5 +132,5 @@ def build(spec: UNetSpec) -> UNet:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
     model = variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
-    model(tf.zeros((1, spec.image_size, spec.image_size, 3)))
+    model(tf.zeros((1, *spec.image_shape, 3)))  # (1, H, W, 3)
     return model

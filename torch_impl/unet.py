@@ -30,7 +30,8 @@ class DoubleConv(nn.Module):
 
 
 def center_crop(skip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The original U-Net crops the encoder's larger feature map to the decoder's size before concatenating."""
+    """The original U-Net crops the encoder's larger feature map to the decoder's (height, width) before
+    concatenating; each axis on its own, as the input need not be square."""
     top = (skip.shape[2] - size[0]) // 2
     left = (skip.shape[3] - size[1]) // 2
     return skip[:, :, top:top + size[0], left:left + size[1]]

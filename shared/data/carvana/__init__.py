@@ -11,8 +11,15 @@ decode (read_pair), datasets (TrainImageDataset); every public name is re-export
 """
 from __future__ import annotations
 
-from shared.data.carvana.datasets import CACHE_BUDGET_BYTES, TestImageDataset, TrainImageDataset
-from shared.data.carvana.decode import check_pair_sizes, original_size, read_image, read_mask, read_pair
+from shared.data.carvana.datasets import CACHE_BUDGET_BYTES, TestImageDataset, TrainImageDataset, resize_description
+from shared.data.carvana.decode import (
+    check_pair_sizes,
+    original_size,
+    read_image,
+    read_mask,
+    read_mask_bits,
+    read_pair,
+)
 from shared.data.carvana.download import COMPETITION, DEFAULT_FILES, DatasetFetcher, default_download_dir
 from shared.data.carvana.layout import (
     EXTRACTED,
@@ -45,6 +52,8 @@ __all__ = [
     "original_size",
     "read_image",
     "read_mask",
+    "read_mask_bits",
     "read_pair",
+    "resize_description",
     "resolve_carvana",
 ]

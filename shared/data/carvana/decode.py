@@ -60,10 +60,12 @@ def _load_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     with _decoding(path, "mask"), Image.open(path) as img:
         img.load()
         values = np.asarray(img)
-        if img.mode not in ("L", "P", "I", "I;16") or not _binary(values):
+        binary = img.mode in ("L", "P", "I", "I;16") and _binary(values)
+        if not binary:
             # Carvana GIFs hold palette indices 0/1; other writers may need their palette applied.
             values = np.asarray(img.convert("L"))
-    if not _binary(values):
+            binary = _binary(values)
+    if not binary:
         shown = np.unique(values)[:6].tolist()
         raise DataError(path, f"mask values {shown} are not 0/1 or 0/255")
     values = (values > 0).astype(np.uint8)
@@ -75,6 +77,8 @@ def _load_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 def _binary(values: np.ndarray) -> bool:
     """Whether an array holds only 0 and 1, or only 0 and 255."""
     if values.dtype == np.uint8:
+        if values.size == 0 or values.max() <= 1:  # Carvana's 0/1 GIFs: one pass, not a histogram
+            return True
         seen = np.flatnonzero(np.bincount(values.ravel(), minlength=256))  # faster than np.unique
     else:
         seen = np.unique(values)
@@ -113,6 +117,11 @@ _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """A mask (GIF, values 0/1 or 0/255) as float32 (H, W) in {0, 1}; size=(w, h) resizes with nearest."""
     return _load_mask(Path(path), size).astype(np.float32)
+
+
+def read_mask_bits(path: str | os.PathLike) -> np.ndarray:
+    """A mask at its own size as uint8 (H, W) in {0, 1}: what read_mask holds, in a quarter of the memory."""
+    return _load_mask(Path(path), None)
 
 
 def _load_pair(sample: Sample, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
