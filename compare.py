@@ -11,20 +11,24 @@ import sys
 from pathlib import Path
 
 from shared import benchmark, benchmark_run, run, seeds
+from shared.benchmark_presets import PRESETS, preset_overrides
 from shared.benchmark_report import ParityFailed
-from shared.benchmark_run import check_benchmark_args, comma_list
+from shared.benchmark_run import BENCH_PRECISIONS, check_benchmark_args, comma_list
 from shared.distributed import check_divisible
 from shared.drift import CONTROLS
 from shared.errors import UserError
 from shared.execution import DEVICES, MODES, PRECISIONS
+from shared.recipes import DESCRIPTIONS, RECIPES, recipe_line, recipe_values
 from shared.registry import REGISTRY
+from shared.schedules import SCHEDULES
 from shared.surface import SIDES
-from shared.tasks import TASKS, TaskSpec, UNetSpec, make_spec
+from shared.tasks import TASKS, TaskSpec, UNetSpec, make_spec, parse_image_size, size_text
 from shared.workers import WORKER_MODES, SideFailed, worker_main
 
 # Flags that set a field of the task's spec; a flag whose field the task lacks is refused.
 SPEC_FLAGS = ("epochs", "batch_size", "lr", "seed", "sample_size", "validation_size", "image_size",
-              "base_filters", "optimizer", "variant", "workers")
+              "base_filters", "optimizer", "variant", "workers", "schedule", "warmup_epochs", "save_best",
+              "init_weights")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -47,14 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, help="seed of initial weights, data order and augmentation")
     add("--sample-size", type=int, help="training images kept (default: all)")
     add("--validation-size", type=float, help="share held out for validation")
-    add("--image-size", type=int, help="input side in pixels")
+    add("--image-size", type=parse_image_size,
+        help="input size in pixels: N (N x N) or HxW, height x width (128x192 keeps Carvana's 2:3 photos unsqueezed)")
     add("--base-filters", type=int, help="U-Net width of the first level")
     add("--optimizer", choices=["sgd", "adam"])
     add("--variant", choices=["padded", "original"], help="U-Net variant")
     add("--workers", type=int, help="data-loading workers per side")
+    add("--recipe", choices=list(RECIPES),
+        help="unet: a named set of settings, each flag given still wins: "
+             + "; ".join(f"{name}: {text}" for name, text in DESCRIPTIONS.items()) + " (default: seed)")
+    add("--schedule", choices=SCHEDULES, help="unet: the learning rate per step (default: constant)")
+    add("--warmup-epochs", type=int, help="unet: linear learning-rate warm-up over these epochs' steps")
+    add("--save-best", choices=["val_dice", "val_loss"],
+        help="unet: also keep the weights of the best epoch by this validation metric (best.*)")
+    add("--init-weights", type=Path, metavar="FILE",
+        help="unet: start from these canonical weights (a run's model.safetensors, either side) instead of the "
+             "seeded initialisation")
     full = UNetSpec.full_size
     add("--full-size", action="store_true",
-        help=f"unet at full size: --image-size {full['padded']['image_size']} ({full['original']['image_size']} for "
+        help=f"unet at full size: --image-size {size_text(full['padded']['image_size'])} (TorchBench's U-Net; "
+             f"{size_text(full['original']['image_size'])} for "
              f"--variant original) --base-filters {full['padded']['base_filters']}; each can still be set on its own")
     add("--threads", type=int, default=os.cpu_count(), help="intra-op threads per side (default: all cores)")
     add("--out", type=Path, help="output folder (default: runs/<task>-<timestamp>)")
@@ -80,14 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench = parser.add_argument_group("benchmark (--benchmark)").add_argument
     bench("--benchmark", action="store_true",
           help="time the train step of mlp, cnn or unet on both sides instead of training")
-    bench("--warmup", type=int, default=benchmark.WARMUP_STEPS, help="untimed steps after the first")
-    bench("--steps", type=int, default=benchmark.TIMED_STEPS, help="timed steps per row")
+    bench("--preset", choices=list(PRESETS),
+          help="benchmark shapes and steps: " + "; ".join(f"{p.name}: {p.source}" for p in PRESETS.values())
+               + " (explicit flags override it)")
+    bench("--warmup", type=int, help=f"untimed steps after the first (default {benchmark.WARMUP_STEPS}, or the "
+                                     "preset's)")
+    bench("--steps", type=int, help=f"timed steps per row (default {benchmark.TIMED_STEPS}, or the preset's)")
+    bench("--tf32", action="store_true", help="TF32 on for both sides in the timed fp32 rows (GPU; default off)")
+    bench("--golden", type=Path, metavar="FILE",
+          help="check the side(s) against this golden file before timing (--frameworks torch needs one)")
+    bench("--write-golden", type=Path, metavar="FILE",
+          help="write the benchmark batch, both sides' outputs and first-step losses to FILE (.safetensors + "
+               ".json) and stop, without timing")
     bench("--repeat", type=int, default=1, help="processes per row; the median one is reported")
     bench("--batch-sizes", help="comma-separated batch sizes to sweep (default: the task's batch size)")
-    bench("--modes", default="all",
-          help="comma-separated modes, each for the sides that have it, or side:mode for one: "
-               + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
-    bench("--precisions", default="fp32,bf16", help=f"comma-separated: {', '.join(PRECISIONS)}")
+    bench("--modes",
+          help="comma-separated modes, each for the sides that have it, or side:mode for one (default all, or the "
+               "preset's): " + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
+    bench("--precisions", help=f"comma-separated: {', '.join(BENCH_PRECISIONS)} (default fp32,bf16; on cuda "
+                               "fp32,tf32,bf16,fp16)")
     bench("--all-combinations", action="store_true",
           help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")
     add("--diagnose", type=int, metavar="K",
@@ -116,8 +143,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         if full_size is None:
             raise UserError(f"--full-size does not apply to task {args.task!r}: it sizes the U-Net")
         overrides = {**full_size[args.variant or "padded"], **overrides}
+    overrides = {**preset_overrides(args), **overrides}  # --preset's spec fields, under the explicit flags
+    if args.init_weights is not None:
+        overrides["init_weights"] = str(args.init_weights.resolve())  # the sides may run in another folder
+    if args.recipe is not None:  # the lowest layer: --full-size and every explicit flag win over it
+        overrides = {"recipe": args.recipe, **recipe_values(args.recipe), **overrides}
     spec = make_spec(args.task, **overrides)
     task = REGISTRY[spec.name]
+    if getattr(spec, "init_weights", None):
+        task.initial_weights(spec)  # a missing file or a mismatched tensor: one line, before any side starts
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.benchmark:
@@ -137,6 +171,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
             raise UserError("--nproc applies to --task unet, each side in its own processes (not --in-process)")
         if args.precision != "fp32":
             raise UserError("--nproc trains in fp32: leave out --precision")
+        if spec.schedule != "constant" or spec.warmup_epochs:
+            raise UserError("--nproc trains with a constant learning rate: leave out --schedule and --warmup-epochs")
         check_divisible(args.bench_batch_sizes[0] if args.benchmark else spec.batch_size, args.nproc)
     if args.precision != "fp32" and not task.trains:
         raise UserError(f"--precision does not apply to task {args.task!r}: it trains nothing")
@@ -172,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.seeds is not None:
             seeds.run_seeds(spec, sides, args, seeds.parse_seeds(args.seeds))
         else:
+            if getattr(spec, "recipe", None):
+                print(recipe_line(spec.to_dict()), flush=True)
             run.compare(spec, sides, args)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)

@@ -1,12 +1,14 @@
 """The callback protocol both sides' training loops call, and the callbacks that need no framework."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from shared.atomic import write_json
 from shared.rle import RLEWriter
 from shared.tiles import tile_predict
 from shared.visualize import preview_panels
@@ -64,6 +66,15 @@ SCALAR_TAGS = {"loss": "loss/train", "val_loss": "loss/valid", "dice": "dice/tra
                "test_loss": "loss/test", "test_accuracy": "accuracy/test"}
 
 
+# Written per optimizer step rather than per epoch (the x axis of its chart is the step).
+STEP_SCALAR_TAGS = {"lr": "learning_rate"}
+
+
+def step_scalars(logs: dict) -> dict[str, float]:
+    """What both TensorBoard loggers write per step: {"learning_rate": ...} where the loop reports it."""
+    return {tag: float(logs[name]) for name, tag in STEP_SCALAR_TAGS.items() if name in logs}
+
+
 def epoch_scalars(logs: dict) -> dict[str, float]:
     """What both TensorBoard loggers write per epoch: {"loss/train": ..., "dice/valid": ...}, each tag only where
     the epoch's logs have its entry."""
@@ -84,10 +95,44 @@ class PreviewCallback(Callback):
                 for i, panel in enumerate(preview_panels(self.samples, self.predict, self.threshold))]
 
 
+class BestModelSaverCallback(Callback):
+    """--save-best: after an epoch that beats every earlier one by `monitor` (val_dice: highest; val_loss: lowest),
+    the side's ModelSaverCallback for `<stem>` saves the model in both formats, and `<stem>.json` records the epoch,
+    so a resumed run still knows the best of the epochs before its restart."""
+
+    def __init__(self, saver, monitor: str):
+        self.saver, self.monitor = saver, monitor
+        self.path = Path(saver.stem).with_suffix(".json")
+        self.record = json.loads(self.path.read_text()) if self.path.is_file() else None
+
+    def improved(self, logs: dict) -> bool:
+        if self.record is None:
+            return True
+        value, best = logs[self.monitor], self.record["value"]
+        return value > best if self.monitor == "val_dice" else value < best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.improved(logs):
+            files = self.saver.save()
+            self.record = {"epoch": epoch, "monitor": self.monitor, "value": float(logs[self.monitor]), **files}
+            write_json(self.path, self.record)
+
+
+def best_model_entry(path_stem: str | os.PathLike) -> dict:
+    """The result entry's part for --save-best: the best epoch and its files, {} when none was kept."""
+    path = Path(path_stem).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    return {"best": {key: record[key] for key in ("epoch", "monitor", "value")},
+            "best_artifacts": {"best_model": record["model"], "best_checkpoint": record["checkpoint"]}}
+
+
 class PredictionsSaverCallback(Callback):
     """At the end of training: predicts every test photo, upsamples the probabilities to the photo's
     original size, thresholds, run-length encodes, and streams the rows into a gzip CSV (never holding
-    all predictions in memory). `predict` maps (N, S, S, 3) images to (N, S_out, S_out) probabilities."""
+    all predictions in memory). `predict` maps (N, H, W, 3) images to (N, H_out, W_out) probabilities; tile_in
+    and tile_out (N or (height, width)) are the original net's tile and its output, which the photos are resized to."""
 
     def __init__(self, path, test_images, predict, threshold: float = 0.5, tile_in: int | None = None,
                  tile_out: int | None = None, batch_size: int = 8):

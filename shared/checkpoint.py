@@ -1,6 +1,7 @@
 """Checkpoints to resume a run killed at any point: after every epoch, a new folder holds the model (canonical
 safetensors), the optimizer state (the framework's own format) and the training log so far; `latest.json`,
-replaced atomically once the folder is complete, names it. A kill at any moment leaves the last complete one."""
+replaced atomically once the folder is complete, names it. With a learning-rate schedule the folder also holds the
+scheduler's state (the side's own format). A kill at any moment leaves the last complete one."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from shared.weights import Weights, load_weights_file, save_weights
 
 LATEST = "latest.json"
 OPTIMIZER = "optimizer"  # the side adds its own suffix
+SCHEDULE = "schedule"  # likewise
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,12 @@ class Checkpoint:
     epoch: int  # epochs completed
     weights: Weights
     optimizer: Path  # the side's own optimizer file, without suffix
+    schedule: Path  # the side's own scheduler file, without suffix (none for a constant lr)
     log: dict  # TrainingLog.state()
 
 
 def save_checkpoint(folder: Path | None, epoch: int, weights: Weights, save_optimizer: Callable[[Path], None],
-                    log_state: dict) -> None:
+                    log_state: dict, save_schedule: Callable[[Path], None] | None = None) -> None:
     """Write epoch-<n>/ completely, then point latest.json at it, then drop older epochs."""
     if folder is None:
         return
@@ -36,6 +39,8 @@ def save_checkpoint(folder: Path | None, epoch: int, weights: Weights, save_opti
     target.mkdir(parents=True)
     save_weights(weights, target / "model.safetensors")
     save_optimizer(target / OPTIMIZER)
+    if save_schedule is not None:
+        save_schedule(target / SCHEDULE)
     write_json(target / "log.json", log_state)
     write_json(folder / LATEST, {"epoch": epoch, "folder": target.name})
     for old in folder.glob("epoch-*"):
@@ -53,11 +58,15 @@ class Checkpointer:
     save_optimizer: Callable[[Path], None]
     load_weights: Callable[[Weights], None]
     load_optimizer: Callable[[Path], None]
+    # The learning-rate scheduler's state (PyTorch's scheduler, Keras' plateau callback); None: nothing to keep.
+    save_schedule: Callable[[Path], None] | None = None
+    load_schedule: Callable[[Path], None] | None = None
 
     def save(self, epoch: int, log) -> None:
         """After an epoch: model, optimizer state and the training log, so a killed run can continue."""
         if self.folder is not None:
-            save_checkpoint(self.folder, epoch, self.export_weights(), self.save_optimizer, log.state())
+            save_checkpoint(self.folder, epoch, self.export_weights(), self.save_optimizer, log.state(),
+                            self.save_schedule)
 
     def resume(self, log) -> None:
         """Continue from the last complete checkpoint, if there is one: weights, optimizer state, the log so far."""
@@ -65,6 +74,8 @@ class Checkpointer:
         if saved is not None:
             self.load_weights(saved.weights)
             self.load_optimizer(saved.optimizer)
+            if self.load_schedule is not None:
+                self.load_schedule(saved.schedule)
             log.restore(saved.log)
 
 
@@ -75,4 +86,4 @@ def load_checkpoint(folder: Path | None) -> Checkpoint | None:
     latest = json.loads((Path(folder) / LATEST).read_text())
     target = Path(folder) / latest["folder"]
     return Checkpoint(latest["epoch"], load_weights_file(target / "model.safetensors"), target / OPTIMIZER,
-                      json.loads((target / "log.json").read_text()))
+                      target / SCHEDULE, json.loads((target / "log.json").read_text()))

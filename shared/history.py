@@ -28,6 +28,7 @@ class TrainingLog:
         self.log_interval, self.batch_size, self.samples = log_interval, batch_size, samples
         self.history: list[dict] = []
         self.batch_losses: list[float] = []
+        self.batch_lrs: list[float] = []  # the learning rate of every step, where the loop reports it
         self.train_s = 0.0
         self._epoch_metrics: list[dict] = []
         self._epoch_sizes: list[int] = []
@@ -41,13 +42,14 @@ class TrainingLog:
     def state(self) -> dict:
         """What a checkpoint keeps of the log, to continue it after a restart."""
         return {"seed": self.seed, "history": self.history, "batch_losses": self.batch_losses, "train_s": self.train_s,
-                "step_times": self.timer.times, "step_samples": self.timer.samples}
+                "step_times": self.timer.times, "step_samples": self.timer.samples, "batch_lrs": self.batch_lrs}
 
     def restore(self, state: dict) -> None:
         if state["seed"] != self.seed:
             raise UserError(f"the checkpoint was made with --seed {state['seed']}, not {self.seed}: "
                             "its batches would not continue this run's")
         self.history, self.batch_losses = list(state["history"]), list(state["batch_losses"])
+        self.batch_lrs = list(state.get("batch_lrs", []))  # absent from checkpoints older than the schedules
         self.train_s = state["train_s"]
         self.timer.times, self.timer.samples = list(state["step_times"]), list(state["step_samples"])
 
@@ -57,8 +59,10 @@ class TrainingLog:
         self._epoch_metrics, self._epoch_sizes = [], []
         self._epoch_start = time.perf_counter()
 
-    def end_batch(self, epoch: int, batch_index: int, size: int, **metrics: float) -> None:
-        """Record one batch's metrics (plain floats; `loss` required); a non-finite loss stops training."""
+    def end_batch(self, epoch: int, batch_index: int, size: int, learning_rate: float | None = None,
+                  **metrics: float) -> None:
+        """Record one batch's metrics (plain floats; `loss` required) and the learning rate its step used (not
+        averaged: the epoch's entry is its last step's); a non-finite loss stops training."""
         if not math.isfinite(metrics["loss"]):
             last = next((loss for loss in reversed(self.batch_losses) if math.isfinite(loss)), None)
             raise TrainingDiverged(
@@ -67,8 +71,11 @@ class TrainingLog:
         self._epoch_metrics.append(metrics)
         self._epoch_sizes.append(size)
         self.batch_losses.append(metrics["loss"])
+        if learning_rate is not None:
+            self.batch_lrs.append(learning_rate)
         self.progress.update(**metrics)
-        self.callbacks.on_batch_end(len(self.batch_losses), metrics)
+        self.callbacks.on_batch_end(len(self.batch_losses),
+                                    metrics if learning_rate is None else {**metrics, "lr": learning_rate})
         if self.log_interval and batch_index % self.log_interval == 0:
             self.progress.write(train_log_line(epoch, batch_index * self.batch_size, self.samples, batch_index,
                                                self.batches, metrics["loss"]))
@@ -81,9 +88,12 @@ class TrainingLog:
         logs = {"epoch": epoch}
         for key in self._epoch_metrics[0]:
             logs[key] = float(np.average([m[key] for m in self._epoch_metrics], weights=self._epoch_sizes))
+        if len(self.batch_lrs) == len(self.batch_losses) and self.batch_lrs:
+            logs["lr"] = self.batch_lrs[-1]  # the epoch's last step's
         logs.update(evaluation or {})
         self.progress.write(line or f"{self.side} epoch {epoch}: "
-                            + ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch"))
+                            + ", ".join(f"{k} {v:.3g}" if k == "lr" else f"{k} {v:.4f}"
+                                        for k, v in logs.items() if k != "epoch"))
         self.history.append(logs)
         self.callbacks.on_epoch_end(epoch, logs)
         return logs
@@ -91,4 +101,5 @@ class TrainingLog:
     def result(self) -> dict:
         """history, batch_losses and timing; tells the callbacks that training ended."""
         self.callbacks.on_train_end({"history": self.history})
-        return {"history": self.history, "batch_losses": self.batch_losses, "timing": self.timer.summary(self.train_s)}
+        return {"history": self.history, "batch_losses": self.batch_losses, "batch_lrs": self.batch_lrs,
+                "timing": self.timer.summary(self.train_s)}

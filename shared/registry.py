@@ -30,8 +30,9 @@ def photos_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray
     """A fixed, seeded batch of random photos (N, H, W, 3) and masks (N, H_out, W_out, 1): a blob per image, so
     Dice is not degenerate."""
     rng = np.random.default_rng([seed, batch_size])
-    images = rng.standard_normal((batch_size, spec.image_size, spec.image_size, 3)).astype(np.float32)
-    y, x = np.mgrid[:spec.output_size, :spec.output_size] / spec.output_size
+    images = rng.standard_normal((batch_size, *spec.image_shape, 3)).astype(np.float32)
+    height, width = spec.output_shape
+    y, x = np.mgrid[:height, :width] / np.array([height, width])[:, None, None]  # each axis in [0, 1)
     centres = rng.uniform(0.3, 0.7, (batch_size, 2))
     masks = ((y - centres[:, :1, None]) ** 2 + (x - centres[:, 1:, None]) ** 2 < 0.06).astype(np.float32)
     return images, masks[..., None]
@@ -66,8 +67,13 @@ class Task:
         return TOLERANCES[self.name]["parity"]
 
     def initial_weights(self, spec: TaskSpec) -> Weights | None:
-        """The canonical starting point both sides load (None for a lesson)."""
-        return None if self.layout is None else init_weights(self.layout(spec), spec.seed)
+        """The canonical starting point both sides load (None for a lesson): the seeded initialisation, or the
+        weights of --init-weights, checked against the spec's layout."""
+        if self.layout is None:
+            return None
+        if getattr(spec, "init_weights", None):
+            return weights.load_matching_weights(spec.init_weights, self.layout(spec))
+        return init_weights(self.layout(spec), spec.seed)
 
     def analytic_training_flops(self, spec: TaskSpec, batch: int) -> int:
         return flops.training_flops(self.forward_flops(spec, batch))

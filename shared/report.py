@@ -131,9 +131,20 @@ def plot_confusion(results: dict, path: Path) -> Path:
 
 
 def plot_curves(results: dict, path: Path) -> Path:
-    """Loss and Dice per epoch, train and validation, both sides on the same axes."""
+    """Loss and Dice per epoch, train and validation, both sides on the same axes; and the learning rate of every
+    step, where the sides recorded it (on the epoch axis: step k of an epoch of n steps at epoch - 1 + (k + 1) / n)."""
     plt = pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    with_lr = any(result.get("batch_lrs") for result in results["frameworks"].values())
+    figure, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(16.5 if with_lr else 11, 4))
+    if with_lr:
+        for side, result in results["frameworks"].items():
+            lrs = result.get("batch_lrs") or []
+            steps_per_epoch = len(lrs) / max(len(result["history"]), 1)
+            axes[2].plot([(k + 1) / steps_per_epoch for k in range(len(lrs))], lrs, label=SIDE_NAMES[side],
+                         **SIDE_STYLES[side])
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate per step")
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(fontsize=8)
     for axis, key in zip(axes, ("loss", "dice")):
         for side, result in results["frameworks"].items():
             history = result["history"]
@@ -163,9 +174,9 @@ def plot_mask_grid(results: dict, out: Path, path: Path) -> Path:
     figure, axes = plt.subplots(rows, len(columns), figsize=(2.4 * len(columns), 2.4 * rows), squeeze=False)
     threshold = results["config"].get("threshold", 0.5)
     for row in range(rows):
-        size = first["masks"][row].shape[0]
-        border = (first["images"][row].shape[0] - size) // 2
-        pictures = [first["images"][row][border:border + size, border:border + size], first["masks"][row],
+        height, width = first["masks"][row].shape
+        border = (first["images"][row].shape[0] - height) // 2  # the original net's mirrored border
+        pictures = [first["images"][row][border:border + height, border:border + width], first["masks"][row],
                     *[previews[s]["predicted"][row] > threshold for s in sides]]
         for column, picture in enumerate(pictures):
             axis = axes[row][column]

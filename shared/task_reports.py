@@ -15,6 +15,7 @@ from shared.report import (
     plot_mask_grid,
     plot_neuron_surface,
 )
+from shared.tasks import UNetSpec, shape_text
 
 
 def neuron_report(results: dict, out: Path) -> TaskReport:
@@ -137,6 +138,30 @@ def classifier_report(results: dict, out: Path) -> TaskReport:
     return TaskReport(explanation, images, "\n".join(lines))
 
 
+def recipe_lines(results: dict) -> list[str]:
+    """The U-Net's recipe, learning-rate schedule, starting weights and best epoch, as the run used them."""
+    config = results["config"]
+    if "recipe" not in config:  # a run from before recipes and schedules
+        return []
+    from shared.recipes import recipe_line
+
+    schedule = {"constant": "constant", "cosine": f"cosine decay to {config['lr_floor']} x lr",
+                "step": f"x {config['step_gamma']} every {config['step_epochs']} epochs",
+                "plateau": f"x {config['plateau_factor']} after {config['plateau_patience']} epochs without a lower "
+                           "validation loss (Keras' patience)"}[config["schedule"]]
+    warmup = f", after a linear warm-up of {config['warmup_epochs']} epoch(s)" if config["warmup_epochs"] else ""
+    lines = [f"{recipe_line(config)}.", "", f"Learning rate: {schedule}{warmup}, set at every step on both sides "
+             "(curves.png, right; TensorBoard `learning_rate`)."]
+    if config.get("init_weights"):
+        lines += ["", f"Started from the weights of `{config['init_weights']}` instead of the seeded initialisation."]
+    best = {side: r["best"] for side, r in results["frameworks"].items() if r.get("best")}
+    if best:
+        lines += ["", f"Best epoch by {config['save_best']}: " + "; ".join(
+            f"{SIDE_NAMES[side]} epoch {b['epoch']} ({b['value']:.4f}; weights "
+            f"`{results['frameworks'][side]['artifacts']['best_checkpoint']}`)" for side, b in best.items()) + "."]
+    return lines
+
+
 def unet_report(results: dict, out: Path) -> TaskReport:
     config, data = results["config"], results.get("data", {})
     momentum = f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else ""
@@ -148,11 +173,21 @@ def unet_report(results: dict, out: Path) -> TaskReport:
         "safetensors, and a Kaggle run-length submission (submit.csv.gz) for the test photos.")
     images = [plot_curves(results, out / "curves.png").name, plot_mask_grid(results, out, out / "masks.png").name]
     lines = [f"Model: the {config['variant']} U-Net, base width {config['base_filters']}, input "
-             f"{config['image_size']}x{config['image_size']}; {data.get('train')} training and {data.get('valid')} "
+             f"{shape_text(config['image_size'])} (height x width); {data.get('train')} training and "
+             f"{data.get('valid')} "
              f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
              f"Optimiser {config['optimizer']} lr {config['lr']}{momentum}, batch {config['batch_size']}, "
              f"{config['epochs']} epochs. Full size is one flag away: `--full-size` "
-             "(the paper's width 64 and 1024x1024 inputs; the 572 tile for --variant original)."]
+             f"(the paper's width 64 and {shape_text(UNetSpec.full_size['padded']['image_size'])} inputs, TorchBench's "
+             "U-Net size; the 572 tile for --variant original)."]
+    lines += ["", *recipe_lines(results)]
+    scored = {side: r["metrics"] for side, r in results["frameworks"].items() if "val_dice_original" in r["metrics"]}
+    if scored:
+        lines += ["", "Validation Dice at the training size, and at the photos' original size (Kaggle's leaderboard "
+                      "metric: the probabilities upsampled to each photo's size as the submission does, thresholded, "
+                      "against the original masks): " + "; ".join(
+                          f"{SIDE_NAMES[side]} {m['val_dice']:.4f} and **{m['val_dice_original']:.4f}**"
+                          for side, m in scored.items()) + "."]
     agreement = results.get("agreement")
     if agreement:
         lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "

@@ -24,7 +24,8 @@ class TaskSpec:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in POSITIVE_FIELDS and value is not None and value <= 0:
+            smallest = min(value) if isinstance(value, tuple) else value  # a (height, width) --image-size
+            if field.name in POSITIVE_FIELDS and value is not None and smallest <= 0:
                 flag = "--" + field.name.replace("_", "-")
                 raise UserError(f"{flag} must be positive, got {value}")
 
@@ -130,15 +131,15 @@ class UNetSpec(TaskSpec):
     name: ClassVar[str] = "unet"
     summary: ClassVar[str] = "U-Net that masks cars in Carvana photos"
     uses_data: ClassVar[bool] = True
-    # The paper's width at a Carvana-like resolution; the original net takes the paper's 572 tile.
-    full_size: ClassVar[dict[str, dict]] = {"padded": {"image_size": 1024, "base_filters": 64},
+    # The paper's width at the photos' 2:3 shape (TorchBench's U-Net size); the original net takes the paper's 572 tile.
+    full_size: ClassVar[dict[str, dict]] = {"padded": {"image_size": (640, 960), "base_filters": 64},
                                             "original": {"image_size": 572, "base_filters": 64}}
     convolutional: ClassVar[bool] = True
 
     # The defaults are sized to train both sides on the embedded data in under 5 minutes on 2 cores and
     # reach validation Dice >= 0.95; --full-size gives the paper's width and a Carvana-like resolution.
     variant: str = "padded"  # "padded" (output = input size) or "original" (Ronneberger 2015, valid convs)
-    image_size: int = 64  # square input side; the padded net needs a multiple of 16
+    image_size: int | tuple = 64  # input: N (N x N) or (height, width); the padded net needs multiples of 16
     base_filters: int = 8  # width of the first level, doubled at each of the 4 downsamplings (paper: 64)
     batch_size: int = 8
     epochs: int = 12
@@ -157,8 +158,24 @@ class UNetSpec(TaskSpec):
     synthetic_cars: int = 16  # cars in the embedded dataset (16 photos each, Kaggle's 1918x1280)
     synthetic_test_cars: int = 2  # cars in its test folder
     preview_images: int = 4  # validation photos shown in TensorBoard and the report's grid
+    # The learning rate per optimizer step (shared/schedules.py; README "Learning-rate schedules").
+    schedule: str = "constant"  # constant, cosine (to lr * lr_floor), step, or plateau (on the validation loss)
+    warmup_epochs: int = 0  # linear warm-up over these epochs' steps, from lr * warmup_start to lr
+    warmup_start: float = 0.01  # PyTorch's LinearLR start_factor
+    lr_floor: float = 0.0  # cosine: the last step's lr as a share of lr (Keras' alpha; PyTorch's eta_min / lr)
+    step_epochs: int = 5  # step: the lr is multiplied by step_gamma every this many epochs after the warm-up
+    step_gamma: float = 0.1
+    plateau_factor: float = 0.5  # plateau: lr *= this after plateau_patience epochs without improvement
+    plateau_patience: int = 2  # in Keras' meaning: the 2nd epoch without improvement reduces (PyTorch: 1)
+    plateau_cooldown: int = 0  # in Keras' meaning (PyTorch is given this - 1)
+    plateau_min_delta: float = 1e-4  # an improvement is a loss below best - this (PyTorch: threshold_mode "abs")
+    plateau_min_lr: float = 0.0
+    recipe: str = "seed"  # the named set of settings the run started from (shared/recipes.py); explicit flags win
+    save_best: str | None = None  # "val_dice" or "val_loss": also keep the best epoch's weights (best.*)
+    init_weights: str | None = None  # a canonical .safetensors file to start from instead of the seeded init
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", normalize_image_size(self.image_size))  # frozen: set once, here
         super().__post_init__()
         if self.variant not in ("padded", "original"):
             raise UserError(f"--variant must be padded or original, got {self.variant!r}")
@@ -168,22 +185,71 @@ class UNetSpec(TaskSpec):
             raise UserError(f"--validation-size must lie in [0, 1), got {self.validation_size}")
         if self.workers < 0:
             raise UserError(f"--workers must be 0 or more, got {self.workers}")
-        if self.variant == "padded" and self.image_size % 2**self.depth:
-            raise UserError(f"--image-size {self.image_size}: the padded U-Net needs a multiple of "
-                            f"{2**self.depth} (it halves the image {self.depth} times)")
-        if self.variant == "original" and unet_output_size(self.image_size, self.depth) is None:
-            raise UserError(f"--image-size {self.image_size}: the original U-Net needs a valid tile size, "
-                            f"such as {', '.join(map(str, valid_tile_sizes(self.depth)[:6]))} (or 572)")
+        check_training_options(self)
+        shown, step = size_text(self.image_size), 2**self.depth
+        if self.variant == "padded" and any(side % step for side in self.image_shape):
+            example = self._example_size(max(step, round(side / step) * step) for side in self.image_shape)
+            raise UserError(f"--image-size {shown}: the padded U-Net needs both sides multiples of {step} (it halves "
+                            f"the image {self.depth} times), such as {example}")
+        if self.variant == "original" and not all(unet_output_size(side, self.depth) for side in self.image_shape):
+            example = self._example_size(nearest_tile_size(side, self.depth) for side in self.image_shape)
+            raise UserError(f"--image-size {shown}: the original U-Net needs a valid tile size for each side, such "
+                            f"as {example} (valid sides: {', '.join(map(str, valid_tile_sizes(self.depth)[:3]))}, "
+                            f"... every {step} pixels)")
+
+    def _example_size(self, sides) -> str:
+        """A valid size for a refusal, written as the user wrote theirs (N, or HxW)."""
+        height, width = sides
+        return size_text(height if isinstance(self.image_size, int) else (height, width))
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the input: --image-size N is N x N."""
+        return image_shape_of(self.image_size)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(height, width) of the predicted mask: the input's (padded) or the tile's valid centre (original)."""
+        if self.variant == "padded":
+            return self.image_shape
+        height, width = (unet_output_size(side, self.depth) for side in self.image_shape)
+        return height, width
 
     @property
     def output_size(self) -> int:
-        """Side of the predicted mask: the input side (padded) or the valid centre of the tile (original)."""
-        return self.image_size if self.variant == "padded" else unet_output_size(self.image_size, self.depth)
+        """Side of a square predicted mask; a non-square one has no single side (read output_shape)."""
+        height, width = self.output_shape
+        if height != width:
+            raise ValueError(f"the mask is {height}x{width}, not square: read output_shape, not output_size")
+        return height
 
     @property
     def pad(self) -> int:
-        """Pixels the original net's input tile reaches beyond its output on each side (0 for the padded net)."""
-        return (self.image_size - self.output_size) // 2
+        """Pixels the original net's input tile reaches beyond its output on each side (0 for the padded net); the
+        same along both axes, as every valid convolution loses as many rows as columns."""
+        return (self.image_shape[0] - self.output_shape[0]) // 2
+
+
+def check_training_options(spec: UNetSpec) -> None:
+    """The schedule, recipe, best-model and initial-weights fields, each refused in one line when invalid."""
+    from shared.recipes import RECIPES
+    from shared.schedules import SCHEDULES
+
+    if spec.schedule not in SCHEDULES:
+        raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {spec.schedule!r}")
+    if spec.recipe not in RECIPES:
+        raise UserError(f"--recipe must be one of {', '.join(RECIPES)}, got {spec.recipe!r}")
+    if not 0 <= spec.warmup_epochs <= spec.epochs:
+        raise UserError(f"--warmup-epochs must lie in [0, --epochs], got {spec.warmup_epochs} for {spec.epochs} "
+                        "epochs")
+    if not 0 < spec.warmup_start <= 1 or not 0 <= spec.lr_floor < 1 or not 0 < spec.plateau_factor < 1:
+        raise UserError("warmup_start must lie in (0, 1], lr_floor in [0, 1) and plateau_factor in (0, 1)")
+    if spec.step_epochs < 1 or spec.plateau_patience < 1 or spec.plateau_cooldown < 0:
+        raise UserError("step_epochs and plateau_patience must be 1 or more, plateau_cooldown 0 or more")
+    if spec.save_best not in (None, "val_dice", "val_loss"):
+        raise UserError(f"--save-best must be val_dice or val_loss, got {spec.save_best!r}")
+    if spec.save_best and spec.validation_size == 0:
+        raise UserError(f"--save-best {spec.save_best} needs validation photos: leave --validation-size above 0")
 
 
 def unet_output_size(input_size: int, depth: int) -> int | None:
@@ -207,6 +273,45 @@ def unet_output_size(input_size: int, depth: int) -> int | None:
 
 def valid_tile_sizes(depth: int, limit: int = 1024) -> list[int]:
     return [size for size in range(1, limit) if unet_output_size(size, depth)]
+
+
+def nearest_tile_size(side: int, depth: int) -> int:
+    """The valid tile side of the original U-Net nearest to `side` (the smaller one on a tie)."""
+    return min(valid_tile_sizes(depth, max(1024, 2 * side)), key=lambda tile: (abs(tile - side), tile))
+
+
+def image_shape_of(size: int | tuple) -> tuple[int, int]:
+    """(height, width) of an --image-size: N is N x N."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
+def normalize_image_size(size) -> int | tuple[int, int]:
+    """An --image-size as the spec keeps it: N for a square (also (N, N)), else (height, width); a JSON list (a
+    results.json or job file) is read back as its tuple."""
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(side, int) for side in size):
+        height, width = size
+        return height if height == width else (height, width)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    raise UserError(f"--image-size must be N or HxW (such as 64 or 128x192), got {size!r}")
+
+
+def size_text(size: int | tuple) -> str:
+    """An --image-size as the flag takes it: "64" or "128x192" (height x width)."""
+    return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+
+def shape_text(size: int | tuple) -> str:
+    """An --image-size as height x width, also for a square: "64x64", "128x192"."""
+    return "{}x{}".format(*image_shape_of(size))
+
+
+def parse_image_size(text: str) -> int | tuple[int, int]:
+    """The --image-size flag: "N" (N x N) or "HxW" (height x width, such as 128x192 for Carvana's 2:3 photos)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise UserError(f"--image-size must be N or HxW (such as 64 or 128x192), got {text!r}")
+    return normalize_image_size(tuple(int(part) for part in parts) if len(parts) == 2 else int(parts[0]))
 
 
 TASKS: dict[str, type[TaskSpec]] = {

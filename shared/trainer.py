@@ -22,5 +22,5 @@ def train(classifier: type, model: Any, spec: UNetSpec, loaders: Loaders, callba
     """`classifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)` for spec.epochs."""
     trainer = classifier(model, spec.epochs, spec, verbose, checkpoint_dir, execution)
     history = trainer.train(loaders.train, loaders.valid, spec.epochs, callbacks)
-    return {"history": history, "batch_losses": trainer.batch_losses, "timing": trainer.timing,
-            "traces": trainer.traces, **trainer.graph}
+    return {"history": history, "batch_losses": trainer.batch_losses, "batch_lrs": trainer.batch_lrs,
+            "timing": trainer.timing, "traces": trainer.traces, **trainer.graph}

@@ -157,6 +157,22 @@ def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weig
                                 f"shapes {wrong[:3]}")
 
 
+def load_matching_weights(path: str | os.PathLike, layout: dict[str, Param]) -> Weights:
+    """A canonical weights file to start training from (--init-weights), refused in one line naming the file and
+    the first tensor that does not fit the model (another width, depth or task)."""
+    loaded = load_weights_file(path)
+    for name, param in layout.items():
+        if name not in loaded:
+            raise DataError(path, f"has no tensor {name} (the model expects {param.shape}): made for another model")
+        if tuple(loaded[name].shape) != tuple(param.shape):
+            raise DataError(path, f"tensor {name} has shape {tuple(loaded[name].shape)}, the model expects "
+                                  f"{param.shape}: made with another --base-filters, depth or task")
+    extra = [name for name in loaded if name not in layout]
+    if extra:
+        raise DataError(path, f"tensor {extra[0]} is not in the model ({len(extra)} extra): made for another model")
+    return {name: np.asarray(loaded[name], np.float32) for name in layout}
+
+
 def unet_widths(base_filters: int, depth: int) -> list[int]:
     """Channels per level: base, 2 base, 4 base, ... down to the bottleneck (depth + 1 levels)."""
     return [base_filters * 2**level for level in range(depth + 1)]

@@ -10,13 +10,14 @@ import numpy as np
 import tensorflow as tf
 
 from shared.atomic import atomic_path
-from shared.callbacks import Callback, PreviewCallback, epoch_scalars
+from shared.callbacks import Callback, PreviewCallback, epoch_scalars, step_scalars
 from shared.weights import save_weights
 from tf_impl.weights import export_weights
 
 
 class TensorboardLoggerCallback(Callback):
-    """Train and validation loss and Dice per epoch, and the model graph, with tf.summary."""
+    """Train and validation loss and Dice per epoch, the learning rate per step, and the model graph, with
+    tf.summary."""
 
     def __init__(self, log_dir: str | os.PathLike, model: keras.Model | None = None,
                  example: np.ndarray | None = None):
@@ -30,6 +31,13 @@ class TensorboardLoggerCallback(Callback):
             graph = tf.function(lambda x: self.model(x, training=False)).get_concrete_function(signature).graph
             with self.writer.as_default():
                 tf.summary.graph(graph)  # the static graph, as the TensorBoard Graphs tab shows it
+
+    def on_batch_end(self, step, logs=None):
+        scalars = step_scalars(logs or {})
+        if scalars:  # per optimizer step: the learning rate
+            with self.writer.as_default(step=step):
+                for tag, value in scalars.items():
+                    tf.summary.scalar(tag, value)
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default(step=epoch):

@@ -2,13 +2,18 @@
 tf.function (GradientTape, apply_gradients) traced once and replayed; twin of torch_impl/classifier.py."""
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared import trainer
+from shared import schedules, trainer
+from shared.atomic import write_json
 from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
@@ -82,6 +87,89 @@ def make_optimizer(model: keras.Model, spec: UNetSpec) -> keras.optimizers.Optim
     return optimizer
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * start rising linearly to lr over `steps` optimizer steps, then `after` counted from the warm-up's end
+    (None: lr stays): what PyTorch writes as LinearLR followed, in a SequentialLR, by the schedule proper."""
+
+    def __init__(self, lr: float, steps: int, start: float, after=None):
+        self.lr, self.steps, self.start, self.after = lr, steps, start, after
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        ramp = self.lr * (self.start + (1 - self.start) * step / self.steps)
+        rest = self.lr if self.after is None else self.after(tf.maximum(step - self.steps, 0.0))
+        return tf.where(step < self.steps, ramp, rest)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "steps": self.steps, "start": self.start,
+                "after": None if self.after is None else keras.optimizers.schedules.serialize(self.after)}
+
+
+def make_schedule(spec: UNetSpec, steps_per_epoch: int, epochs: int):
+    """The Keras schedule of the learning rate: a function of the optimizer's own step counter (iterations), which
+    the optimizer evaluates at every apply_gradients; None for a constant lr (plateau: the warm-up alone, if any)."""
+    warmup = schedules.warmup_steps(spec, steps_per_epoch)
+    after = None
+    if spec.schedule == "cosine":
+        after = keras.optimizers.schedules.CosineDecay(
+            spec.lr, schedules.decay_steps(spec, steps_per_epoch, epochs), alpha=spec.lr_floor)
+    elif spec.schedule == "step":
+        after = keras.optimizers.schedules.ExponentialDecay(
+            spec.lr, schedules.step_size(spec, steps_per_epoch), spec.step_gamma, staircase=True)
+    return LinearWarmup(spec.lr, warmup, spec.warmup_start, after) if warmup else after
+
+
+class LearningRate:
+    """The learning rate of each step, driven from the training loop. Keras schedules count optimizer steps, so
+    the optimizer carries its schedule and nothing is stepped; ReduceLROnPlateau, a Keras callback that sets the
+    optimizer's learning rate, is called after each epoch past the warm-up (and the warm-up, which it cannot
+    combine with a schedule object, sets the rate before each of its steps)."""
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer, spec: UNetSpec, steps_per_epoch: int, epochs: int,
+                 monitor: str = "val_loss"):
+        self.optimizer, self.spec = optimizer, spec
+        schedule = make_schedule(spec, steps_per_epoch, epochs)
+        self.warmup, self.plateau = None, None
+        if spec.schedule == "plateau":
+            self.warmup = schedule
+            self.plateau = keras.callbacks.ReduceLROnPlateau(
+                monitor, factor=spec.plateau_factor, patience=spec.plateau_patience, mode="min",
+                min_delta=spec.plateau_min_delta, cooldown=spec.plateau_cooldown, min_lr=spec.plateau_min_lr)
+            # Keras callbacks reach the optimizer as self.model.optimizer; outside model.fit the net has none.
+            self.plateau.set_model(SimpleNamespace(optimizer=optimizer))
+            self.plateau.on_train_begin()
+        elif schedule is not None:
+            optimizer.learning_rate = schedule  # before the train step is traced: the graph evaluates it
+
+    def begin_batch(self) -> float:
+        """The learning rate the next step uses."""
+        if self.warmup is not None and int(self.optimizer.iterations) <= self.warmup.steps:
+            self.optimizer.learning_rate = float(self.warmup(self.optimizer.iterations))
+        return float(self.optimizer.learning_rate)  # a schedule's value at the optimizer's iterations
+
+    def end_batch(self) -> None:
+        """Nothing: apply_gradients advanced optimizer.iterations, which the schedule reads."""
+
+    def end_epoch(self, epoch: int, logs: dict) -> None:
+        if self.plateau is not None and epoch > self.spec.warmup_epochs:
+            self.plateau.on_epoch_end(epoch - 1, dict(logs))  # Keras numbers epochs from 0; it adds to the logs
+
+    def save(self, path: Path) -> None:
+        """The plateau callback's counters (a schedule's position is optimizer.iterations, saved with it)."""
+        if self.plateau is not None:
+            state = {key: getattr(self.plateau, key) for key in PLATEAU_STATE}
+            write_json(path.with_suffix(".json"), {**state, "best": None if state["best"] is None
+                                                   else float(state["best"])})
+
+    def load(self, path: Path) -> None:
+        if self.plateau is not None:
+            for key, value in json.loads(path.with_suffix(".json").read_text()).items():
+                setattr(self.plateau, key, value)
+
+
+PLATEAU_STATE = ("best", "wait", "cooldown_counter")  # what keras.callbacks.ReduceLROnPlateau counts
+
+
 class CarvanaClassifier:
     """The source text's trainer:
     `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
@@ -99,6 +187,7 @@ class CarvanaClassifier:
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
+        self.batch_lrs: list[float] = []  # the learning rate of every step
         self.timing: dict = {}
         self._train_step = compiled(self.train_step_graph, self.execution)  # traced on its first call
         self._eval_step = compiled(self.eval_step_graph, self.execution)
@@ -137,18 +226,24 @@ class CarvanaClassifier:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
         log = TrainingLog("TensorFlow", epochs, len(train_loader), callbacks, self.verbose, seed=self.spec.seed)
-        saved = checkpointer(self.checkpoint_dir, self.net, self.optimizer)
+        learning_rate = LearningRate(self.optimizer, self.spec, len(train_loader), epochs,
+                                     "val_loss" if valid_loader is not None else "loss")
+        saved = replace(checkpointer(self.checkpoint_dir, self.net, self.optimizer), save_schedule=learning_rate.save,
+                        load_schedule=learning_rate.load)
         saved.resume(log)
         for epoch in range(log.epochs_done + 1, epochs + 1):
             log.begin_epoch(epoch)
             for batch_index, (images, masks) in enumerate(train_loader.batches(epoch)):
+                lr = learning_rate.begin_batch()
                 with log.timer.step(int(images.shape[0])):
                     batch_loss, dice = self.train_step(images, masks)
-                log.end_batch(epoch, batch_index, int(images.shape[0]), loss=batch_loss, dice=dice)
-            log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+                learning_rate.end_batch()
+                log.end_batch(epoch, batch_index, int(images.shape[0]), lr, loss=batch_loss, dice=dice)
+            logs = log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+            learning_rate.end_epoch(epoch, logs)
             saved.save(epoch, log)
         run = log.result()
-        self.batch_losses, self.timing = run["batch_losses"], run["timing"]
+        self.batch_losses, self.batch_lrs, self.timing = run["batch_losses"], run["batch_lrs"], run["timing"]
         return run["history"]
 
     @property

@@ -11,14 +11,15 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from shared.atomic import atomic_path
-from shared.callbacks import Callback, PreviewCallback, epoch_scalars
+from shared.callbacks import Callback, PreviewCallback, epoch_scalars, step_scalars
 from shared.weights import save_weights
 from torch_impl.data import to_tensor_images
 from torch_impl.weights import export_weights
 
 
 class TensorboardLoggerCallback(Callback):
-    """Train and validation loss and Dice per epoch, and the model graph, with PyTorch's SummaryWriter."""
+    """Train and validation loss and Dice per epoch, the learning rate per step, and the model graph, with
+    PyTorch's SummaryWriter."""
 
     def __init__(self, log_dir: str | os.PathLike, model: torch.nn.Module | None = None,
                  example: np.ndarray | None = None):
@@ -33,6 +34,10 @@ class TensorboardLoggerCallback(Callback):
                 warnings.simplefilter("ignore", FutureWarning)
                 device = next(self.model.parameters()).device
                 self.writer.add_graph(self.model, to_tensor_images(self.example).to(device))
+
+    def on_batch_end(self, step, logs=None):
+        for tag, value in step_scalars(logs or {}).items():  # per optimizer step: the learning rate
+            self.writer.add_scalar(tag, value, step)
 
     def on_epoch_end(self, epoch, logs=None):
         for tag, value in epoch_scalars(logs).items():

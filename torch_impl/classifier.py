@@ -2,14 +2,18 @@
 (zero_grad, forward, backward, step); twin of tf_impl/classifier.py."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader
 
-from shared import trainer
+from shared import schedules, trainer
+from shared.atomic import atomic_path
 from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
@@ -79,6 +83,74 @@ def make_optimizer(model: nn.Module, spec: UNetSpec) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
 
 
+class LinearWarmup(lr_scheduler.SequentialLR):
+    """LinearLR from lr * start up to lr over `steps` optimizer steps, then `after` counted from the warm-up's end
+    (None: lr stays): what Keras writes as one LearningRateSchedule of the step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps: int, start: float,
+                 after: lr_scheduler.LRScheduler | None = None):
+        self.steps = steps
+        warmup = lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=steps)
+        super().__init__(optimizer, [warmup] if after is None else [warmup, after], [] if after is None else [steps])
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, spec: UNetSpec, steps_per_epoch: int,
+                  epochs: int) -> lr_scheduler.LRScheduler | None:
+    """The PyTorch scheduler of the learning rate, advanced by step() after every optimizer step (so its "epochs"
+    are steps here); None for a constant lr (plateau: the warm-up alone, if any)."""
+    warmup = schedules.warmup_steps(spec, steps_per_epoch)
+    after = None
+    if spec.schedule == "cosine":
+        after = lr_scheduler.CosineAnnealingLR(optimizer, schedules.decay_steps(spec, steps_per_epoch, epochs),
+                                               eta_min=spec.lr * spec.lr_floor)
+    elif spec.schedule == "step":
+        after = lr_scheduler.StepLR(optimizer, schedules.step_size(spec, steps_per_epoch), spec.step_gamma)
+    return LinearWarmup(optimizer, warmup, spec.warmup_start, after) if warmup else after
+
+
+class LearningRate:
+    """The learning rate of each step, driven from the training loop. PyTorch schedulers advance when step() is
+    called: the scheduler after every optimizer step, ReduceLROnPlateau after each epoch past the warm-up, with the
+    validation loss. Its patience and cooldown are given in PyTorch's meaning of the spec's Keras ones."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, spec: UNetSpec, steps_per_epoch: int, epochs: int,
+                 monitor: str = "val_loss"):
+        self.optimizer, self.spec, self.monitor = optimizer, spec, monitor
+        self.scheduler = make_schedule(optimizer, spec, steps_per_epoch, epochs)
+        self.plateau = None
+        if spec.schedule == "plateau":
+            self.plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=spec.plateau_factor, patience=schedules.torch_plateau_patience(spec),
+                threshold=spec.plateau_min_delta, threshold_mode="abs",
+                cooldown=schedules.torch_plateau_cooldown(spec), min_lr=spec.plateau_min_lr, eps=0.0)
+
+    def begin_batch(self) -> float:
+        """The learning rate the next step uses."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def end_batch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def end_epoch(self, epoch: int, logs: dict) -> None:
+        if self.plateau is not None and epoch > self.spec.warmup_epochs:
+            self.plateau.step(logs[self.monitor])
+
+    def save(self, path: Path) -> None:
+        """The schedulers' positions and counters (the current lr itself is in the optimizer's param groups)."""
+        if self.scheduler is not None or self.plateau is not None:
+            with atomic_path(path.with_suffix(".pt")) as temporary:
+                torch.save({name: None if found is None else found.state_dict()
+                            for name, found in (("scheduler", self.scheduler), ("plateau", self.plateau))}, temporary)
+
+    def load(self, path: Path) -> None:
+        if self.scheduler is not None or self.plateau is not None:
+            state = torch.load(path.with_suffix(".pt"), weights_only=True)
+            for name, found in (("scheduler", self.scheduler), ("plateau", self.plateau)):
+                if found is not None:
+                    found.load_state_dict(state[name])
+
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -100,6 +172,7 @@ class CarvanaClassifier:
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir  # a checkpoint after every epoch; a restart continues from it
         self.batch_losses: list[float] = []
+        self.batch_lrs: list[float] = []  # the learning rate of every step
         self.timing: dict = {}
         self.autograd_nodes: int | None = None  # of the graph the first train_step records
 
@@ -140,20 +213,26 @@ class CarvanaClassifier:
         """Per epoch: the training batches, then the validation set; returns the per-epoch history."""
         epochs = epochs or self.epochs
         log = TrainingLog("PyTorch", epochs, len(train_loader), callbacks, self.verbose, seed=self.spec.seed)
-        saved = checkpointer(self.checkpoint_dir, self.net, self.optimizer)
+        learning_rate = LearningRate(self.optimizer, self.spec, len(train_loader), epochs,
+                                     "val_loss" if valid_loader is not None else "loss")
+        saved = replace(checkpointer(self.checkpoint_dir, self.net, self.optimizer), save_schedule=learning_rate.save,
+                        load_schedule=learning_rate.load)
         saved.resume(log)
         for epoch in range(log.epochs_done + 1, epochs + 1):
             self.net.train()
             train_loader.sampler.set_epoch(epoch)
             log.begin_epoch(epoch)
             for batch_index, (images, masks) in enumerate(train_loader):
+                lr = learning_rate.begin_batch()
                 with log.timer.step(len(images)):
                     batch_loss, dice = self.train_step(images, masks)
-                log.end_batch(epoch, batch_index, len(images), loss=batch_loss, dice=dice)
-            log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+                learning_rate.end_batch()
+                log.end_batch(epoch, batch_index, len(images), lr, loss=batch_loss, dice=dice)
+            logs = log.end_epoch(epoch, self.validate(valid_loader) if valid_loader is not None else None)
+            learning_rate.end_epoch(epoch, logs)
             saved.save(epoch, log)
         run = log.result()
-        self.batch_losses, self.timing = run["batch_losses"], run["timing"]
+        self.batch_losses, self.batch_lrs, self.timing = run["batch_losses"], run["batch_lrs"], run["timing"]
         return run["history"]
 
     @property
