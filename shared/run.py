@@ -17,7 +17,7 @@ from shared.errors import UserError
 from shared.interrupted import write_partial_report
 from shared.registry import task_of
 from shared.tasks import TaskSpec
-from shared.workers import agree_side, job_spec, launch_worker, run_side, side_of
+from shared.workers import agree_side, job_spec, launch_worker, run_group, run_title, side_of
 
 
 def output_folder(out: Path | None, task: str, overwrite: bool) -> Path:
@@ -43,7 +43,7 @@ def compare(spec: TaskSpec, sides: list[str], options) -> dict:
     control = options.control if task.trains and options.nproc == 1 and len(sides) == 2 else "none"
     job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out.resolve()),
            "data": data, "sides": sides, "execution": {"precision": options.precision, "device": options.device},
-           "nproc": options.nproc, "control": control}
+           "nproc": options.nproc, "control": control, "agreement": task.agreement is not None and len(sides) == 2}
     for run in runs_of(job):  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
         shutil.rmtree(out / run, ignore_errors=True)
     return run_job(out, job, options.in_process)
@@ -70,38 +70,47 @@ def runs_of(job: dict) -> list[str]:
     return [*job["sides"], *controls]
 
 
-def run_title(run: str, control: str) -> str:
-    side, is_control = report.SIDE_NAMES[side_of(run)], run.endswith("-control")
-    return f"{side} control ({CONTROL_TITLES[control]})" if is_control else side
-
-
-CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
+def process_groups(job: dict) -> list[list[str]]:
+    """The runs each worker process runs, in order: a side and its 1-ulp control share one (TensorFlow is
+    imported, the photos decoded and the graphs built once); a 1-thread control needs its own, since TensorFlow
+    fixes its thread pools when it starts. TensorFlow goes first: the other side's agreement masks need its
+    trained weights."""
+    sides = sorted(job["sides"], key=lambda side: side != "tf")
+    control = job.get("control", "none")
+    if control == "ulp":
+        return [[side, f"{side}-control"] for side in sides]
+    return [[side] for side in sides] + ([[f"{side}-control"] for side in sides] if control != "none" else [])
 
 
 def run_sides(out: Path, job: dict, job_path: Path, in_process: bool) -> None:
-    """Each run that has no result yet, in its own process (or this one, for debugging)."""
+    """Each group of runs that has a run without a result yet, in its own process (or this one, for debugging);
+    the worker says which runs it skips as finished before."""
     spec = job_spec(job)
+    if not (out / "tf" / "result.json").is_file():  # masks predicted with an earlier run's weights must go
+        for side in job["sides"]:
+            (out / side / "agreement.npy").unlink(missing_ok=True)
     if in_process:  # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process
         for side in sorted(job["sides"], key=lambda s: s != "torch"):
             task_of(spec).surface(side, spec)
-    for run in runs_of(job):
-        title = run_title(run, job.get("control", "none"))
-        if (out / run / "result.json").is_file():
-            print(f"== {title}: finished before ==", flush=True)
+    for runs in process_groups(job):
+        if all((out / run / "result.json").is_file() for run in runs):
+            for run in runs:
+                print(f"== {run_title(run, job.get('control', 'none'))}: finished before ==", flush=True)
             continue
-        print(f"== {title} ==", flush=True)
         if in_process:
-            run_side(run, job)
+            run_group(runs, job)
         else:
-            launch_worker(run, job_path, nproc=job.get("nproc", 1), threads=job["threads"])
+            launch_worker(",".join(runs), job_path, nproc=job.get("nproc", 1), threads=job["threads"])
 
 
-def agreement(out: Path, job: dict, job_path: Path, frameworks: dict, in_process: bool) -> dict:
-    """Both sides predict with the same (TensorFlow-trained) weights; their masks are compared pixel by pixel."""
-    job = {**job, "reference_weights": frameworks["tf"]["artifacts"]["checkpoint"]}
-    write_json(job_path, job)
-    print("== both sides predict with the same (TensorFlow-trained) weights ==", flush=True)
-    for side in job["sides"]:
+def agreement(out: Path, job: dict, job_path: Path, in_process: bool) -> dict:
+    """Both sides' masks from the same (TensorFlow-trained) weights, compared pixel by pixel; each worker predicted
+    them after training (run_group), and a side that could not (its run resumed before TensorFlow's finished)
+    predicts them now in a process of its own."""
+    missing = [side for side in job["sides"] if not (out / side / "agreement.npy").is_file()]
+    if missing:
+        print("== both sides predict with the same (TensorFlow-trained) weights ==", flush=True)
+    for side in missing:
         agree_side(side, job) if in_process else launch_worker(side, job_path, "--agree")
     return parity.mask_agreement(out, job["sides"], job_spec(job).threshold, reference="tf")
 
@@ -144,8 +153,8 @@ def run_job(out: Path, job: dict, in_process: bool) -> dict:
         results["controls"] = controls
     if len(sides) == 2 and all((out / side / "drift.npz").is_file() for side in sides):  # not data-parallel
         results["drift"] = drift_of(out, job, frameworks, controls)
-    if task.agreement is not None and len(sides) == 2:
-        results["agreement"] = agreement(out, job, job_path, frameworks, in_process)
+    if job.get("agreement", task.agreement is not None and len(sides) == 2):  # a job.json from before the key
+        results["agreement"] = agreement(out, job, job_path, in_process)
     results["wall_s"] = time.perf_counter() - started
     if "drift" in results:
         drift.plot_drift(results["drift"], out / "drift.png", job["control"])

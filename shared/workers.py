@@ -39,6 +39,30 @@ def side_of(run: str) -> str:
     return run.split("-")[0]
 
 
+def run_title(run: str, control: str) -> str:
+    side, is_control = SIDE_NAMES[side_of(run)], run.endswith("-control")
+    return f"{side} control ({CONTROL_TITLES[control]})" if is_control else side
+
+
+CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
+
+
+def run_group(runs: list[str], job: dict) -> None:
+    """A worker's runs in this process, in order (a side, then its 1-ulp control), each one not finished before;
+    then, in a one-process comparison, the side's agreement masks, as soon as TensorFlow's trained weights exist."""
+    out = Path(job["out"])
+    for run in runs:
+        title = run_title(run, job.get("control", "none"))
+        if (out / run / "result.json").is_file():
+            print(f"== {title}: finished before ==", flush=True)
+            continue
+        print(f"== {title} ==", flush=True)
+        run_side(run, job)
+    side, reference = side_of(runs[0]), out / "tf" / "result.json"
+    if job.get("agreement") and job.get("nproc", 1) == 1 and reference.is_file() and not runs[0].endswith("-control"):
+        agree_side(side, {**job, "reference_weights": json.loads(reference.read_text())["artifacts"]["checkpoint"]})
+
+
 def run_side(run: str, job: dict) -> dict | None:
     """Train (or run the lesson) for one run in this process: a side ("tf", "torch") or its control
     ("tf-control": the same run from initial weights moved by one ulp, or with one thread, as job["control"]
@@ -93,6 +117,9 @@ def write_side_result(out: Path, result: dict, probe: np.ndarray) -> dict:
 
 def agree_side(side: str, job: dict) -> None:
     """Predict the agreement images with the reference side's trained weights: <out>/<side>/agreement.npy."""
+    if "reference_weights" not in job:  # a worker of its own (run.agreement): TensorFlow's weights
+        reference = json.loads((Path(job["out"]) / "tf" / "result.json").read_text())
+        job = {**job, "reference_weights": reference["artifacts"]["checkpoint"]}
     spec = job_spec(job)
     task = task_of(spec)
     surface = task.surface(side, spec)
@@ -143,14 +170,14 @@ def keep_tensorflow_out() -> None:
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
-WORKERS = {"--worker": run_side, "--agree": agree_side, "--bench": bench_side, "--diagnose": diagnose_side,
-           "--predict-worker": predict_side}
+WORKERS = {"--worker": lambda runs, job: run_group(runs.split(","), job), "--agree": agree_side,
+           "--bench": bench_side, "--diagnose": diagnose_side, "--predict-worker": predict_side}
 
 
 def worker_main(mode: str, run: str, job_path: str) -> int:
     """A worker process's whole life: read the job, run it, say in one line what went wrong if anything did."""
     job = json.loads(Path(job_path).read_text())
-    if side_of(run) == "torch":
+    if side_of(run) == "torch":  # "torch", "torch-control" or "torch,torch-control"
         keep_tensorflow_out()
     try:
         WORKERS[mode](run, job)
@@ -166,9 +193,9 @@ def worker_main(mode: str, run: str, job_path: str) -> int:
 
 
 def launch_worker(run: str, job_path: Path, mode: str = "--worker", nproc: int = 1, threads: int = 1) -> None:
-    """A fresh Python process for the run (a side or its control); with nproc > 1, the side's own launcher:
-    torchrun for PyTorch, N workers with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3)
-    ends this run too."""
+    """A fresh Python process for the run (a side, its control, or both as "tf,tf-control"); with nproc > 1, the
+    side's own launcher: torchrun for PyTorch, N workers with their TF_CONFIG for TensorFlow. A worker's one-line
+    error (status 2 or 3) ends this run too."""
     side = side_of(run)
     script = [str(COMPARE), mode, run, str(job_path)]
     if nproc > 1:

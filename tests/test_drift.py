@@ -123,3 +123,15 @@ def test_a_systematic_framework_difference_is_told_apart_from_the_controls():
     alike = {seed: results_of(0.95 + 0.01 * (-1) ** seed, 0.95, 0.95, 0.95 + 0.01 * (-1) ** seed)
              for seed in range(4)}
     assert seeds.summarize(alike, "val_dice")["sentence"].endswith("not distinguishable from the control's.")
+
+
+def test_a_side_and_its_ulp_control_share_one_worker_process():
+    """TensorFlow first (the other side's agreement masks need its weights), each side with its 1-ulp control in one
+    process; a 1-thread control needs a process of its own (TensorFlow fixes its thread pools when it starts)."""
+    from shared.run import process_groups
+
+    job = {"sides": ["torch", "tf"], "control": "ulp"}
+    assert process_groups(job) == [["tf", "tf-control"], ["torch", "torch-control"]]
+    assert process_groups({**job, "control": "threads"}) == [["tf"], ["torch"], ["tf-control"], ["torch-control"]]
+    assert process_groups({**job, "control": "none"}) == [["tf"], ["torch"]]
+    assert process_groups({"sides": ["torch"], "control": "none"}) == [["torch"]]

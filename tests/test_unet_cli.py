@@ -133,6 +133,11 @@ def test_full_run_results(runs):
         assert not (runs["base"] / "full" / f"{side}-control" / "tensorboard").exists()
     assert set(results["drift"]["pairs"]) == {"tf-torch", "tf-control", "torch-control"}
     assert results["drift"]["pairs"]["tf-torch"]["weight_steps"] == list(range(steps + 1))
+    # Each side's worker ran its control right after it, and predicted its agreement masks before it ended.
+    stdout = runs["completed"]["full"].stdout
+    titles = [line for line in stdout.splitlines() if line.startswith("== ")]
+    assert titles == ["== TensorFlow ==", "== TensorFlow control (initial weights moved by 1 ulp) ==",
+                      "== PyTorch ==", "== PyTorch control (initial weights moved by 1 ulp) =="], titles
 
 
 def test_full_run_writes_submissions_tensorboard_and_report(runs):
@@ -163,9 +168,12 @@ def test_both_sides_log_the_same_tensorboard_tags(runs):
     results = results_of(runs, "full")
     found = {side: read_tensorboard(Path(results["frameworks"][side]["artifacts"]["tensorboard"]))
              for side in ("tf", "torch")}
-    assert set(found["tf"][0]) == set(found["torch"][0]) == {"loss/train", "loss/valid", "dice/train", "dice/valid"}
+    assert set(found["tf"][0]) == set(found["torch"][0]) == {"loss/train", "loss/valid", "dice/train", "dice/valid",
+                                                              "learning_rate"}
     for side, (scalars, has_graph) in found.items():
         epoch = results["frameworks"][side]["history"][0]
+        lrs = results["frameworks"][side]["batch_lrs"]  # per step, numbered from 1
+        assert scalars["learning_rate"] == [(step, pytest.approx(lr, rel=1e-6)) for step, lr in enumerate(lrs, 1)]
         assert scalars["dice/valid"] == [(1, pytest.approx(epoch["val_dice"], rel=1e-6))], side
         assert scalars["loss/train"] == [(1, pytest.approx(epoch["loss"], rel=1e-6))], side
         assert has_graph, f"{side}: no model graph"

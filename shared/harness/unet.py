@@ -2,6 +2,7 @@
 in one process or data-parallel, and the mask agreement of the two sides' predictions."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable
@@ -9,13 +10,14 @@ from typing import Callable
 import numpy as np
 
 from shared import distributed
-from shared.callbacks import PredictionsSaverCallback
+from shared.callbacks import BestModelSaverCallback, PredictionsSaverCallback, best_model_entry
 from shared.data import carvana, synthetic_cars
 from shared.drift import DriftRecorder
 from shared.execution import Execution
+from shared.original_dice import original_size_dice
 from shared.rle import read_rle_csv
 from shared.surface import Loaders, Surface
-from shared.tasks import UNetSpec
+from shared.tasks import UNetSpec, normalize_image_size
 from shared.weights import Weights, load_weights_file
 
 
@@ -38,9 +40,16 @@ def prepare_carvana(spec: UNetSpec, data_dir: Path | None, download: bool) -> di
     description = {"source": source, "location": str(split.layout.root), "train": len(split.train),
                    "valid": len(split.valid), "test": len(split.test),
                    "cars": len({sample.car for sample in split.train + split.valid}),
-                   "image_size": spec.image_size, "mask_size": spec.output_size,
-                   "resize": "photos squeezed to a square (aspect ratio not kept), masks by nearest neighbour"}
+                   "image_size": spec.image_size, "mask_size": normalize_image_size(spec.output_shape),
+                   "resize": carvana.resize_description(carvana.original_size(split.train[0].image),
+                                                        spec.output_shape, spec.pad)}
     return {"data_dir": str(data_dir), "description": description}
+
+
+@functools.lru_cache(maxsize=1)
+def split_of(spec: UNetSpec, data_dir: str) -> "CarvanaSplit":
+    """The split of this process's runs: a side and its control read the same photos, decoded once."""
+    return CarvanaSplit(spec, data_dir)
 
 
 class CarvanaSplit:
@@ -53,10 +62,15 @@ class CarvanaSplit:
         self.train, self.valid = carvana.get_train_files(self.layout, spec.sample_size, spec.validation_size,
                                                          spec.seed)
         self.test = carvana.get_test_files(self.layout) if self.layout.test_dir is not None else []
+        self.datasets: dict[tuple, carvana.TrainImageDataset] = {}
 
     def dataset(self, samples: list, augment: bool = False) -> carvana.TrainImageDataset:
-        return carvana.TrainImageDataset(samples, self.spec.output_size, augment=augment, seed=self.spec.seed,
-                                         pad=self.spec.pad)
+        """One dataset per photo set, so its cache of decoded photos serves every run of this process."""
+        key = (tuple(samples), augment)
+        if key not in self.datasets:
+            self.datasets[key] = carvana.TrainImageDataset(samples, self.spec.output_shape, augment=augment,
+                                                           seed=self.spec.seed, pad=self.spec.pad)
+        return self.datasets[key]
 
     def train_set(self) -> carvana.TrainImageDataset:
         return self.dataset(self.train, augment=self.spec.augment)
@@ -92,12 +106,15 @@ def unet_callbacks(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_di
     callbacks = [callbacks_module.TensorboardLoggerCallback(tensorboard, model, split.probe_images()[:1]),
                  callbacks_module.TensorboardVisualizerCallback(tensorboard, split.preview(), predict, spec.threshold),
                  saver]
+    if spec.save_best:  # best.keras / best.pt and best.safetensors beside model.*
+        callbacks.append(BestModelSaverCallback(callbacks_module.ModelSaverCallback(model, out_dir / "best"),
+                                                spec.save_best))
     submission = None
     if split.test:
         submission = out_dir / "submit.csv.gz"
-        test_set = carvana.TestImageDataset(split.test, spec.output_size if spec.pad else spec.image_size)
+        test_set = carvana.TestImageDataset(split.test, spec.output_shape)
         callbacks.append(PredictionsSaverCallback(submission, test_set, predict, spec.threshold,
-                                                  spec.image_size, spec.output_size, spec.batch_size))
+                                                  spec.image_shape, spec.output_shape, spec.batch_size))
     return callbacks, saver, submission
 
 
@@ -108,19 +125,27 @@ def unet_result(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_dir: 
     images = np.stack([image for image, _ in preview])
     np.savez_compressed(out_dir / "preview.npz", images=images, masks=np.stack([mask for _, mask in preview]),
                         predicted=surface.task.predict(model, images))
-    final = run["history"][-1]
-    validated = {"val_dice": final["val_dice"], "val_loss": final["val_loss"]} if split.valid else {}
+    final, best = run["history"][-1], best_model_entry(out_dir / "best")
+    validated = {}
+    if split.valid:  # Kaggle's metric, at the photos' original size, is computed once, at the end (not every epoch)
+        original = original_size_dice(split.dataset(split.valid), lambda images: surface.task.predict(model, images),
+                                      spec.threshold, spec.batch_size)
+        validated = {"val_dice": final["val_dice"], "val_dice_original": original, "val_loss": final["val_loss"]}
     return {
         "history": run["history"],
         "batch_losses": run["batch_losses"],
+        "batch_lrs": run.get("batch_lrs"),  # the learning rate of every step
         "metrics": {**validated, "train_dice": final["dice"], "train_loss": final["loss"],
-                    "parameters": surface.task.count_parameters(model)},
+                    "parameters": surface.task.count_parameters(model),
+                    **({"best_epoch": best["best"]["epoch"]} if best else {})},
+        **({"best": best["best"]} if best else {}),
         "timing": run["timing"],
         "traces": run.get("traces"),
         "graph": {"traces": run.get("traces"), "graph_ops": run.get("graph_ops"),
                   "autograd_nodes": run.get("autograd_nodes")},
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
-                      "tensorboard": str(out_dir / "tensorboard"), "preview": str(out_dir / "preview.npz")},
+                      "tensorboard": str(out_dir / "tensorboard"), "preview": str(out_dir / "preview.npz"),
+                      **best.get("best_artifacts", {})},
     }
 
 
@@ -129,7 +154,7 @@ def run_unet(surface: Surface, spec: UNetSpec, initial: Weights, out_dir: Path, 
     """Train the U-Net with the four callbacks, from the canonical initial weights, recording the weights' drift;
     the probe is the initial model's logits on the first validation (or training) batch. A control run records
     its drift and metrics only (no TensorBoard, saved model or submission)."""
-    task, split = surface.task, CarvanaSplit(spec, data["data_dir"])
+    task, split = surface.task, split_of(spec, data["data_dir"])
     model = task.build(spec)
     task.load_weights(model, initial)
     probe = task.forward(model, split.probe_images())
@@ -194,7 +219,7 @@ def run_unet_distributed(surface: Surface, spec: UNetSpec, initial: Weights, out
 def agreement_masks(surface: Surface, spec: UNetSpec, data: dict, weights_path: Path) -> np.ndarray:
     """The masks this side predicts for the validation photos (or the first training batch without validation)
     when it runs the given canonical weights: the two sides' masks are compared pixel by pixel."""
-    split = CarvanaSplit(spec, data["data_dir"])
+    split = split_of(spec, data["data_dir"])
     samples = split.valid or split.train[:spec.batch_size]
     dataset = split.dataset(samples)
     images = np.stack([dataset.get(i)[0] for i in range(len(dataset))])
