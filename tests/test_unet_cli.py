@@ -119,6 +119,8 @@ def test_full_run_results(runs):
     for side in ("tf", "torch"):
         metrics = results["frameworks"][side]["metrics"]
         assert 0.0 <= metrics["val_dice"] <= 1.0, (side, metrics)
+        # Dice at the photos' own size (probabilities upsampled as the submission does), beside the training size's.
+        assert 0.0 <= metrics["val_dice_original"] <= 1.0 and list(metrics)[:2] == ["val_dice", "val_dice_original"]
         assert np.isfinite(metrics["val_loss"]) and metrics["parameters"] > 0
         assert len(results["frameworks"][side]["history"]) == 1
     # Same weights, same batches, one epoch: the two sides' losses agree closely.
