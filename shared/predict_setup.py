@@ -17,7 +17,7 @@ from shared.registry import task_of
 from shared.report import SIDE_NAMES
 from shared.surface import SIDES
 from shared.tasks import TASKS, TaskSpec, make_spec
-from shared.weights import Param, load_weights_file
+from shared.weights import Param, first_mismatch, load_weights_file
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # The file each task's training run leaves per side: the U-Net's ModelSaverCallback, the digits' final checkpoint.
@@ -162,19 +162,19 @@ def check_weights(files: dict[str, dict], spec: TaskSpec) -> None:
 
 
 def check_layout(path: Path, weights: dict, layout: dict[str, Param], spec: TaskSpec) -> None:
+    found = first_mismatch(weights, layout)
+    if found is None:
+        return
+    kind, name, extra = found
     model = _describe_model(spec)
-    for name, param in layout.items():
-        if name not in weights:
-            extra = [k for k in weights if k not in layout]
-            also = f"; it holds {extra[0]} instead" if extra else ""
-            raise DataError(path, f"weights of another architecture: no tensor {name}, which the {model} needs{also}")
-        if tuple(weights[name].shape) != tuple(param.shape):
-            raise DataError(path, f"weights of another architecture or width: {name} is {tuple(weights[name].shape)} "
-                                  f"but the {model} needs {tuple(param.shape)}")
-    extra = [k for k in weights if k not in layout]
-    if extra:
-        raise DataError(path, f"weights of another architecture: {extra[0]} (and {len(extra) - 1} more) is not a "
-                              f"tensor of the {model}")
+    if kind == "missing":
+        also = f"; it holds {extra[0]} instead" if extra else ""
+        raise DataError(path, f"weights of another architecture: no tensor {name}, which the {model} needs{also}")
+    if kind == "shape":
+        raise DataError(path, f"weights of another architecture or width: {name} is {tuple(weights[name].shape)} "
+                              f"but the {model} needs {tuple(layout[name].shape)}")
+    raise DataError(path, f"weights of another architecture: {name} (and {len(extra) - 1} more) is not a "
+                          f"tensor of the {model}")
 
 
 def _describe_model(spec: TaskSpec) -> str:

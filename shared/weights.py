@@ -157,20 +157,32 @@ def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weig
                                 f"shapes {wrong[:3]}")
 
 
+def first_mismatch(weights: Weights, layout: dict[str, Param]) -> tuple[str, str, list[str]] | None:
+    """The first way canonical weights do not fit a layout, in layout order: ("missing", name), ("shape", name)
+    or ("extra", name), with every tensor the layout lacks; None when they fit."""
+    extra = [name for name in weights if name not in layout]
+    for name, param in layout.items():
+        if name not in weights:
+            return "missing", name, extra
+        if tuple(weights[name].shape) != tuple(param.shape):
+            return "shape", name, extra
+    return ("extra", extra[0], extra) if extra else None
+
+
 def load_matching_weights(path: str | os.PathLike, layout: dict[str, Param]) -> Weights:
     """A canonical weights file to start training from (--init-weights), refused in one line naming the file and
     the first tensor that does not fit the model (another width, depth or task)."""
     loaded = load_weights_file(path)
-    for name, param in layout.items():
-        if name not in loaded:
-            raise DataError(path, f"has no tensor {name} (the model expects {param.shape}): made for another model")
-        if tuple(loaded[name].shape) != tuple(param.shape):
-            raise DataError(path, f"tensor {name} has shape {tuple(loaded[name].shape)}, the model expects "
-                                  f"{param.shape}: made with another --base-filters, depth or task")
-    extra = [name for name in loaded if name not in layout]
-    if extra:
-        raise DataError(path, f"tensor {extra[0]} is not in the model ({len(extra)} extra): made for another model")
-    return {name: np.asarray(loaded[name], np.float32) for name in layout}
+    found = first_mismatch(loaded, layout)
+    if found is None:
+        return {name: np.asarray(loaded[name], np.float32) for name in layout}
+    kind, name, extra = found
+    if kind == "missing":
+        raise DataError(path, f"has no tensor {name} (the model expects {layout[name].shape}): made for another model")
+    if kind == "shape":
+        raise DataError(path, f"tensor {name} has shape {tuple(loaded[name].shape)}, the model expects "
+                              f"{layout[name].shape}: made with another --base-filters, depth or task")
+    raise DataError(path, f"tensor {name} is not in the model ({len(extra)} extra): made for another model")
 
 
 def unet_widths(base_filters: int, depth: int) -> list[int]:
