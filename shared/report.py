@@ -142,6 +142,9 @@ def plot_curves(results: dict, path: Path) -> Path:
             steps_per_epoch = len(lrs) / max(len(result["history"]), 1)
             axes[2].plot([(k + 1) / steps_per_epoch for k in range(len(lrs))], lrs, label=SIDE_NAMES[side],
                          **SIDE_STYLES[side])
+        highest = max(max(result.get("batch_lrs") or [0.0]) for result in results["frameworks"].values())
+        # From 0: a constant rate would otherwise be zoomed to float32's rounding of it (0.01 vs 0.0099999998).
+        axes[2].set_ylim(0.0, 1.05 * highest or 1.0)
         axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate per step")
         axes[2].grid(alpha=0.3)
         axes[2].legend(fontsize=8)
