@@ -35,8 +35,9 @@ def job_spec(job: dict) -> TaskSpec:
 
 
 def side_of(run: str) -> str:
-    """The side a run belongs to: "tf" and "tf-control" are TensorFlow's."""
-    return run.split("-")[0]
+    """The side a run, or a worker's comma-separated runs, belongs to: "tf", "tf-control" and "tf,tf-control" are
+    TensorFlow's."""
+    return run.split(",")[0].split("-")[0]
 
 
 def run_title(run: str, control: str) -> str:

@@ -135,3 +135,21 @@ def test_a_side_and_its_ulp_control_share_one_worker_process():
     assert process_groups({**job, "control": "threads"}) == [["tf"], ["torch"], ["tf-control"], ["torch-control"]]
     assert process_groups({**job, "control": "none"}) == [["tf"], ["torch"]]
     assert process_groups({"sides": ["torch"], "control": "none"}) == [["torch"]]
+
+
+def test_a_grouped_pytorch_worker_keeps_tensorflow_out(monkeypatch, tmp_path):
+    """A worker running "torch,torch-control" is PyTorch's: it sets TensorBoard's no-TensorFlow marker (without it
+    torch.utils.tensorboard imports all of TensorFlow into the PyTorch process) and its launcher is PyTorch's."""
+    from shared import workers
+
+    assert [workers.side_of(run) for run in ("torch", "torch-control", "torch,torch-control", "tf,tf-control")] == [
+        "torch", "torch", "torch", "tf"]
+    marked = []
+    monkeypatch.setattr(workers, "keep_tensorflow_out", lambda: marked.append(True))
+    monkeypatch.setitem(workers.WORKERS, "--worker", lambda runs, job: None)
+    job_path = tmp_path / "job.json"
+    job_path.write_text("{}")
+    assert workers.worker_main("--worker", "torch,torch-control", str(job_path)) == 0
+    assert marked == [True]
+    assert workers.worker_main("--worker", "tf,tf-control", str(job_path)) == 0
+    assert marked == [True]
