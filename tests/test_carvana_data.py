@@ -1,6 +1,7 @@
 """Tests of shared/data/carvana.py and shared/data/augment.py on tiny generated Carvana folders and zips."""
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -340,6 +341,37 @@ def test_decoded_samples_are_cached(layout, monkeypatch):
     with pytest.raises(pytest.fail.Exception):
         uncached.get(1)
 
+
+
+def test_a_decoded_set_is_kept_on_disk_for_the_next_process(layout, monkeypatch):
+    """Once a whole set is decoded it is kept under the cache folder: a new dataset of the same photos at the same
+    size (what the other side's process makes) decodes nothing and yields the same arrays; another size, a damaged
+    kept file or an edited photo is decoded again."""
+    from shared.data.carvana import decoded
+
+    train, _ = get_train_files(layout, validation_size=0)
+    first = TrainImageDataset(train[:3], 16, augment=True, seed=1)
+    arrays = [first.get(i, epoch=2) for i in range(3)]
+    kept = decoded.decoded_path(train[:3], (16, 16))
+    assert kept.is_file()
+    real_load = carvana.datasets._load_pair
+    monkeypatch.setattr(carvana.datasets, "_load_pair", lambda *a: pytest.fail("decoded again"))
+    second = TrainImageDataset(train[:3], 16, augment=True, seed=1)
+    for (image, mask), (kept_image, kept_mask) in zip(arrays, (second.get(i, epoch=2) for i in range(3))):
+        assert np.array_equal(image, kept_image) and np.array_equal(mask, kept_mask)
+    with pytest.raises(pytest.fail.Exception):
+        TrainImageDataset(train[:3], 24).get(0)  # another size: nothing kept for it
+    monkeypatch.setattr(carvana.datasets, "_load_pair", real_load)
+    from_kept = TrainImageDataset(train[:3], 16).get(0)[0]
+    kept.write_bytes(b"not an npz")
+    assert decoded.load_decoded(kept, 3, (16, 16)) == {}
+    redecoded = TrainImageDataset(train[:3], 16)
+    assert np.array_equal(redecoded.get(0)[0], from_kept)
+    [redecoded.get(i) for i in range(3)]
+    assert len(decoded.load_decoded(kept, 3, (16, 16))) == 3  # decoded again, and kept again
+    photo = train[0].image
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    assert decoded.decoded_path(train[:3], (16, 16)) != kept
 
 def test_test_dataset(layout):
     paths = get_test_files(layout)

@@ -10,6 +10,7 @@ import numpy as np
 from shared.data.augment import random_augment
 from shared.data.batches import epoch_rng
 from shared.data.carvana.decode import _load_pair, original_size, read_image
+from shared.data.carvana.decoded import decoded_path, load_decoded, save_decoded
 from shared.data.carvana.split import Sample
 from shared.errors import UserError
 from shared.tasks import image_shape_of, shape_text
@@ -47,7 +48,8 @@ class TrainImageDataset:
     Augmentation (flip, shift/scale, HSV jitter) is drawn from epoch_rng(seed, epoch, index), so a
     sample depends only on (seed, epoch, index): the same on both sides and in any worker.
     Decoded, resized samples are cached in memory (as uint8) when they all fit in cache_bytes,
-    so later epochs do not decode the JPEGs again.
+    so later epochs do not decode the JPEGs again; once all are decoded they are also kept on disk
+    (shared/data/carvana/decoded.py), so the next process reading this set at this size loads one file.
     """
 
     def __init__(self, samples: Sequence[Sample], image_size: int | tuple[int, int], augment: bool = False,
@@ -59,8 +61,10 @@ class TrainImageDataset:
         self.augment = augment
         self.seed = seed
         per_sample = self.shape[0] * self.shape[1] * 4  # uint8 RGB + uint8 mask
+        fits = per_sample * len(self.samples) <= cache_bytes
+        self._kept_at = decoded_path(self.samples, self.shape) if fits else None  # None: nothing kept on disk
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = (
-            {} if per_sample * len(self.samples) <= cache_bytes else None)
+            load_decoded(self._kept_at, len(self.samples), self.shape) if fits else None)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,6 +75,8 @@ class TrainImageDataset:
         pair = _load_pair(self.samples[index], self.shape[::-1])  # PIL sizes are (width, height)
         if self._cache is not None:
             self._cache[index] = pair
+            if len(self._cache) == len(self.samples):  # the whole set decoded: keep it for the next process
+                save_decoded(self._kept_at, self._cache, len(self.samples))
         return pair
 
     def get(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
