@@ -30,11 +30,11 @@ def test_seed_recipe_is_the_spec_defaults():
 def test_quality_recipe_sets_its_values_and_flags_win():
     _, spec, _ = parse_args(["--task", "unet", "--recipe", "quality"])
     assert {field: getattr(spec, field) for field in RECIPE_FIELDS} == {**RECIPES["quality"], "image_size": 128}
-    assert (spec.recipe, spec.optimizer, spec.image_size, spec.base_filters) == ("quality", "adam", 128, 16)
+    assert (spec.recipe, spec.optimizer, spec.image_size, spec.base_filters) == ("quality", "adam", 128, 8)
     _, spec, _ = parse_args(["--task", "unet", "--recipe", "quality", "--epochs", "3", "--lr", "0.01"])
-    assert (spec.epochs, spec.lr, spec.schedule, spec.base_filters) == (3, 0.01, RECIPES["quality"]["schedule"], 16)
+    assert (spec.epochs, spec.lr, spec.schedule, spec.base_filters) == (3, 0.01, RECIPES["quality"]["schedule"], 8)
     line = recipe_line(spec.to_dict())
-    assert line.startswith("recipe quality") and "epochs 3 (flag; recipe 20)" in line and "base_filters 16," in line
+    assert line.startswith("recipe quality") and "epochs 3 (flag; recipe 20)" in line and "base_filters 8," in line
 
 
 def test_recipe_applies_to_the_unet_only():
