@@ -7,7 +7,7 @@ import tensorflow as tf
 from shared.data.batches import ceil_div, epoch_order
 
 
-def own_threads(dataset: tf.data.Dataset, workers: int = 0) -> tf.data.Dataset:
+def _own_threads(dataset: tf.data.Dataset, workers: int = 0) -> tf.data.Dataset:
     """The pipeline on a thread pool of its own (its `workers`, at least one), off the inter-op pool that
     runtime.configure keeps at one thread for the train step; and without tf.data's autotuner, whose thread made
     the end of some epochs wait 1 to 8 s (measured: an epoch's iterator took up to 2 s to delete)."""
@@ -40,11 +40,11 @@ class ArrayDataset:
     def batches(self, epoch: int) -> tf.data.Dataset:
         # The same permutation the PyTorch sampler slices, cut into batches by tf.data.
         order = epoch_order(int(self.labels.shape[0]), self.seed, epoch, self.shuffle)
-        return own_threads(tf.data.Dataset.from_tensor_slices(order)
-                           .batch(self.batch_size)
-                           .map(lambda idx: (tf.gather(self.images, idx), tf.gather(self.labels, idx)),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                           .prefetch(tf.data.AUTOTUNE))
+        return _own_threads(tf.data.Dataset.from_tensor_slices(order)
+                            .batch(self.batch_size)
+                            .map(lambda idx: (tf.gather(self.images, idx), tf.gather(self.labels, idx)),
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                            .prefetch(tf.data.AUTOTUNE))
 
     @property
     def element_spec(self):
@@ -95,10 +95,10 @@ class CarvanaDataset:
 
         order = epoch_order(len(self.images), self.seed, epoch, self.shuffle)
         parallel = {"num_parallel_calls": self.workers, "deterministic": True} if self.workers else {}
-        return own_threads(tf.data.Dataset.from_tensor_slices(order)
-                           .map(load_op, **parallel)
-                           .batch(self.batch_size)
-                           .prefetch(tf.data.AUTOTUNE), self.workers)
+        return _own_threads(tf.data.Dataset.from_tensor_slices(order)
+                            .map(load_op, **parallel)
+                            .batch(self.batch_size)
+                            .prefetch(tf.data.AUTOTUNE), self.workers)
 
     @property
     def element_spec(self):

@@ -16,7 +16,7 @@ from shared.tasks import UNetSpec
 from shared.weights import Weights
 from tf_impl import unet, weights
 from tf_impl.classifier import bce_dice_loss, dice_score, make_optimizer
-from tf_impl.data import own_threads
+from tf_impl.data import _own_threads
 from tf_impl.weights import export_weights, load_weights
 
 
@@ -123,8 +123,8 @@ class _ReplicaPipelines:
             return tf.ensure_shape(images, self.image_shape), tf.ensure_shape(masks, self.mask_shape)
 
         parallel = {"num_parallel_calls": self.workers, "deterministic": True} if self.workers else {}
-        return own_threads(tf.data.Dataset.range(len(shares)).map(load_op, **parallel).prefetch(tf.data.AUTOTUNE),
-                           self.workers)
+        return _own_threads(tf.data.Dataset.range(len(shares)).map(load_op, **parallel).prefetch(tf.data.AUTOTUNE),
+                            self.workers)
 
 
 def make_loader(context: Context, dataset: TrainImageDataset, spec: UNetSpec) -> _ReplicaPipelines:
