@@ -146,6 +146,11 @@ def golden_gate(golden: Golden, parity_rows: dict, probes: dict, tolerance: floa
             "passed": not problems, "problems": problems}
 
 
+def between_sides(gate: dict) -> dict | None:
+    """The TensorFlow-against-PyTorch record of a parity gate: nested in it when a golden file was checked too."""
+    return gate.get("between_sides", gate) if gate.get("against") else gate
+
+
 def chain(gate: dict) -> list[str]:
     """The equalities the run has shown, with their numbers: TensorFlow-CPU = PyTorch-CPU (when the file was
     written) = each side checked here, on its device."""

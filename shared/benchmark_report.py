@@ -239,7 +239,7 @@ def equal_work_lines(parity: dict) -> list[str]:
     lines.append("- Canonical weights after loading: " + ", ".join(
         f"sha256 {digests[side][:16]}... ({report.SIDE_NAMES[side]})" for side in sides)
         + (f": {'identical' if digests['tf'] == digests['torch'] else 'DIFFERENT'}." if len(sides) == 2 else "."))
-    between = parity.get("between_sides", parity) if parity.get("against") else parity
+    between = benchmark_golden.between_sides(parity)
     if between and len(sides) == 2:
         lines.append(f"- Forward output on the benchmark batch: max |tf - torch| = {between['max_abs_diff']:.3g} "
                      f"(tolerance {between['tolerance']:g}): {'passed' if between['passed'] else 'FAILED'}.")

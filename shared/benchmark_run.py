@@ -221,7 +221,7 @@ def parity_gate(task, spec: TaskSpec, golden, parity_rows: dict, probes: dict) -
 
 def parity_lines(gate: dict) -> list[str]:
     lines = []
-    between = gate.get("between_sides", gate) if gate.get("against") else gate
+    between = benchmark_golden.between_sides(gate)
     if between:
         lines.append(f"parity passed: {between['parameters']['tf']:,} parameters on both sides, bit-identical weights, "
                      f"max |tf - torch| {between['max_abs_diff']:.2g} <= {between['tolerance']:g}")
