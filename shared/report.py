@@ -163,6 +163,7 @@ def plot_curves(results: dict, path: Path) -> Path:
             axis.set_yscale("log")  # an early validation spike would flatten the rest
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
+    figure.tight_layout()  # the learning-rate panel's tick labels would cover the Dice panel's right edge
     return save_figure(figure, path)
 
 
