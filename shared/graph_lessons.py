@@ -1,9 +1,9 @@
-"""The framework-free parts of the autograd task's graph lessons, called by both sides (tf_impl/autograd.py,
-torch_impl/autograd.py) and by the report: the mlp's real training epoch the retracing pitfall runs on, timing a
-call, quoting an error in one line, and the table of tf.function pitfalls with the PyTorch column beside it."""
+"""The framework-free parts of the autograd task's graph lessons, called by both sides (tf_impl/graph_modes.py,
+torch_impl/graph_modes.py) and by the report: what the retracing pitfall runs on (the mlp's real training epoch,
+built by harness/runners/digits.py), timing a call, quoting an error in one line, and the table of tf.function
+pitfalls with the PyTorch column beside it."""
 from __future__ import annotations
 
-import functools
 import re
 import statistics
 import time
@@ -23,7 +23,7 @@ class DigitsEpoch:
     canonical initial weights, and the real training digits, normalised as the mlp trains on them."""
 
     spec: Any  # MLPSpec
-    surface: Any  # shared.surface.Surface of the side, for the mlp
+    surface: Any  # harness.surface.Surface of the side, for the mlp
     initial: dict
     train_set: LabelledImages
     batch_sizes: tuple = RETRACE_BATCH_SIZES
@@ -35,24 +35,6 @@ class DigitsEpoch:
     @property
     def last_batch(self) -> int:
         return len(self.train_set) - (self.steps - 1) * self.spec.batch_size
-
-
-@functools.lru_cache(maxsize=2)
-def _training_digits(sample_size: int | None) -> LabelledImages:
-    from shared.harness.digits import digit_sets
-    from shared.tasks import make_spec
-
-    return digit_sets(make_spec("mlp", sample_size=sample_size), {"data_dir": None})[0]
-
-
-def digits_epoch(side: str, sample_size: int | None = None) -> DigitsEpoch:
-    """The mlp's embedded training digits (loaded once per process) and the side's mlp surface."""
-    from shared.registry import REGISTRY
-    from shared.tasks import make_spec
-
-    spec = make_spec("mlp", sample_size=sample_size)
-    task = REGISTRY["mlp"]
-    return DigitsEpoch(spec, task.surface(side, spec), task.initial_weights(spec), _training_digits(sample_size))
 
 
 def median_call_s(call: Callable[[int], object], calls: int, warmup: int = 5) -> float:

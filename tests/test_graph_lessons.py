@@ -4,13 +4,17 @@ run_functions_eagerly) and the tf.function pitfalls with their PyTorch column, e
 code. The lessons run once per module, on a small sample of the mlp's digits (3 batches: 200, 200 and 50)."""
 from __future__ import annotations
 
+import ast
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import side_module
+from conftest import ROOT, side_module
+from harness.registry import REGISTRY
+from harness.runners.digits import digits_epoch
+from harness.runners.lessons import autograd_lesson
 from shared import graph_drawing as gd
 from shared import graph_lessons
 from shared.tasks import make_spec
@@ -22,13 +26,9 @@ SAMPLE = 450  # digits: batches of 200, 200 and a partial one of 50
 @pytest.fixture(scope="module")
 def lessons():
     """Both sides' whole lesson (torch first: see conftest), the pitfalls on SAMPLE digits, as results.json has it."""
-    real = graph_lessons.digits_epoch
-    graph_lessons.digits_epoch = lambda side: real(side, sample_size=SAMPLE)
-    try:
-        spec = make_spec("autograd")
-        found = {side: side_module(side, "autograd").lesson(spec) for side in ("torch", "tf")}
-    finally:
-        graph_lessons.digits_epoch = real
+    spec = make_spec("autograd")
+    found = {side: autograd_lesson(spec, REGISTRY["autograd"].surface(side, spec).task,
+                                   digits_epoch(side, sample_size=SAMPLE)) for side in ("torch", "tf")}
     return json.loads(json.dumps(found))  # what the report reads: plain JSON
 
 
@@ -243,7 +243,7 @@ def test_lesson_keys_and_values_agree_across_sides(lessons):
 
 
 def test_report_draws_every_graph_and_tabulates_the_pitfalls(lessons, tmp_path):
-    from shared.task_reports import autograd_report
+    from harness.task_reports import autograd_report
 
     results = {"task": "autograd", "config": {"x_value": 2.0, "shape": [2, 2]}, "frameworks": lessons}
     section = autograd_report(results, tmp_path)
@@ -258,3 +258,20 @@ def test_report_draws_every_graph_and_tabulates_the_pitfalls(lessons, tmp_path):
     assert "| case | TensorFlow: tf.function | PyTorch: eager | PyTorch: torch.compile |" in section.extra
     assert "Data-dependent branching" in section.extra and "OperatorNotAllowedInGraphError" in section.extra
     assert section.extra.count("dz/dx = [[13.0, 13.0], [13.0, 13.0]] (expected 4x + 5 = 13)") == 2
+
+
+def imported_modules(path) -> set[str]:
+    """Every module an import statement of the file names, at any depth (lazy imports included)."""
+    tree = ast.parse(path.read_text())
+    return ({alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module})
+
+
+def test_the_lessons_do_not_reach_up_into_the_harness():
+    """The sides' lesson modules and the shared lesson helpers import no harness module (the harness hands them the
+    digits), so the harness imports them without a cycle."""
+    files = ["shared/graph_lessons.py", *(f"{package}/{module}.py" for package in ("tf_impl", "torch_impl")
+                                          for module in ("autograd", "graph_modes", "neuron"))]
+    reaching_up = {name: sorted(m for m in imported_modules(ROOT / name) if m.split(".")[0] == "harness")
+                   for name in files}
+    assert {name: found for name, found in reaching_up.items() if found} == {}

@@ -1,12 +1,14 @@
 """One sigmoid neuron fitted by gradient descent in TensorFlow (tf.function); twin of torch_impl/neuron.py."""
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from shared.lesson_parts import descend
 from shared.tasks import NeuronSpec
+from shared.timing import StepTimer
 
 
 class Neuron(keras.Model):
@@ -69,5 +71,15 @@ def train(spec: NeuronSpec) -> dict:
         return {"step": step, "w": float(model.w.numpy()), "b": float(model.b.numpy()),
                 "output": float(output), "error": float(error(output, spec.target))}
 
-    run = descend(spec, train_step, record)  # the loop, timing and trajectory: shared/lesson_parts.py
-    return {"model": model, **run, "traces": train_step.experimental_get_tracing_count()}
+    # The descent: w, b, O and E before the first step and after each, every step timed (the same keys both sides).
+    timer = StepTimer()
+    trajectory = [record(0)]
+    start = time.perf_counter()
+    for step in range(1, spec.epochs + 1):
+        with timer.step():
+            float(train_step())  # the host copy waits for the step to finish
+        trajectory.append(record(step))
+    train_s = time.perf_counter() - start
+    history = [{"epoch": point["step"], "loss": point["error"]} for point in trajectory[1:]]
+    return {"model": model, "trajectory": trajectory, "history": history, "timing": timer.summary(train_s),
+            "traces": train_step.experimental_get_tracing_count()}

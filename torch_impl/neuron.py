@@ -1,11 +1,13 @@
 """One sigmoid neuron fitted by gradient descent in PyTorch (eager autograd); twin of tf_impl/neuron.py."""
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
-from shared.lesson_parts import descend
 from shared.tasks import NeuronSpec
+from shared.timing import StepTimer
 
 
 class Neuron(nn.Module):
@@ -70,5 +72,15 @@ def train(spec: NeuronSpec) -> dict:
         return {"step": step, "w": model.w.item(), "b": model.b.item(),
                 "output": output.item(), "error": error(output, spec.target).item()}
 
-    run = descend(spec, train_step, record)  # the loop, timing and trajectory: shared/lesson_parts.py
-    return {"model": model, **run, "traces": 0}  # eager: nothing is traced, the graph is recorded on every call
+    # The descent: w, b, O and E before the first step and after each, every step timed (the same keys both sides).
+    timer = StepTimer()
+    trajectory = [record(0)]
+    start = time.perf_counter()
+    for step in range(1, spec.epochs + 1):
+        with timer.step():
+            float(train_step())  # the host copy waits for the step to finish
+        trajectory.append(record(step))
+    train_s = time.perf_counter() - start
+    history = [{"epoch": point["step"], "loss": point["error"]} for point in trajectory[1:]]
+    return {"model": model, "trajectory": trajectory, "history": history, "timing": timer.summary(train_s),
+            "traces": 0}  # eager: nothing is traced, the graph is recorded on every call
