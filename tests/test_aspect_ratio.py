@@ -11,20 +11,20 @@ import pytest
 
 from compare import parse_args
 from conftest import side_module
-from shared import data_parallel, flops, weights
+from harness.benchmark import flops
+from harness.original_dice import original_size_dice
+from harness.predict.masks import PhotoDataset
+from harness.registry import TOLERANCES, photos_batch
+from shared import data_parallel, weights
 from shared.callbacks import PredictionsSaverCallback, upsample
 from shared.data import carvana
 from shared.data.synthetic_cars import generate_synthetic_carvana
 from shared.errors import UserError
 from shared.init import init_weights
 from shared.metrics import dice
-from shared.original_dice import original_size_dice
-from shared.predict_masks import PhotoDataset
-from shared.registry import photos_batch
 from shared.rle import rle_decode
 from shared.tasks import UNetSpec, make_spec, parse_image_size
 from shared.tiles import mirror_pad
-from shared.tolerances import TOLERANCES
 from shared.visualize import mask_panel
 
 # Depth 2 keeps the nets tiny: the padded one needs multiples of 4, the original one tiles of 44, 48, 52, ...

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import side_module
+from harness.registry import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
 from shared import weights as layouts
 from shared.callbacks import PredictionsSaverCallback
 from shared.data import carvana
@@ -21,7 +22,6 @@ from shared.init import init_weights
 from shared.rle import rle_decode
 from shared.tasks import make_spec, unet_output_size, valid_tile_sizes
 from shared.tiles import mirror_pad, tile_predict
-from shared.tolerances import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
 
 # Small nets: padded at 32x32, and the original (valid convolutions) on a 60x60 tile with a 20x20 output.
 SMALL = {

@@ -20,7 +20,7 @@ from shared.history import TrainingLog
 from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from tf_impl import data
-from tf_impl.data import CarvanaDataset, to_tensor_images
+from tf_impl.data import CarvanaLoader, to_tensor_images
 from tf_impl.runtime import compiled, graph_size, traces
 from tf_impl.weights import canonical_gradients, checkpointer
 
@@ -68,7 +68,7 @@ def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) ->
 
 
 def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle: bool,
-                workers: int = 0) -> CarvanaDataset:
+                workers: int = 0) -> CarvanaLoader:
     """Batches of (photos (N, H, W, 3), masks (N, H, W, 1)); `workers` parallel map calls decode and augment."""
     return data.make_image_loader(dataset, batch_size, seed, shuffle, workers)
 

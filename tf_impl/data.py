@@ -1,4 +1,7 @@
-"""Shared numpy datasets wrapped the TensorFlow way (tf.data pipelines); twin of torch_impl/data.py."""
+"""Shared numpy datasets as TensorFlow loaders (tf.data pipelines); twin of torch_impl/data.py.
+
+The public names are the PyTorch side's: ArrayLoader and CarvanaLoader are tf.data pipelines here, DataLoaders
+there. tf.data maps over indices, so there is no per-sample Dataset class to twin PyTorch's private ones."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +25,8 @@ def to_tensor_images(images: np.ndarray) -> tf.Tensor:
     return tf.convert_to_tensor(images)
 
 
-class ArrayDataset:
-    """In-memory images and labels; `batches(epoch)` is the epoch's tf.data pipeline in the shared order."""
+class ArrayLoader:
+    """In-memory images and labels in the shared batch order; `batches(epoch)` is the epoch's tf.data pipeline."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool):
         self.images = to_tensor_images(images)  # (N, H, W, C)
@@ -52,15 +55,15 @@ class ArrayDataset:
         return (tf.TensorSpec((None, *images.shape[1:]), images.dtype), tf.TensorSpec((None,), labels.dtype))
 
 
-def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> ArrayDataset:
-    return ArrayDataset(images, labels, batch_size, seed, shuffle)
+def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> ArrayLoader:
+    return ArrayLoader(images, labels, batch_size, seed, shuffle)
 
 
-class CarvanaDataset:
-    """The shared TrainImageDataset as a tf.data pipeline: parallel map (numpy decode + augment, keyed by
-    (epoch, index) like the PyTorch side), batch, prefetch."""
+class CarvanaLoader:
+    """The shared TrainImageDataset in the shared order as a tf.data pipeline: parallel map (numpy decode + augment,
+    keyed by (epoch, index) like the PyTorch side), batch, prefetch; `batches(epoch)` is the epoch's pipeline."""
 
-    def __init__(self, images, batch_size: int, seed: int, shuffle: bool, workers: int = 0):
+    def __init__(self, images, batch_size: int, seed: int, shuffle: bool, workers: int):
         self.images, self.batch_size, self.seed, self.shuffle = images, batch_size, seed, shuffle
         self.workers = workers
         self.failure: Exception | None = None  # a data error raised inside the pipeline, kept to re-raise as is
@@ -106,6 +109,6 @@ class CarvanaDataset:
                 tf.TensorSpec((None, *self.mask_shape), tf.float32))
 
 
-def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> CarvanaDataset:
+def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> CarvanaLoader:
     """Batches of (images (N, H, W, 3), masks (N, H, W, 1)); `workers` parallel map calls decode and augment."""
-    return CarvanaDataset(images, batch_size, seed, shuffle, workers)
+    return CarvanaLoader(images, batch_size, seed, shuffle, workers)

@@ -54,11 +54,33 @@ def teardown(context: Context) -> None:
     """Nothing to close: the workers' collectives end with their processes."""
 
 
+class _SyncBatchNorm(unet.BatchNorm):
+    """A training batch split across the replicas of a tf.distribute strategy normalised with the statistics of
+    the whole global batch, as one process would compute them: every replica all-reduces its per-channel sum,
+    sum of squares and count. Running statistics and the rest are tf_impl.unet.BatchNorm's."""
+
+    def _batch_moments(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        replica = tf.distribute.get_replica_context()  # None in a cross-replica context
+        if replica is None or replica.num_replicas_in_sync == 1:
+            return super()._batch_moments(x)
+        # One collective for all three; its gradient is the all-reduce of the replicas' gradients.
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+        channels = x.shape[-1]
+        local = tf.concat([tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), [n]], 0)
+        total = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
+        count = total[-1]
+        mean = total[:channels] / count
+        variance = tf.maximum(total[channels:2 * channels] / count - tf.square(mean), 0.0)  # E[x^2] - E[x]^2
+        return mean, variance, count
+
+
 def sync_batch_norm(model: keras.Model) -> keras.Model:
-    """Every BatchNorm normalises with the statistics of the global batch (an all-reduce across replicas)."""
+    """Every BatchNorm normalises with the statistics of the global batch (an all-reduce across replicas).
+    Keras locks a built layer's sub-layers, so each BatchNorm changes class in place, keeping its variables
+    (PyTorch's twin swaps in new modules and copies their state)."""
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, unet.BatchNorm):
-            layer.synchronized = True
+            layer.__class__ = _SyncBatchNorm
     return model
 
 

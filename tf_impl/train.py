@@ -9,11 +9,11 @@ import tensorflow as tf
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
+from shared.loaders import Loaders
 from shared.progress import test_log_line
-from shared.surface import Loaders
 from shared.tasks import CNNSpec, MLPSpec
 from tf_impl import data
-from tf_impl.data import ArrayDataset, to_tensor_images
+from tf_impl.data import ArrayLoader, to_tensor_images
 from tf_impl.runtime import compiled, graph_size, traces
 from tf_impl.weights import canonical_gradients, checkpointer
 
@@ -45,12 +45,12 @@ def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) ->
     return to_tensor_images(images), tf.convert_to_tensor(targets)
 
 
-def make_loader(dataset: LabelledImages, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> ArrayDataset:
+def make_loader(dataset: LabelledImages, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> ArrayLoader:
     """The digits in the shared batch order (in memory: no loading workers needed)."""
     return data.make_loader(dataset.images, dataset.labels, batch_size, seed, shuffle)
 
 
-def evaluate(model: keras.Model, loader: ArrayDataset) -> dict:
+def evaluate(model: keras.Model, loader: ArrayLoader) -> dict:
     """Average loss, accuracy and the predicted classes over a loader's batches."""
 
     @tf.function(input_signature=loader.element_spec)

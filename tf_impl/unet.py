@@ -1,5 +1,6 @@
-"""The U-Net (padded, and Ronneberger's original with valid convolutions) as Keras models;
-twin of torch_impl/unet.py."""
+"""The U-Net as Keras models; twin of torch_impl/unet.py.
+
+Two variants: padded, and Ronneberger's original with valid convolutions."""
 from __future__ import annotations
 
 import keras
@@ -17,10 +18,7 @@ def _nested_mean(x: tf.Tensor) -> tf.Tensor:
 
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization with PyTorch's running statistics: both normalise a training batch with its
-    biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var.
-    With `synchronized` set (Keras' own flag; tf_impl/distributed.py sets it) and a batch split across the
-    replicas of a tf.distribute strategy, the statistics are those of the whole global batch, as one process
-    would compute them: every replica all-reduces its per-channel sum, sum of squares and count."""
+    biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var."""
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         if not training:
@@ -33,20 +31,11 @@ class BatchNorm(keras.layers.BatchNormalization):
         return tf.cast(normalized, x.dtype)
 
     def _batch_moments(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Per-channel mean and biased variance over N, H, W, and the count n they were taken over."""
+        """Per-channel mean and biased variance over N, H, W, and the count n they were taken over (a separate
+        method so that tf_impl/distributed.py can take them over the global batch of all replicas)."""
         n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-        replica = tf.distribute.get_replica_context()  # None in a cross-replica context
-        if not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1):
-            mean = _nested_mean(x)
-            return mean, _nested_mean(tf.square(x - mean)), n
-        # One collective for all three; its gradient is the all-reduce of the replicas' gradients.
-        channels = x.shape[-1]
-        local = tf.concat([tf.reduce_sum(x, axis=[0, 1, 2]), tf.reduce_sum(tf.square(x), axis=[0, 1, 2]), [n]], 0)
-        total = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
-        count = total[-1]
-        mean = total[:channels] / count
-        variance = tf.maximum(total[channels:2 * channels] / count - tf.square(mean), 0.0)  # E[x^2] - E[x]^2
-        return mean, variance, count
+        mean = _nested_mean(x)
+        return mean, _nested_mean(tf.square(x - mean)), n
 
 
 class DoubleConv(keras.layers.Layer):
@@ -114,8 +103,7 @@ class UNet(keras.Model):
 class UNetOriginal(UNet):
     """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 **kwargs):
+    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
         super().__init__(base_filters, depth, "valid", bn_eps, bn_momentum, **kwargs)
 
 
@@ -123,8 +111,7 @@ class UNetOriginal(UNet):
 class UNetPadded(UNet):
     """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 **kwargs):
+    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
         super().__init__(base_filters, depth, "same", bn_eps, bn_momentum, **kwargs)
 
 

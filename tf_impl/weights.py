@@ -1,9 +1,8 @@
-"""Canonical weights (PyTorch state_dict layout, numpy) in and out of Keras models, converting each layer's
-layout at this boundary; twin of torch_impl/weights.py.
+"""Canonical weights (PyTorch state_dict layout, numpy) in and out of Keras models; twin of torch_impl/weights.py.
 
-Each Keras layer carries its canonical name (`name="fc1"`, `name="enc1.conv1"`), as Hugging Face does,
-so weights map by name. Layouts: Dense kernel (in, out); Conv2D (kh, kw, in, out);
-Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/moving_variance.
+Each layer's layout is converted at this boundary. Each Keras layer carries its canonical name (`name="fc1"`,
+`name="enc1.conv1"`), as Hugging Face does, so weights map by name. Layouts: Dense kernel (in, out);
+Conv2D (kh, kw, in, out); Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/moving_variance.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
-from torch.utils.data import DataLoader
 
 from shared import schedules, trainer
 from shared.atomic import atomic_path
@@ -20,7 +19,7 @@ from shared.history import TrainingLog
 from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from torch_impl import data
-from torch_impl.data import to_tensor_images
+from torch_impl.data import CarvanaLoader, to_tensor_images
 from torch_impl.runtime import compiled, graph_size, traces
 from torch_impl.weights import canonical_gradients, checkpointer
 
@@ -67,7 +66,7 @@ def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) ->
 
 
 def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle: bool,
-                workers: int = 0) -> DataLoader:
+                workers: int = 0) -> CarvanaLoader:
     """Batches of (photos (N, 3, H, W), masks (N, 1, H, W)); `workers` processes decode and augment."""
     return data.make_image_loader(dataset, batch_size, seed, shuffle, workers)
 

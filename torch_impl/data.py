@@ -1,4 +1,7 @@
-"""Shared numpy datasets wrapped the PyTorch way (Dataset, Sampler, DataLoader); twin of tf_impl/data.py."""
+"""Shared numpy datasets as PyTorch loaders (Dataset, Sampler, DataLoader); twin of tf_impl/data.py.
+
+The public names are the TensorFlow side's: ArrayLoader and CarvanaLoader are DataLoaders here, tf.data pipelines
+there. The per-sample Datasets and the Samplers they read through are PyTorch's own machinery, kept private."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +16,7 @@ def to_tensor_images(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
-class ArrayDataset(Dataset):
+class _ArrayDataset(Dataset):
     """In-memory images and labels, indexed by a whole batch of indices at once (no per-sample collate)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray):
@@ -45,13 +48,20 @@ class _SharedOrderSampler(Sampler):
         return ceil_div(self.n, self.batch_size)
 
 
-def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> DataLoader:
-    """batch_size=None: the sampler already yields whole batches, which the dataset indexes in one go."""
-    sampler = _SharedOrderSampler(len(labels), batch_size, seed, shuffle)
-    return DataLoader(ArrayDataset(images, labels), sampler=sampler, batch_size=None)
+class ArrayLoader(DataLoader):
+    """In-memory images and labels in the shared batch order; `sampler.set_epoch(epoch)` picks the epoch's order."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool):
+        # batch_size=None: the sampler already yields whole batches, which the dataset indexes in one go.
+        sampler = _SharedOrderSampler(len(labels), batch_size, seed, shuffle)
+        super().__init__(_ArrayDataset(images, labels), sampler=sampler, batch_size=None)
 
 
-class CarvanaDataset(Dataset):
+def make_loader(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, shuffle: bool) -> ArrayLoader:
+    return ArrayLoader(images, labels, batch_size, seed, shuffle)
+
+
+class _CarvanaDataset(Dataset):
     """The shared TrainImageDataset as a torch Dataset; items are addressed by (epoch, index), so the
     augmentation of a sample is the same in any worker process and on the TensorFlow side."""
 
@@ -85,7 +95,16 @@ class _EpochSampler(Sampler):
         return self.n
 
 
-def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
+class CarvanaLoader(DataLoader):
+    """The shared TrainImageDataset in the shared order, batched by the DataLoader: `workers` processes decode and
+    augment (keyed by (epoch, index) like the TensorFlow side); `sampler.set_epoch(epoch)` picks the epoch."""
+
+    def __init__(self, images, batch_size: int, seed: int, shuffle: bool, workers: int):
+        super().__init__(_CarvanaDataset(images), batch_size=batch_size,
+                         sampler=_EpochSampler(len(images), seed, shuffle), num_workers=workers,
+                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
+
+
+def make_image_loader(images, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> CarvanaLoader:
     """Batches of (images (N, 3, H, W), masks (N, 1, H, W)); workers decode and augment in parallel."""
-    return DataLoader(CarvanaDataset(images), batch_size=batch_size, sampler=_EpochSampler(len(images), seed, shuffle),
-                      num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    return CarvanaLoader(images, batch_size, seed, shuffle, workers)

@@ -10,11 +10,10 @@ from torch import nn
 
 from shared.weights import Weights
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import canonical_gradients
+from torch_impl.weights import CANONICAL_LAYERS, canonical_gradients
 
 # The optimizer's state by its canonical names: optimizer.state[p] keys SGD's buffer "momentum_buffer".
 SLOTS = {"SGD": {"momentum": "momentum_buffer"}, "Adam": {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}}
-CANONICAL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
 
 
 @contextmanager

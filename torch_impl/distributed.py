@@ -19,7 +19,7 @@ from shared.tasks import UNetSpec
 from shared.weights import Weights
 from torch_impl import unet, weights
 from torch_impl.classifier import bce_dice_loss, dice_score, make_optimizer
-from torch_impl.data import CarvanaDataset, to_tensor_images
+from torch_impl.data import _CarvanaDataset, to_tensor_images
 from torch_impl.weights import export_weights, load_weights
 
 
@@ -144,7 +144,7 @@ def local_batch(context: Context, indices: np.ndarray,
 
 class _ShardBatchSampler(Sampler):
     """This rank's share of every global batch of the epoch, as the (epoch, index) keys of
-    torch_impl.data.CarvanaDataset: what DistributedSampler does to a sample order, done to the batch order."""
+    torch_impl.data._CarvanaDataset: what DistributedSampler does to a sample order, done to the batch order."""
 
     def __init__(self, rank: int, world: int):
         self.rank, self.world = rank, world
@@ -165,7 +165,7 @@ def make_loader(context: Context, dataset: TrainImageDataset, spec: UNetSpec) ->
     """This rank's batches of a shared training set (images (n, 3, H, W), masks (n, 1, H, W)): its sampler
     yields the rank's share of each global batch; spec.workers processes decode and augment them."""
     sampler = _ShardBatchSampler(context.rank, context.world)
-    return DataLoader(CarvanaDataset(dataset), batch_sampler=sampler, num_workers=spec.workers,
+    return DataLoader(_CarvanaDataset(dataset), batch_sampler=sampler, num_workers=spec.workers,
                       pin_memory=context.device.type == "cuda")
 
 

@@ -6,16 +6,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
+from shared.loaders import Loaders
 from shared.progress import test_log_line
-from shared.surface import Loaders
 from shared.tasks import CNNSpec, MLPSpec
 from torch_impl import data
-from torch_impl.data import to_tensor_images
+from torch_impl.data import ArrayLoader, to_tensor_images
 from torch_impl.runtime import compiled, graph_size, traces
 from torch_impl.weights import canonical_gradients, checkpointer
 
@@ -50,12 +49,12 @@ def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) ->
     return to_tensor_images(images).to(device), torch.from_numpy(targets).to(device)
 
 
-def make_loader(dataset: LabelledImages, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> DataLoader:
+def make_loader(dataset: LabelledImages, batch_size: int, seed: int, shuffle: bool, workers: int = 0) -> ArrayLoader:
     """The digits in the shared batch order (in memory: no loading workers needed)."""
     return data.make_loader(dataset.images, dataset.labels, batch_size, seed, shuffle)
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> dict:
+def evaluate(model: nn.Module, loader: ArrayLoader) -> dict:
     """Average loss, accuracy and the predicted classes over a loader's batches."""
     model.eval()
     device = next(model.parameters()).device

@@ -1,4 +1,6 @@
-"""The U-Net (padded, and Ronneberger's original with valid convolutions) as nn.Modules; twin of tf_impl/unet.py."""
+"""The U-Net as nn.Modules; twin of tf_impl/unet.py.
+
+Two variants: padded, and Ronneberger's original with valid convolutions."""
 from __future__ import annotations
 
 import torch
@@ -71,14 +73,14 @@ class UNet(nn.Module):
 class UNetOriginal(UNet):
     """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
         super().__init__(base_filters, depth, padding=0, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
 
 class UNetPadded(UNet):
     """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
 
-    def __init__(self, base_filters: int = 64, depth: int = 4, bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
         super().__init__(base_filters, depth, padding=1, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
 

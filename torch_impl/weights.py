@@ -12,6 +12,8 @@ from shared.atomic import atomic_path
 from shared.checkpoint import Checkpointer
 from shared.weights import Weights
 
+# The layers whose weights have a canonical layout; containers (models, blocks) only hold them.
+CANONICAL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
 # BatchNorm's step counter is a buffer of PyTorch only; the canonical layout does not keep it.
 SKIPPED = ("num_batches_tracked",)
 
