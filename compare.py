@@ -10,31 +10,28 @@ import os
 import sys
 from pathlib import Path
 
-from shared import benchmark, benchmark_run, run, seeds
-from shared.benchmark_presets import PRESETS, preset_overrides
-from shared.benchmark_report import ParityFailed
-from shared.benchmark_run import BENCH_PRECISIONS, check_benchmark_args, comma_list
+from harness import run, seeds
+from harness.benchmark import run as benchmark_run
+from harness.benchmark.presets import preset_overrides
+from harness.benchmark.report import ParityFailed
+from harness.diagnose import run as diagnose
+from harness.drift import CONTROLS
+from harness.flags import ArgumentParser, comma_list
+from harness.jobs import SideFailed
+from harness.predict import run as predict
+from harness.registry import REGISTRY
+from harness.surface import SIDES
 from shared.distributed import check_divisible
-from shared.drift import CONTROLS
 from shared.errors import UserError
-from shared.execution import DEVICES, MODES, PRECISIONS
+from shared.execution import DEVICES, PRECISIONS
 from shared.recipes import DESCRIPTIONS, RECIPES, recipe_line, recipe_values
-from shared.registry import REGISTRY
 from shared.schedules import SCHEDULES
-from shared.surface import SIDES
 from shared.tasks import TASKS, TaskSpec, UNetSpec, make_spec, parse_image_size, size_text
-from shared.workers import WORKER_MODES, SideFailed, worker_main
 
 # Flags that set a field of the task's spec; a flag whose field the task lacks is refused.
 SPEC_FLAGS = ("epochs", "batch_size", "lr", "seed", "sample_size", "validation_size", "image_size",
               "base_filters", "optimizer", "variant", "workers", "schedule", "warmup_epochs", "save_best",
               "init_weights")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        """One line, exit status 2 (argparse would print the whole usage first)."""
-        raise UserError(f"{message} (see --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,38 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="mlp, cnn, unet: each side also trains a control run, from initial weights moved by 1 ulp (ulp) or "
              "with 1 thread (threads), to measure its own rounding noise; none: no control")
     add("--seeds", help="repeat the whole comparison for these seeds (0,1,2) or the first N (5: seeds 0..4)")
-    predict = parser.add_argument_group("prediction (--predict RUN_DIR)").add_argument
-    predict("--predict", type=Path, metavar="RUN_DIR", help="predict with the trained weights of an earlier run")
-    predict("--checkpoint", type=int, metavar="N", help="the weights after epoch N instead of the final model")
-    predict("--weights", type=Path, metavar="FILE", help="one canonical .safetensors file for both sides")
-    predict("--weights-from", choices=SIDES, help="one side's trained weights of RUN_DIR, for both sides")
-    predict("--images", type=Path, nargs="+", metavar="PATH", help="photos or folders of photos to predict")
-    predict("--preview", type=int, default=8, metavar="N", help="overlays written for the first N photos")
-    predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")
-    bench = parser.add_argument_group("benchmark (--benchmark)").add_argument
-    bench("--benchmark", action="store_true",
-          help="time the train step of mlp, cnn or unet on both sides instead of training")
-    bench("--preset", choices=list(PRESETS),
-          help="benchmark shapes and steps: " + "; ".join(f"{p.name}: {p.source}" for p in PRESETS.values())
-               + " (explicit flags override it)")
-    bench("--warmup", type=int, help=f"untimed steps after the first (default {benchmark.WARMUP_STEPS}, or the "
-                                     "preset's)")
-    bench("--steps", type=int, help=f"timed steps per row (default {benchmark.TIMED_STEPS}, or the preset's)")
-    bench("--tf32", action="store_true", help="TF32 on for both sides in the timed fp32 rows (GPU; default off)")
-    bench("--golden", type=Path, metavar="FILE",
-          help="check the side(s) against this golden file before timing (--frameworks torch needs one)")
-    bench("--write-golden", type=Path, metavar="FILE",
-          help="write the benchmark batch, both sides' outputs and first-step losses to FILE (.safetensors + "
-               ".json) and stop, without timing")
-    bench("--repeat", type=int, default=1, help="processes per row; the median one is reported")
-    bench("--batch-sizes", help="comma-separated batch sizes to sweep (default: the task's batch size)")
-    bench("--modes",
-          help="comma-separated modes, each for the sides that have it, or side:mode for one (default all, or the "
-               "preset's): " + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
-    bench("--precisions", help=f"comma-separated: {', '.join(BENCH_PRECISIONS)} (default fp32,bf16; on cuda "
-                               "fp32,tf32,bf16,fp16)")
-    bench("--all-combinations", action="store_true",
-          help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")
+    predict.add_flags(parser)
+    benchmark_run.add_flags(parser)
     add("--diagnose", type=int, metavar="K",
         help="mlp, cnn, unet: run the first K training steps on both sides from the same weights and batches and "
              "find where the twins part: every layer's outputs, gradients, updated weights and optimizer state")
@@ -128,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | None, list[str]]:
-    """The options, the task's spec and the sides to run; every inconsistency is one UserError line."""
+    """The options, the task's spec and the sides to run; every inconsistency is one UserError line. A prediction
+    and a resumed run take their settings from the run folder, checked there."""
     args = build_parser().parse_args(argv)
-    if args.resume is not None:
+    if args.resume is not None or args.predict is not None:
         return args, None, []
     if args.task is None:
         raise UserError("the following arguments are required: --task (see --help)")
@@ -155,7 +123,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.benchmark:
-        check_benchmark_args(args, spec, task.trains)
+        benchmark_run.check_benchmark_args(args, spec, task.trains)
     if args.seeds is not None and (args.benchmark or args.diagnose is not None or args.seed is not None):
         raise UserError("--seeds repeats a training comparison: leave out --seed, --benchmark and --diagnose")
     if args.diagnose is not None and (not task.trains or args.diagnose < 1 or len(sides) != 2):
@@ -184,24 +152,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv[:1] and argv[0] in WORKER_MODES:
-        status = worker_main(argv[0], argv[1], argv[2])
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
     try:
-        if "--predict" in argv:
-            from shared import predict  # its own arguments: the run it predicts with holds the settings
-
-            return predict.main(build_parser().parse_args(argv))
-        args, spec, sides = parse_args(argv)
+        args, spec, sides = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.predict is not None:
+            return predict.main(args)
         if args.resume is not None:
             run.resume(args.resume, args.in_process)
         elif args.diagnose is not None:
-            from shared import diagnose
-
             diagnose.run_diagnose(spec, sides, args)
         elif args.benchmark:
             benchmark_run.run_benchmark(spec, sides, args)

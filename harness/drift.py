@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.callbacks import Callback
+from shared.plotting import pyplot, save_figure
 from shared.weights import Weights
 
 CONTROLS = ("ulp", "threads", "none")
@@ -163,7 +164,6 @@ def load_run(folder: Path, batch_losses: list[float]) -> dict | None:
 
 def plot_drift(drift: dict, path: Path, control: str) -> Path:
     """Two panels on log axes: the batch losses' relative difference and the weights' relative distance."""
-    from shared.report import pyplot, save_figure
 
     plt = pyplot()
     figure, (losses, weights) = plt.subplots(1, 2, figsize=(12, 4.2))

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from harness.report import SIDE_NAMES
 from shared.atomic import write_atomic, write_json
-from shared.report import SIDE_NAMES
 
 
 def side_status(out: Path, side: str) -> dict:

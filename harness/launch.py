@@ -11,12 +11,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-
-from shared.errors import UserError
 
 LOOPBACK = "127.0.0.1"
 # Each local process gets one intra-op thread unless told otherwise: N processes on N cores, no oversubscription.
@@ -52,52 +48,6 @@ def local_tf_configs(nproc: int) -> list[dict]:
     """One TF_CONFIG per local worker, each on its own free loopback port."""
     workers = [f"{LOOPBACK}:{port}" for port in free_ports(nproc)]
     return [make_tf_config(workers, index) for index in range(nproc)]
-
-
-# ---- the job a launched process runs -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Job:
-    """What every process of a distributed run reads: the same file for all ranks.
-    kind "step": one train step from `weights` on the global batch in `batch` (.npz: images NHWC, masks NHW);
-    kind "train": a whole training run on the data in `data_dir`. Rank 0 writes into `output`."""
-
-    kind: str  # "step" or "train"
-    spec: dict  # the UNetSpec's fields
-    output: str  # folder
-    weights: str | None = None  # canonical .safetensors to start from (None: the seeded initial weights)
-    batch: str | None = None  # .npz of the global batch (kind "step")
-    data_dir: str | None = None  # the Carvana folder (kind "train")
-    device: str = "cpu"  # "cpu" (gloo, one replica per process) or "cuda" (nccl, one GPU per process)
-
-    def write(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
-
-
-def read_job(path: str | os.PathLike) -> Job:
-    try:
-        fields = json.loads(Path(path).read_text())
-        job = Job(**fields)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such job file") from None
-    except (ValueError, TypeError) as error:
-        raise UserError(f"{path}: not a job file ({error})") from None
-    if job.kind not in ("step", "train"):
-        raise UserError(f"{path}: job kind must be step or train, got {job.kind!r}")
-    return job
-
-
-def save_batch(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray) -> Path:
-    """A global batch as .npz: images (N, H, W, 3), masks (N, H_out, W_out)."""
-    np.savez(path, images=images, masks=masks)
-    return Path(path)
-
-
-def load_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as saved:
-        return saved["images"].astype(np.float32), saved["masks"].astype(np.float32)
 
 
 # ---- launchers ---------------------------------------------------------------------------------------------
@@ -188,7 +138,7 @@ def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, thr
     return Launched([process.returncode for process in processes], outputs)
 
 
-# ---- several machines: the commands the README shows -------------------------------------------------------
+# ---- several machines: the commands docs/distributed.md shows ---------------------------------------------
 
 def multi_machine_commands(nnodes: int = 2, nproc: int = 2, host: str = "node0.example:29500",
                            job: str = "job.json") -> str:

@@ -9,7 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from shared.atomic import atomic_path, jsonable, write_atomic, write_json
+from shared.atomic import jsonable, write_atomic, write_json
+from shared.graph_drawing import draw_beside
+from shared.plotting import pyplot, save_figure
 
 SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
 # TensorFlow wide and pale underneath, PyTorch thin on top: where the curves agree both stay visible.
@@ -17,30 +19,8 @@ SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
                "torch": {"color": "tab:blue", "linewidth": 1.2}}
 
 
-def save_figure(figure, path: Path) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path, suffix=".png") as temporary:
-            figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(figure)
-    return Path(path)
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-# ---- plots -------------------------------------------------------------------------------------------------
-
-def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = True) -> Path:
+def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = True,
+                step_name: str = "epoch") -> Path:
     """Loss curves of both sides on one axis (per batch when recorded, else per epoch)."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -53,7 +33,7 @@ def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = 
             history = result.get("history", [])
             axis.plot([h["epoch"] for h in history], [h[key] for h in history], label=SIDE_NAMES[side],
                       **SIDE_STYLES[side])
-            axis.set_xlabel("epoch" if results["task"] != "neuron" else "gradient step")
+            axis.set_xlabel(step_name)
     axis.set_ylabel(key)
     axis.set_title(f"{results['task']}: {key} of both sides")
     axis.set_yscale("log")
@@ -104,8 +84,6 @@ def side_by_side(results: dict, width: float, height: float) -> tuple:
 def plot_graphs(results: dict, path: Path) -> Path:
     """The graphs of z = 2x^2 + 5x drawn as node-and-arrow diagrams, one above the other: TensorFlow's traced
     tf.function graph, PyTorch's autograd graph and the FX graph torch.compile captures (those the run has)."""
-    from shared.graph_drawing import draw_beside
-
     order = ("tf_function_z", "torch_autograd_z", "torch_dynamo_z")
     drawings = {name: d for result in results["frameworks"].values() for name, d in result.get("drawings", {}).items()}
     return draw_beside([drawings[name] for name in order if name in drawings], path, stacked=True)
@@ -320,7 +298,6 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
 @dataclass(frozen=True)
 class TaskReport:
     """A task's part of report.md: what the run shows, its plots (written beside it), and its own section."""
-
     explanation: str
     images: list[str]
     extra: str = ""

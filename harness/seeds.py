@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import stats
 
-from shared import run
+from harness import run
+from harness.registry import task_of
+from harness.report import SIDE_NAMES, pyplot, save_figure
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
-from shared.registry import task_of
-from shared.report import SIDE_NAMES, pyplot, save_figure
 from shared.tasks import TaskSpec
 
 CONFIDENCE = 0.95

@@ -7,24 +7,17 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from shared.execution import Execution
+from shared.loaders import Loaders
 from shared.tasks import TaskSpec
 from shared.weights import Weights
 
 SIDES = ("tf", "torch")
 PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
-
-
-class Loaders(NamedTuple):
-    """What a training loop reads: the training batches, and the set evaluated after every epoch (validation
-    photos for the U-Net, the test digits for mlp and cnn; None: no evaluation)."""
-
-    train: Any
-    valid: Any | None = None
 
 
 @runtime_checkable
@@ -82,9 +75,34 @@ class NeuronLesson(Protocol):
 
 @runtime_checkable
 class AutogradLesson(Protocol):
-    """Tensors, automatic differentiation and the graph the framework builds."""
+    """Tensors, automatic differentiation and the graph the framework builds (autograd.py), and the side going static
+    or dynamic with the tf.function pitfalls counted (graph_modes.py); harness/runners/lessons.py assembles them."""
 
-    def lesson(self, spec: TaskSpec) -> dict: ...
+    NOTES: list[str]  # what the side's dialect says about its graphs, in sentences for the report
+
+    def tensor_basics(self, seed: int) -> dict: ...
+
+    def gradient(self, x_value: float, shape: tuple) -> dict:
+        """x, z = 2x^2 + 5x and dz/dx (4x + 5) by backpropagating ones."""
+
+    def gradient_of_constant(self, x_value: float, shape: tuple) -> dict: ...
+
+    def graph(self, x_value: float, shape: tuple) -> str:
+        """The graph of z as text: TensorFlow's traced ops, PyTorch's grad_fn chain."""
+
+    def graphs_per_call(self, x_value: float, shapes: list[tuple]) -> dict: ...
+
+    def control_flow(self, x_value: float, shape: tuple) -> dict: ...
+
+    def graph_drawings(self, x_value: float, shape: tuple) -> dict: ...
+
+    def going_static(self, x_value: float, shape: tuple) -> dict:
+        """The Python `if` of `branch` in a static graph; its "drawings" join graph_drawings'."""
+
+    def going_dynamic(self, x_value: float, shape: tuple) -> dict: ...
+
+    def pitfalls(self, x_value: float, shape: tuple, digits: Any) -> dict:
+        """The tf.function pitfalls counted; digits: shared.graph_lessons.DigitsEpoch, the mlp's real epoch."""
 
 
 @runtime_checkable
@@ -145,13 +163,27 @@ class Surface:
         return importlib.import_module(f"{PACKAGES[self.side]}.{name}")
 
 
-def open_surface(side: str, spec: TaskSpec, trainer: str | None) -> Surface:
-    """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), the
-    task's own module for a lesson."""
+class ModuleLesson:
+    """A lesson's surface made of a side's modules: a member is looked up in the lesson's own module (neuron.py,
+    autograd.py), then in the parts that carry it on (graph_modes.py), so the harness calls it as one."""
+
+    def __init__(self, package: str, name: str, parts: tuple[str, ...] = ()):
+        names = (name, *parts)
+        self.modules = [importlib.import_module(f"{package}.{module}") for module in names]
+
+    def __getattr__(self, member: str) -> Any:
+        for module in self.__dict__.get("modules", ()):  # not self.modules: that would recurse before __init__
+            if hasattr(module, member):
+                return getattr(module, member)
+        raise AttributeError(member)
+
+
+def open_surface(side: str, spec: TaskSpec, trainer: str | None, parts: tuple[str, ...] = ()) -> Surface:
+    """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), a
+    ModuleLesson of the lesson's modules (its own, then `parts`) for a lesson."""
     package = PACKAGES[side]
     runtime = importlib.import_module(f"{package}.runtime")
-    task = (ModuleTask(package, spec.name, trainer) if trainer is not None
-            else importlib.import_module(f"{package}.{spec.name}"))
+    task = ModuleTask(package, spec.name, trainer) if trainer is not None else ModuleLesson(package, spec.name, parts)
     return Surface(side, runtime, task)
 
 

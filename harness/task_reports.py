@@ -1,11 +1,11 @@
 """Each task's part of report.md: what its run shows (formatted from the run's own settings), its plots, and its
-section; shared/registry.py names each task's function."""
+section; harness/registry.py names each task's function."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from shared.report import (
+from harness.report import (
     SIDE_NAMES,
     TaskReport,
     plot_confusion,
@@ -15,6 +15,9 @@ from shared.report import (
     plot_mask_grid,
     plot_neuron_surface,
 )
+from shared.graph_drawing import draw, draw_beside
+from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
+from shared.recipes import recipe_line
 from shared.tasks import UNetSpec, shape_text
 
 
@@ -27,7 +30,7 @@ def neuron_report(results: dict, out: Path) -> TaskReport:
         f"({config['w0']}, {config['b0']}) with step size {config['lr']}; the PyTorch side runs eagerly, the "
         "TensorFlow step is one tf.function traced once.")
     images = [plot_neuron_surface(results, out / "neuron_surface.png").name,
-              plot_losses(results, out / "loss.png", per_batch=False).name]
+              plot_losses(results, out / "loss.png", per_batch=False, step_name="gradient step").name]
     lines = ["| side | start w | start b | start O | end w | end b | end O | end E |", "|---" * 8 + "|"]
     for side, result in results["frameworks"].items():
         first, last = result["trajectory"][0], result["trajectory"][-1]
@@ -41,9 +44,6 @@ def neuron_report(results: dict, out: Path) -> TaskReport:
 
 
 def autograd_report(results: dict, out: Path) -> TaskReport:
-    from shared.graph_drawing import draw, draw_beside
-    from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
-
     config, frameworks = results["config"], results["frameworks"]
     x, shape = config["x_value"], "x".join(map(str, config["shape"]))
     explanation = (
@@ -143,8 +143,6 @@ def recipe_lines(results: dict) -> list[str]:
     config = results["config"]
     if "recipe" not in config:  # a run from before recipes and schedules
         return []
-    from shared.recipes import recipe_line
-
     schedule = {"constant": "constant", "cosine": f"cosine decay to {config['lr_floor']} x lr",
                 "step": f"x {config['step_gamma']} every {config['step_epochs']} epochs",
                 "plateau": f"x {config['plateau_factor']} after {config['plateau_patience']} epochs without a lower "

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shared import distributed, launch
+from shared import distributed
 from shared.atomic import write_json
 from shared.checkpoint import Checkpointer
 from shared.data import carvana
@@ -180,14 +180,14 @@ def run_job_file(argv: Sequence[str], engine: Engine, set_threads: Callable[[int
     try:
         if len(argv) != 1:
             raise UserError(f"usage: {usage}")
-        job = launch.read_job(argv[0])
+        job = distributed.read_job(argv[0])
         set_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         context = engine.setup(job.device)
         spec = make_spec("unet", **job.spec)
         canonical = load_weights_file(job.weights) if job.weights else init_weights(unet_layout(spec), spec.seed)
         try:
             if job.kind == "step":
-                images, masks = launch.load_batch(job.batch)
+                images, masks = distributed.load_batch(job.batch)
                 written = run_step(engine, context, spec, canonical, images, masks, job.output)
             else:
                 train(engine, context, spec, job.data_dir, job.output, canonical)

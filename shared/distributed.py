@@ -1,8 +1,11 @@
-"""The arithmetic of data-parallel training: who this process is (rank, world, chief), how a global batch splits."""
+"""The arithmetic of data-parallel training: who this process is (rank, world, chief), how a global batch splits,
+and the job file every process of a distributed run reads."""
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +81,49 @@ def epoch_shards(n: int, batch_size: int, seed: int, epoch: int, process_rank: i
     """This rank's share of every global batch of the epoch."""
     return [shard(indices, process_rank, world) for indices in global_batches(n, batch_size, seed, epoch, world,
                                                                                shuffle)]
+
+
+# ---- the job a launched process runs -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """What every process of a distributed run reads: the same file for all ranks.
+    kind "step": one train step from `weights` on the global batch in `batch` (.npz: images NHWC, masks NHW);
+    kind "train": a whole training run on the data in `data_dir`. Rank 0 writes into `output`."""
+
+    kind: str  # "step" or "train"
+    spec: dict  # the UNetSpec's fields
+    output: str  # folder
+    weights: str | None = None  # canonical .safetensors to start from (None: the seeded initial weights)
+    batch: str | None = None  # .npz of the global batch (kind "step")
+    data_dir: str | None = None  # the Carvana folder (kind "train")
+    device: str = "cpu"  # "cpu" (gloo, one replica per process) or "cuda" (nccl, one GPU per process)
+
+    def write(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def read_job(path: str | os.PathLike) -> Job:
+    try:
+        fields = json.loads(Path(path).read_text())
+        job = Job(**fields)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such job file") from None
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{path}: not a job file ({error})") from None
+    if job.kind not in ("step", "train"):
+        raise UserError(f"{path}: job kind must be step or train, got {job.kind!r}")
+    return job
+
+
+def save_batch(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray) -> Path:
+    """A global batch as .npz: images (N, H, W, 3), masks (N, H_out, W_out)."""
+    np.savez(path, images=images, masks=masks)
+    return Path(path)
+
+
+def load_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as saved:
+        return saved["images"].astype(np.float32), saved["masks"].astype(np.float32)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from shared.plotting import pyplot, save_figure
+
 # What a node is, and how it is drawn: (fill colour, border colour, legend text).
 KINDS = {
     "input": ("#d9f2d9", "#2e7d32", "input (placeholder, argument)"),
@@ -285,7 +287,6 @@ def draw_beside(drawings: list[dict], path: Path, stacked: bool = False) -> Path
     its caption underneath, and one legend of the node kinds used. Written atomically as PNG."""
     from matplotlib.patches import Patch
 
-    from shared.report import pyplot, save_figure
 
     blocks = [_block(d) for d in drawings]
     gaps = BLOCK_GAP * (len(blocks) - 1)

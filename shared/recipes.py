@@ -15,7 +15,7 @@ RECIPES: dict[str, dict] = {
     # Adam at 1e-3 with width 16 at 128 px reached 0.976 on real photos in 20 epochs at a constant rate; a warm-up
     # epoch (Adam's first moments are noisy) and a cosine decay to 0 let the last epochs settle. Width 8, because
     # TensorFlow at width 16 needs about 0.9 s a step on a 2-core AVX2 machine (twice the 5 minutes); at width 8 it
-    # trained the embedded set's 520 steps in 289 s (README "Recipes").
+    # trained the embedded set's 520 steps in 289 s (docs/unet-training.md).
     "quality": {"optimizer": "adam", "lr": 1e-3, "momentum": 0.99, "schedule": "cosine", "warmup_epochs": 1,
                 "base_filters": 8, "image_size": 128, "epochs": 20, "augment": True},
 }

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from shared.errors import UserError
+from shared.recipes import RECIPES
+from shared.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """Fields common to every task; each task adds its own."""
-
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     uses_data: ClassVar[bool] = False  # True when --data-dir / --download apply
@@ -43,7 +44,6 @@ POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "
 @dataclass(frozen=True)
 class NeuronSpec(TaskSpec):
     """O = sigmoid(phi * w + b), fitted to a target by plain gradient descent on E = 1/2 (O - target)^2."""
-
     name: ClassVar[str] = "neuron"
     summary: ClassVar[str] = "one sigmoid neuron fitted by gradient descent"
 
@@ -58,7 +58,6 @@ class NeuronSpec(TaskSpec):
 @dataclass(frozen=True)
 class AutogradSpec(TaskSpec):
     """Tensors and automatic differentiation: z = 2 x^2 + 5 x at x = 2 * ones(2, 2)."""
-
     name: ClassVar[str] = "autograd"
     summary: ClassVar[str] = "tensors, autograd and the graph each framework builds"
 
@@ -69,7 +68,6 @@ class AutogradSpec(TaskSpec):
 @dataclass(frozen=True)
 class MLPSpec(TaskSpec):
     """The 784-200-200-10 classifier: ReLU, log_softmax + NLL, SGD with momentum."""
-
     name: ClassVar[str] = "mlp"
     summary: ClassVar[str] = "784-200-200-10 fully connected MNIST classifier"
     uses_data: ClassVar[bool] = True
@@ -92,7 +90,6 @@ class MLPSpec(TaskSpec):
 @dataclass(frozen=True)
 class CNNSpec(TaskSpec):
     """A small CNN: conv5x5(32) relu pool, conv5x5(64) relu pool, fc 3136->1000 relu, fc 1000->10."""
-
     name: ClassVar[str] = "cnn"
     summary: ClassVar[str] = "small convolutional MNIST classifier"
     uses_data: ClassVar[bool] = True
@@ -127,7 +124,6 @@ class CNNSpec(TaskSpec):
 @dataclass(frozen=True)
 class UNetSpec(TaskSpec):
     """U-Net car masks (Carvana): BCE + soft Dice, SGD lr 0.01 momentum 0.99, threshold 0.5."""
-
     name: ClassVar[str] = "unet"
     summary: ClassVar[str] = "U-Net that masks cars in Carvana photos"
     uses_data: ClassVar[bool] = True
@@ -158,7 +154,7 @@ class UNetSpec(TaskSpec):
     synthetic_cars: int = 16  # cars in the embedded dataset (16 photos each, Kaggle's 1918x1280)
     synthetic_test_cars: int = 2  # cars in its test folder
     preview_images: int = 4  # validation photos shown in TensorBoard and the report's grid
-    # The learning rate per optimizer step (shared/schedules.py; README "Learning-rate schedules").
+    # The learning rate per optimizer step (shared/schedules.py; docs/unet-training.md).
     schedule: str = "constant"  # constant, cosine (to lr * lr_floor), step, or plateau (on the validation loss)
     warmup_epochs: int = 0  # linear warm-up over these epochs' steps, from lr * warmup_start to lr
     warmup_start: float = 0.01  # PyTorch's LinearLR start_factor
@@ -232,9 +228,6 @@ class UNetSpec(TaskSpec):
 
 def check_training_options(spec: UNetSpec) -> None:
     """The schedule, recipe, best-model and initial-weights fields, each refused in one line when invalid."""
-    from shared.recipes import RECIPES
-    from shared.schedules import SCHEDULES
-
     if spec.schedule not in SCHEDULES:
         raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {spec.schedule!r}")
     if spec.recipe not in RECIPES:

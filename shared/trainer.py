@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.execution import Execution
-from shared.surface import Loaders
+from shared.loaders import Loaders
 from shared.tasks import UNetSpec
 
 

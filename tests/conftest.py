@@ -38,9 +38,9 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch):
 
 def train_digits(side: str, model, spec, train_images, train_labels, test_images, test_labels) -> dict:
     """Train an mlp or cnn through the side's surface, on arrays the test made (test set evaluated each epoch)."""
+    from harness.registry import REGISTRY
     from shared.data.batches import LabelledImages
-    from shared.registry import REGISTRY
-    from shared.surface import Loaders
+    from shared.loaders import Loaders
 
     task = REGISTRY[spec.name].surface(side, spec).task
     loaders = Loaders(task.make_loader(LabelledImages(train_images, train_labels), spec.batch_size, spec.seed, True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ from test_cli import PNG_MAGIC, run_cli
 
 import compare
 from conftest import side_module
-from shared import benchmark, benchmark_report, benchmark_run, flops, parity
-from shared.benchmark import Row
+from harness import parity
+from harness.benchmark import flops, summary
+from harness.benchmark import rows as benchmark
+from harness.benchmark import run as benchmark_run
+from harness.benchmark.rows import Row
+from harness.registry import REGISTRY
 from shared.execution import Execution
-from shared.registry import REGISTRY
 from shared.tasks import make_spec
 
 
@@ -88,8 +92,8 @@ def test_parity_gate_stops_a_mismatched_pair_before_any_timing(tmp_path, monkeyp
     no step row is ever launched and no timing is printed."""
     launched = []
 
-    def fake_launch(side, job_path, mode="--worker", nproc=1, threads=1):
-        job = json.loads(job_path.read_text())
+    def fake_launch(order, nproc=1, threads=1):
+        side, job = order.side, json.loads(Path(order.job).read_text())
         row = Row(**job["row"])
         launched.append(row.kind)
         out = tmp_path / "out" / "rows"
@@ -117,7 +121,7 @@ def test_bf16_loss_after_20_steps_is_checked_against_fp32():
     fp32 = step_row("torch", "fp32", [1.0] * 19 + [0.500] + [0.4] * 5, 0.1)
     close = step_row("torch", "bf16", [1.0] * 19 + [0.510] + [0.4] * 5, 0.05)  # 2% off, twice as fast
     far = step_row("tf", "bf16", [1.0] * 19 + [0.600], 0.1)
-    checks = benchmark_report.precision_checks([fp32, close, far, step_row("tf", "fp32", [1.0] * 19 + [0.5], 0.1)])
+    checks = summary.precision_checks([fp32, close, far, step_row("tf", "fp32", [1.0] * 19 + [0.5], 0.1)])
     by_side = {check["side"]: check for check in checks}
     assert by_side["torch"]["relative_diff"] == pytest.approx(0.02) and by_side["torch"]["passed"]
     assert by_side["torch"]["speedup_vs_fp32"] == pytest.approx(2.0)
@@ -151,7 +155,7 @@ def test_flop_count_of_a_conv_and_a_linear_layer_matches_the_analytic_value():
                                              ("unet", {"variant": "original", "image_size": 188, "base_filters": 2,
                                                        "depth": 4})])
 def test_training_flops_of_each_model_match_pytorch_count(task, overrides):
-    """The analytic count of shared/flops.py against FlopCounterMode on the twinnets train step (exactly)."""
+    """The analytic count of harness/benchmark/flops.py against FlopCounterMode on the twinnets train step (exactly)."""
     spec = make_spec(task, **overrides)
     entry, execution = REGISTRY[task], Execution("eager")
     surface = entry.surface("torch", spec)
@@ -254,9 +258,9 @@ def test_data_parallel_rows_time_one_and_n_processes_per_side():
     results = [{"row": {"side": side, "nproc": nproc}, "stats": {"median_s": median, "samples_per_s": 8 / median},
                 "times_s": [median], "first_step_s": 1.0, "peak_rss_bytes": 1}
                for side, nproc, median in (("tf", 1, 0.2), ("tf", 2, 0.125), ("torch", 1, 0.1), ("torch", 2, 0.1))]
-    summary = benchmark_report.scaling_summary(results)
-    assert summary["tf"]["speedup"] == pytest.approx(1.6) and summary["torch"]["speedup"] == pytest.approx(1.0)
-    assert summary["tf"]["processes"]["2"]["stats"]["samples_per_s"] == pytest.approx(64)
+    scaling = summary.scaling_summary(results)
+    assert scaling["tf"]["speedup"] == pytest.approx(1.6) and scaling["torch"]["speedup"] == pytest.approx(1.0)
+    assert scaling["tf"]["processes"]["2"]["stats"]["samples_per_s"] == pytest.approx(64)
 
 
 def test_interleaved_timing_alternates_and_keeps_first_steps_apart():

@@ -3,16 +3,22 @@ presets, the bootstrap interval of "faster", the fairness manifest, the GPU row 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import compare
-from shared import benchmark, benchmark_golden, benchmark_peak, benchmark_presets, benchmark_report, benchmark_run
-from shared import benchmark_stats as benchmark_stats
-from shared.benchmark import Row
-from shared.benchmark_fairness import manifest
+from harness.benchmark import golden as benchmark_golden
+from harness.benchmark import peak as benchmark_peak
+from harness.benchmark import presets as benchmark_presets
+from harness.benchmark import rows as benchmark
+from harness.benchmark import run as benchmark_run
+from harness.benchmark import stats as benchmark_stats
+from harness.benchmark import summary
+from harness.benchmark.fairness import manifest
+from harness.benchmark.rows import Row
 from shared.errors import UserError
 from shared.tasks import make_spec
 
@@ -60,7 +66,7 @@ def test_a_row_above_the_machine_peak_is_a_measurement_error_never_met():
     machine = {"fp32": {"gflop_per_s": 200.0, "n": 2048, "source": "tf"}}
     flops = {"4": {"used": 154e9}}
     results = [summary_row("torch", "eager", 1.0), summary_row("tf", "function", 0.5)]  # tf: 308 GFLOP/s
-    rows = benchmark_report.summarize_rows(results, flops, machine, {"torch": {"fp32": {"gflop_per_s": 142.1}}})
+    rows = summary.summarize_rows(results, flops, machine, {"torch": {"fp32": {"gflop_per_s": 142.1}}})
     torch_row, tf_row = rows
     assert torch_row["peak_fraction"] == pytest.approx(0.77) and torch_row["peak_error"] is None
     assert torch_row["own_matmul_gflop_per_s"] == 142.1
@@ -70,7 +76,7 @@ def test_a_row_above_the_machine_peak_is_a_measurement_error_never_met():
     assert "fp32 200.0 GFLOP/s" in tf_row["peak_error"]
     for row in rows:
         row["reference"] = {"throughput_ratio": 1.0}
-    found = benchmark_report.targets(rows, [])
+    found = summary.targets(rows, [])
     assert found["torch"]["peak_fraction_fp32"]["met"] is True
     assert found["tf"]["peak_fraction_fp32"]["met"] is None and "measurement error" in found["tf"][
         "peak_fraction_fp32"]["error"]
@@ -95,7 +101,7 @@ def test_bootstrap_interval_of_a_clear_and_of_an_overlapping_difference():
 
 
 def test_comparisons_pair_the_fastest_modes_and_the_twins_over_repeats_when_several():
-    rows = benchmark_report.summarize_rows(
+    rows = summary.summarize_rows(
         [summary_row("tf", "function", 0.10, times=[0.10, 0.11, 0.09, 0.10]),
          summary_row("tf", "xla", 0.08, times=[0.08, 0.081, 0.079, 0.08]),
          summary_row("tf", "eager", 0.50), summary_row("torch", "eager", 0.12, times=[0.12, 0.121, 0.119, 0.12]),
@@ -111,7 +117,7 @@ def test_comparisons_pair_the_fastest_modes_and_the_twins_over_repeats_when_seve
                                                                                      ("torch", "eager"))]
     for result in runs:
         result["run_medians_s"] = result.pop("run_medians_s")
-    rows = benchmark_report.summarize_rows(runs, {"4": {"used": 1e9}}, {})
+    rows = summary.summarize_rows(runs, {"4": {"used": 1e9}}, {})
     for row, result in zip(rows, runs):
         row["run_medians_s"] = result["run_medians_s"]
     assert benchmark_stats.comparisons(rows)[0]["over"] == "processes"
@@ -290,8 +296,8 @@ def test_golden_round_trip_and_the_check_of_one_ulp_and_of_1e_3(tmp_path):
 def test_a_golden_mismatch_of_1e_3_stops_before_any_timing(tmp_path, monkeypatch, capsys):
     """The orchestrator with a fake PyTorch worker that returns the golden output; the file's outputs moved by
     1e-3: parity fails against the file, exit 1, and no step row is launched."""
-    from shared.benchmark import weights_digest
-    from shared.registry import REGISTRY
+    from harness.benchmark.rows import weights_digest
+    from harness.registry import REGISTRY
 
     spec = make_spec("mlp")
     golden_output = np.full((8, 10), -2.3, np.float32)
@@ -304,8 +310,8 @@ def test_a_golden_mismatch_of_1e_3_stops_before_any_timing(tmp_path, monkeypatch
                                          rows, {"max_abs_diff": 0.0}, {}, "log-probabilities")
     launched = []
 
-    def fake_launch(side, job_path, mode="--worker", nproc=1, threads=1):
-        job = json.loads(job_path.read_text())
+    def fake_launch(order, nproc=1, threads=1):
+        side, job = order.side, json.loads(Path(order.job).read_text())
         row = Row(**job["row"])
         launched.append((side, row.kind))
         assert job["settings"]["golden"] == str(path)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from harness.registry import TOLERANCES
 from shared.data.mnist import MNIST_FILES, write_idx
-from shared.tolerances import TOLERANCES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMING_KEYS = ("first_step_s", "step_s_median", "samples_per_s", "train_s")

@@ -1,4 +1,4 @@
-"""--diagnose K (shared/diagnose.py and each side's diagnose.py): the first K training steps of both sides recorded
+"""--diagnose K (harness/diagnose/run.py and each side's diagnose.py): the first K training steps of both sides recorded
 layer by layer and compared. Correct twins stay within the tolerances; twins broken on purpose (here, by
 monkeypatch only) are caught at the step, layer and quantity where the break first shows."""
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, side_module
-from shared import diagnose
+from harness.diagnose import differences, report
+from harness.diagnose.steps import diagnose_side
+from harness.registry import REGISTRY, TOLERANCES
 from shared.data.synthetic_cars import generate_synthetic_carvana
-from shared.registry import REGISTRY
 from shared.tasks import make_spec
-from shared.tolerances import TOLERANCES
 
 # Small widths and few images keep each test to seconds; the real training data of each task.
 SMALL = {"mlp": {"layer_sizes": (784, 32, 32, 10), "batch_size": 32, "sample_size": 256},
@@ -52,10 +52,10 @@ def diagnosed(task: str, out: Path, carvana: Path | None = None, steps: int = ST
     data = REGISTRY[task].prepare_data(spec, carvana if task == "unet" else None, False)
     job = {"task": task, "spec": spec.to_dict(), "threads": 1, "out": str(out), "data": data, "steps": steps,
            "device": "cpu"}
-    sides = {side: diagnose.diagnose_side(side, job) for side in SIDES}
-    tolerances = diagnose.tolerances_of(task)
-    records = diagnose.compare_sides(out, steps, tolerances)
-    return {"records": records, "first": diagnose.first_divergence(records, tolerances), "sides": sides,
+    sides = {side: diagnose_side(side, job) for side in SIDES}
+    tolerances = differences.tolerances_of(task)
+    records = differences.compare_sides(out, steps, tolerances)
+    return {"records": records, "first": differences.first_divergence(records, tolerances), "sides": sides,
             "spec": spec}
 
 
@@ -73,7 +73,7 @@ def beyond(records: list[dict], **fields) -> list[dict]:
 @pytest.mark.parametrize("task", ["mlp", "cnn", "unet"])
 def test_correct_twins_agree_for_k_steps(task, tmp_path, carvana):
     found = diagnosed(task, tmp_path, carvana)
-    assert found["first"] is None, f"{task}: {diagnose.verdict(found['first'], STEPS)}"
+    assert found["first"] is None, f"{task}: {report.verdict(found['first'], STEPS)}"
     records, spec = found["records"], found["spec"]
     layout = REGISTRY[task].layout(spec)
     layers = list(dict.fromkeys(name.rsplit(".", 1)[0] for name in layout))
@@ -137,7 +137,7 @@ def test_records_follow_the_order_a_step_computes():
     reference = {"output:a": ones, "output:b": ones, "loss:loss": np.float64(1.0), "gradient:a.weight": ones,
                  "gradient:b.weight": ones, "weight:a.weight": ones, "weight:b.weight": ones}
     other = {**reference, "weight:b.weight": ones * (1 + 1e-3), "optimizer_state:a.weight.momentum": ones}
-    records = diagnose.step_records(0, other, reference, diagnose.tolerances_of("mlp"))
+    records = differences.step_records(0, other, reference, differences.tolerances_of("mlp"))
     assert [(r["quantity"], r["name"]) for r in records] == [
         ("output", "a"), ("output", "b"), ("loss", "loss"), ("gradient", "b.weight"), ("gradient", "a.weight"),
         ("weight", "a.weight"), ("weight", "b.weight"), ("optimizer_state", "a.weight.momentum")]
@@ -156,18 +156,18 @@ def test_float64_twins_set_float32_rounding_apart():
                "torch": {"gradient:a.weight": g32, "gradient:b.weight": g32}}
     steps64 = {"tf": {"gradient:a.weight": g64, "gradient:b.weight": g64 * (1 + 1e-9)},
                "torch": {"gradient:a.weight": g64, "gradient:b.weight": g64}}
-    tolerances = diagnose.tolerances_of("mlp")
-    records = diagnose.step_records(0, steps32["tf"], steps32["torch"], tolerances)
+    tolerances = differences.tolerances_of("mlp")
+    records = differences.step_records(0, steps32["tf"], steps32["torch"], tolerances)
     float64_tolerances = {q: {"row": "float64", "measure": "rel", "value": t["float64"]} for q, t in tolerances.items()}
-    float64_records = diagnose.step_records(0, steps64["tf"], steps64["torch"], float64_tolerances)
-    found = {r["name"]: r for r in diagnose.with_float64(records, float64_records, steps32, steps64)}
+    float64_records = differences.step_records(0, steps64["tf"], steps64["torch"], float64_tolerances)
+    found = {r["name"]: r for r in differences.with_float64(records, float64_records, steps32, steps64)}
     assert found["a.weight"]["exceeds"] and found["a.weight"]["rounding"] and not found["a.weight"]["parts"]
     assert found["a.weight"]["own_rel"]["tf"] == pytest.approx(1e-3, rel=1e-3)
     assert found["a.weight"]["own_rel"]["torch"] == 0.0
     assert not found["b.weight"]["exceeds"] and found["b.weight"]["parts"]  # 1e-9 > float64's 1e-10
     assert found["b.weight"]["float64_rel"] == pytest.approx(1e-9, rel=1e-3)
-    assert diagnose.first_divergence(list(found.values()), tolerances)["name"] == "b.weight"
-    assert diagnose.rounding_summary(list(found.values()))["count"] == 1
+    assert differences.first_divergence(list(found.values()), tolerances)["name"] == "b.weight"
+    assert differences.rounding_summary(list(found.values()))["count"] == 1
 
 
 def test_a_float32_momentum_parts_the_float64_twins(monkeypatch, tmp_path):

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import side_module
-from shared import data_parallel, distributed, launch
+from harness import launch
+from harness.registry import TOLERANCES
+from shared import data_parallel, distributed
 from shared.callbacks import Callback
 from shared.data.batches import batch_indices
 from shared.data.synthetic_cars import generate_synthetic_carvana
 from shared.errors import UserError
 from shared.init import init_weights
 from shared.tasks import make_spec
-from shared.tolerances import TOLERANCES
 from shared.weights import load_weights_file, save_weights, unet_layout
 
 # A step with 2 processes against a step with 1, max |difference| of every exported tensor (issue 7).
@@ -53,7 +54,7 @@ def step_inputs(tmp_path_factory):
     images, masks = global_batch(spec)
     return {"spec": spec, "canonical": canonical, "images": images, "masks": masks,
             "weights": save_weights(canonical, folder / "initial.safetensors"),
-            "batch": launch.save_batch(folder / "batch.npz", images, masks)}
+            "batch": distributed.save_batch(folder / "batch.npz", images, masks)}
 
 
 def one_process_step(side: str, step_inputs, output, images=None, masks=None) -> dict:
@@ -85,7 +86,7 @@ def classifier_step(side: str, step_inputs) -> dict:
 
 def launched_step(side: str, step_inputs, output):
     """The same step by NPROC processes: torchrun (gloo) or NPROC TF_CONFIG workers on loopback ports."""
-    job = launch.Job("step", dict(SPEC), str(output), str(step_inputs["weights"]), str(step_inputs["batch"]))
+    job = distributed.Job("step", dict(SPEC), str(output), str(step_inputs["weights"]), str(step_inputs["batch"]))
     path = job.write(output.parent / f"{side}-job.json")
     launched = LAUNCHERS[side](NPROC, ["-m", f"{side}_impl.distributed", str(path)], timeout=LAUNCH_TIMEOUT_S)
     assert launched.ok, launched.describe()
@@ -143,7 +144,7 @@ def test_two_processes_train_an_epoch_like_one(tmp_path, tiny_carvana):
     writes the checkpoint, the weights and the history. (The TensorFlow loop is tested in one process below;
     its 2-worker run is the step above, repeated.)"""
     data_dir, spec_fields = tiny_carvana, LOOP_SPEC
-    job = launch.Job("train", spec_fields, str(tmp_path / "two"), data_dir=str(data_dir))
+    job = distributed.Job("train", spec_fields, str(tmp_path / "two"), data_dir=str(data_dir))
     launched = launch.launch_torch(NPROC, ["-m", "torch_impl.distributed", str(job.write(tmp_path / "job.json"))],
                                    timeout=LAUNCH_TIMEOUT_S)
     assert launched.ok, launched.describe()
@@ -276,9 +277,9 @@ def test_launch_commands_and_job_file(tmp_path):
     assert "--master-port" in command and "29511" in command
     text = launch.multi_machine_commands(nnodes=2, nproc=4)
     assert "torchrun --nnodes 2 --nproc-per-node 4" in text and "--rdzv-endpoint" in text and "TF_CONFIG=" in text
-    job = launch.Job("step", {"image_size": 32}, str(tmp_path / "out"), "w.safetensors", "b.npz")
-    assert launch.read_job(job.write(tmp_path / "job.json")) == job
+    job = distributed.Job("step", {"image_size": 32}, str(tmp_path / "out"), "w.safetensors", "b.npz")
+    assert distributed.read_job(job.write(tmp_path / "job.json")) == job
     (tmp_path / "bad.json").write_text('{"kind": "dance", "spec": {}, "output": "o"}')
     for bad in ("bad.json", "missing.json"):
         with pytest.raises(UserError):
-            launch.read_job(tmp_path / bad)
+            distributed.read_job(tmp_path / bad)

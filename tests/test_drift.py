@@ -2,11 +2,14 @@
 steps, the verdict on curves made to agree and to part, and the seeds' Student t intervals."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from shared import drift, seeds
+from harness import drift, seeds
+from harness.jobs import Run, RunJob, WorkerOrder
 from shared.errors import UserError
 
 
@@ -125,31 +128,32 @@ def test_a_systematic_framework_difference_is_told_apart_from_the_controls():
     assert seeds.summarize(alike, "val_dice")["sentence"].endswith("not distinguishable from the control's.")
 
 
-def test_a_side_and_its_ulp_control_share_one_worker_process():
+
+def test_each_side_and_its_control_share_a_process():
     """TensorFlow first (the other side's agreement masks need its weights), each side with its 1-ulp control in one
     process; a 1-thread control needs a process of its own (TensorFlow fixes its thread pools when it starts)."""
-    from shared.run import process_groups
+    job = RunJob(task="mlp", spec={}, threads=1, out="", data=None, sides=["torch", "tf"], control="ulp")
+    tf, torch = Run("tf"), Run("torch")
+    tf_control, torch_control = Run("tf", control=True), Run("torch", control=True)
+    assert job.groups() == [[tf, tf_control], [torch, torch_control]]
+    assert replace(job, control="threads").groups() == [[tf], [torch], [tf_control], [torch_control]]
+    assert replace(job, control="none").groups() == [[tf], [torch]]
+    assert replace(job, sides=["torch"], control="none").groups() == [[torch]]
+    assert [run.folder for run in job.runs] == ["torch", "tf", "torch-control", "tf-control"]
 
-    job = {"sides": ["torch", "tf"], "control": "ulp"}
-    assert process_groups(job) == [["tf", "tf-control"], ["torch", "torch-control"]]
-    assert process_groups({**job, "control": "threads"}) == [["tf"], ["torch"], ["tf-control"], ["torch-control"]]
-    assert process_groups({**job, "control": "none"}) == [["tf"], ["torch"]]
-    assert process_groups({"sides": ["torch"], "control": "none"}) == [["torch"]]
 
+def test_a_grouped_pytorch_worker_keeps_tensorflow_out(monkeypatch):
+    """A worker running PyTorch and its control is PyTorch's: it sets TensorBoard's no-TensorFlow marker (without it
+    torch.utils.tensorboard imports all of TensorFlow into the PyTorch process); TensorFlow's worker does not."""
+    from harness import worker
 
-def test_a_grouped_pytorch_worker_keeps_tensorflow_out(monkeypatch, tmp_path):
-    """A worker running "torch,torch-control" is PyTorch's: it sets TensorBoard's no-TensorFlow marker (without it
-    torch.utils.tensorboard imports all of TensorFlow into the PyTorch process) and its launcher is PyTorch's."""
-    from shared import workers
-
-    assert [workers.side_of(run) for run in ("torch", "torch-control", "torch,torch-control", "tf,tf-control")] == [
-        "torch", "torch", "torch", "tf"]
     marked = []
-    monkeypatch.setattr(workers, "keep_tensorflow_out", lambda: marked.append(True))
-    monkeypatch.setitem(workers.WORKERS, "--worker", lambda runs, job: None)
-    job_path = tmp_path / "job.json"
-    job_path.write_text("{}")
-    assert workers.worker_main("--worker", "torch,torch-control", str(job_path)) == 0
+    monkeypatch.setattr(worker, "keep_tensorflow_out", lambda: marked.append(True))
+    monkeypatch.setitem(worker.WORK, "train", lambda order: None)
+    torch_order = WorkerOrder("train", "torch", "job.json", (Run("torch"), Run("torch", control=True)))
+    assert WorkerOrder.from_argument(torch_order.to_argument()) == torch_order
+    assert worker.main([torch_order.to_argument()]) == 0
     assert marked == [True]
-    assert workers.worker_main("--worker", "tf,tf-control", str(job_path)) == 0
+    tf_order = WorkerOrder("train", "tf", "job.json", (Run("tf"), Run("tf", control=True)))
+    assert worker.main([tf_order.to_argument()]) == 0
     assert marked == [True]

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, side_module, train_digits
+from harness.registry import (
+    REGISTRY,
+    TOLERANCES,  # DESIGN.md "Equivalence is tested, not hoped": one row per task
+)
 from shared import weights as layouts
-from shared.registry import REGISTRY
 from shared.tasks import make_spec
-from shared.tolerances import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
 
 # Small widths keep the suite fast; test_full_* use the default specs.
 SMALL = {"mlp": {"layer_sizes": (784, 32, 32, 10)}, "cnn": {"channels": (4, 8), "hidden": 32}}
@@ -226,7 +228,7 @@ def test_public_name_check_sees_tf_functions():
     """The check above counts tf.function objects as functions and ignores imported names."""
     autograd = importlib.import_module("tf_impl.autograd")
     names = public_names(autograd)
-    assert {"branch", "z_of", "lesson"} <= names
+    assert {"branch", "z_of", "gradient"} <= names
     assert "tf" not in names and "annotations" not in names
     assert public_names(importlib.import_module("torch_impl.train")) >= {"train", "forward", "gradients", "evaluate"}
 

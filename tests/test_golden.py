@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from shared import benchmark, benchmark_golden
-from shared.benchmark import REFERENCE_MODE, Row
+from harness.benchmark import golden as benchmark_golden
+from harness.benchmark import rows as benchmark
+from harness.benchmark.rows import REFERENCE_MODE, Row
+from harness.jobs import spec_of
+from harness.registry import REGISTRY, tolerance
 from shared.execution import Execution
-from shared.registry import REGISTRY
 from shared.tasks import make_spec
-from shared.tolerances import tolerance
-from shared.workers import job_spec
 
 GOLDEN = ROOT / "tests" / "golden"
 FILES = {"mlp": GOLDEN / "mlp-small.safetensors", "unet": GOLDEN / "unet-small.safetensors"}
@@ -28,7 +28,7 @@ FILES = {"mlp": GOLDEN / "mlp-small.safetensors", "unet": GOLDEN / "unet-small.s
 def test_both_sides_match_the_golden_file(task, side):
     """The benchmark's own parity row, in this process, on the file's batch: output and first-step loss."""
     golden = benchmark_golden.read_golden(FILES[task])
-    spec = job_spec({"task": task, "spec": golden.metadata["spec"]})
+    spec = spec_of({"task": task, "spec": golden.metadata["spec"]})
     benchmark_golden.check_spec(golden, spec)
     entry = REGISTRY[task]
     surface = entry.surface(side, spec)

@@ -1,5 +1,6 @@
-"""The import boundary of DESIGN.md: shared/ never imports tensorflow or torch, tf_impl/ never imports torch,
-torch_impl/ never imports tensorflow; checked by running shared/ with the frameworks made unimportable, and by
+"""The import boundary of DESIGN.md: shared/ and the harness never import tensorflow or torch (the harness opens a
+side's package by name, in the side's own process), tf_impl/ never imports torch, torch_impl/ never imports
+tensorflow; checked by importing shared/, harness/ and compare.py with the frameworks made unimportable, and by
 reading every file's import statements."""
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from conftest import ROOT
 
 FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision")
 FORBIDDEN = {
-    "shared": {"tensorflow", "keras", "torch", "torchvision", "tf_impl", "torch_impl"},
-    "tf_impl": {"torch", "torchvision", "torch_impl"},
-    "torch_impl": {"tensorflow", "keras", "tf_impl"},
+    "shared": {"tensorflow", "keras", "torch", "torchvision", "tf_impl", "torch_impl", "harness"},
+    "harness": {"tensorflow", "keras", "torch", "torchvision", "tf_impl", "torch_impl"},
+    "tf_impl": {"torch", "torchvision", "torch_impl", "harness"},
+    "torch_impl": {"tensorflow", "keras", "tf_impl", "harness"},
 }
 
 BLOCKED_RUN = textwrap.dedent(f"""
@@ -37,16 +39,17 @@ BLOCKED_RUN = textwrap.dedent(f"""
         if name.split(".")[0] in BLOCKED:
             del sys.modules[name]
 
-    import shared
-    imported, failed = ["shared"], {{}}
+    import harness, shared
+    imported, failed = ["shared", "harness"], {{}}
     def onerror(name):
         failed[name] = repr(sys.exc_info()[1])
-    for info in pkgutil.walk_packages(shared.__path__, "shared.", onerror=onerror):
-        try:
-            importlib.import_module(info.name)
-            imported.append(info.name)
-        except Exception as error:
-            failed[info.name] = repr(error)
+    for package in (shared, harness):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".", onerror=onerror):
+            try:
+                importlib.import_module(info.name)
+                imported.append(info.name)
+            except Exception as error:
+                failed[info.name] = repr(error)
     try:
         import compare  # the parent process must stay light too
         imported.append("compare")
@@ -62,24 +65,25 @@ BLOCKED_RUN = textwrap.dedent(f"""
 """)
 
 
-def shared_module_names() -> set[str]:
-    names = {"shared"}
-    for path in (ROOT / "shared").rglob("*.py"):
+def module_names(package: str) -> set[str]:
+    names = {package}
+    for path in (ROOT / package).rglob("*.py"):
         parts = path.relative_to(ROOT).with_suffix("").parts
         names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
 
 
-def test_shared_imports_without_any_framework():
+def test_shared_and_the_harness_import_without_any_framework():
     completed = subprocess.run([sys.executable, "-c", BLOCKED_RUN], cwd=ROOT, capture_output=True, text=True,
                                timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["failed"] == {}, report["failed"]
     assert report["frameworks_loaded"] == []
-    # walk_packages found every module on disk (shared.data.* included), and compare.py imported too.
-    assert shared_module_names() <= set(report["imported"]), shared_module_names() - set(report["imported"])
-    assert {"shared.harness", "shared.data.mnist", "compare"} <= set(report["imported"])
+    # walk_packages found every module on disk (shared.data.*, harness.benchmark.* included), and compare.py too.
+    expected = module_names("shared") | module_names("harness")
+    assert expected <= set(report["imported"]), expected - set(report["imported"])
+    assert {"harness.benchmark.run", "shared.data.mnist", "compare"} <= set(report["imported"])
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -25,11 +25,11 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from harness.registry import TOLERANCES
 from shared.data.synthetic_cars import generate_synthetic_carvana
 from shared.init import init_weights
 from shared.rle import rle_decode, rle_encode
 from shared.tasks import make_spec
-from shared.tolerances import TOLERANCES
 from shared.weights import mlp_layout, save_weights, unet_layout
 
 WIDTH, HEIGHT = 96, 64  # the generated photos
@@ -370,7 +370,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_written(runs, case):
 # ---- the framework-free parts, in this process -------------------------------------------------------------
 
 def test_overlap_of_two_run_length_masks_equals_the_unpacked_masks():
-    from shared.predict_agreement import overlap, runs_of
+    from harness.predict.agreement import overlap, runs_of
 
     rng = np.random.default_rng(0)
     for density in (0.0, 0.02, 0.5, 0.97, 1.0):
@@ -380,7 +380,7 @@ def test_overlap_of_two_run_length_masks_equals_the_unpacked_masks():
 
 
 def test_resumable_rows_continue_after_the_last_synced_row(tmp_path):
-    from shared.predict_rows import PART, ResumableRows
+    from harness.predict.rows import PART, ResumableRows
 
     rows = ResumableRows(tmp_path)
     rows.add(["a.jpg,1 2\n", "b.jpg,\n"], 2, [], 0.1, 0.05, force=True)
@@ -396,8 +396,8 @@ def test_resumable_rows_continue_after_the_last_synced_row(tmp_path):
 
 
 def test_digits_are_resampled_the_mnist_way():
+    from harness.predict.digits import mnist_way
     from shared.data.mnist import load_digits_28
-    from shared.predict_digits import mnist_way
 
     digits = load_digits_28(seed=0, train_copies=0).test_images[:20, ..., 0]
     for digit in digits:

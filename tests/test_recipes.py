@@ -9,10 +9,10 @@ import pytest
 
 from compare import parse_args
 from conftest import side_module
+from harness.registry import REGISTRY
 from shared.callbacks import BestModelSaverCallback, best_model_entry
 from shared.errors import UserError
 from shared.recipes import RECIPE_FIELDS, RECIPES, recipe_line
-from shared.registry import REGISTRY
 from shared.tasks import UNetSpec, make_spec
 from shared.weights import save_weights, unet_layout
 

@@ -105,7 +105,7 @@ def _unet_losses(side: str, root) -> list[float]:
 
 def _mlp_losses(side: str) -> list[float]:
     from conftest import side_module, train_digits
-    from shared.registry import REGISTRY
+    from harness.registry import REGISTRY
     from shared.tasks import make_spec
 
     spec = make_spec("mlp", layer_sizes=(784, 16, 16, 10), batch_size=20, epochs=2)
@@ -254,7 +254,7 @@ def _small_carvana(tmp_path):
 
 
 def _prepare(root):
-    from shared.harness.unet import prepare_carvana
+    from harness.runners.unet import prepare_carvana
     from shared.tasks import make_spec
 
     return prepare_carvana(make_spec("unet", image_size=32, validation_size=0.5), root, download=False)

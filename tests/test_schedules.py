@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import side_module
+from harness.registry import REGISTRY
 from shared import schedules
-from shared.registry import REGISTRY
 from shared.tasks import make_spec
 
 REGISTRY_UNET = REGISTRY["unet"]
@@ -188,7 +188,7 @@ def test_a_resumed_run_continues_the_schedule(two_cars, tmp_path):
     traced U-Nets would cost the suite half a minute)."""
     from shared.data import carvana
     from shared.init import init_weights
-    from shared.surface import Loaders
+    from shared.loaders import Loaders
     from shared.weights import unet_layout
 
     spec = make_spec("unet", **RESUMED, schedule="cosine", warmup_epochs=1)

@@ -1,5 +1,5 @@
 """Analytic FLOP counts of a training step: convolutions and matrix products, per layer of each task's model
-(shared/registry.py names each task's count); the benchmark checks PyTorch's FlopCounterMode against them."""
+(harness/registry.py names each task's count); the benchmark checks PyTorch's FlopCounterMode against them."""
 from __future__ import annotations
 
 from shared import weights

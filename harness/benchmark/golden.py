@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from harness.parity import max_abs_diff
 from shared.atomic import atomic_path, write_json
 from shared.errors import UserError
-from shared.parity import max_abs_diff
 from shared.tasks import TaskSpec
 
 FORMAT = "twinnets-golden-1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.errors import UserError
-from shared.tasks import shape_text
+from shared.tasks import TASKS, shape_text
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,6 @@ class Preset:
     bf16_needs_units: bool = False  # bf16 rows only where the CPU has bf16 arithmetic (else minutes per step)
     reference: dict | None = None  # published figures shown next to a GPU run
     note: str = ""
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return ("mlp", "cnn", "unet") if not self.spec else ("unet",)
 
 
 # NVIDIA DeepLearningExamples TensorFlow2/Segmentation/UNet_Medical: its published training throughput on an A100
@@ -64,7 +60,7 @@ def preset_overrides(args) -> dict:
         return {}
     if not args.benchmark:
         raise UserError(f"--preset {preset.name} applies to --benchmark")
-    if args.task not in preset.tasks:
+    if any(name not in TASKS[args.task].__dataclass_fields__ for name in preset.spec):  # a size the task lacks
         raise UserError(f"--preset {preset.name} sizes the U-Net: use it with --task unet")
     if preset.spec and getattr(args, "full_size", False):
         raise UserError(f"--preset {preset.name} and --full-size both size the U-Net: choose one")

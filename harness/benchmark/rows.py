@@ -1,5 +1,5 @@
 """Benchmark methodology both sides share: the rows to run, the timing loop, the statistics, and each kind of row
-as run in its own process (run_row); shared/benchmark_run.py orchestrates them."""
+as run in its own process (run_row); harness/benchmark/run.py orchestrates them."""
 from __future__ import annotations
 
 import hashlib
@@ -8,14 +8,19 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from shared.benchmark_peak import measure_matmul_rates, peak_precisions
+from harness.benchmark import golden
+from harness.benchmark.peak import measure_matmul_rates, peak_precisions
+from harness.jobs import spec_of
+from harness.registry import Task, task_of
+from harness.surface import Surface
+from shared import distributed
+from shared.atomic import write_json
 from shared.execution import MODES, Execution
-from shared.registry import Task, task_of
-from shared.surface import Surface
 from shared.tasks import TaskSpec
 
 WARMUP_STEPS = 10
@@ -162,7 +167,7 @@ def weights_digest(canonical: dict) -> str:
 
 
 def side_peaks(side_benchmark, execution: Execution, tf32: bool) -> dict:
-    """This side's matrix-multiply rates in each precision the device has (shared/benchmark_peak.py), TF32 on only
+    """This side's matrix-multiply rates in each precision the device has (harness/benchmark/peak.py), TF32 on only
     for the tf32 product; then the row's own TF32 policy again."""
     peaks = {}
     for precision in peak_precisions(execution.device):
@@ -193,9 +198,7 @@ def parity_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings:
     step per batch size, counted on throwaway models (counting runs a step)."""
     model = fresh_model(surface, task, spec)
     if settings.get("golden"):
-        from shared.benchmark_golden import read_golden  # safetensors, only when a file is read
-
-        images, targets = read_golden(settings["golden"]).batch
+        images, targets = golden.read_golden(settings["golden"]).batch
     else:
         images, targets = task.benchmark_batch(spec, row.batch_size, spec.seed)
     side_benchmark = benchmark_module(surface)
@@ -283,3 +286,24 @@ def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
               "peak_device_bytes": side_benchmark.peak_device_memory(execution), "build": side_benchmark.build_info(),
               "fairness": {"harness_set": harness_set, "settings": side_benchmark.fairness_settings(execution)}}
     return result, probe
+
+
+def bench_side(side: str, job: dict) -> None:
+    """One benchmark row in this (fresh) worker process: <out>/<row>.json, and <row>.probe.npy for a parity row."""
+    spec = spec_of(job)
+    surface = task_of(spec).surface(side, spec)
+    row = Row(**job["row"])
+    settings = job["settings"]
+    surface.runtime.configure(max(1, job["threads"] // row.nproc), spec.seed)
+    engine = surface.module("distributed") if row.kind == "data-parallel" else None
+    if engine is not None:
+        settings = {**settings, "context": engine.setup(settings["device"])}  # before any other op
+    result, probe = run_row(surface, spec, row, settings, job["data"])
+    if engine is not None:
+        engine.teardown(settings["context"])
+        if not distributed.is_chief(settings["context"].rank):
+            return  # rank 0 writes the row
+    result["row_name"] = row.name
+    if probe is not None:
+        np.save(Path(job["out"]) / f"{row.name}.probe.npy", probe)
+    write_json(Path(job["out"]) / f"{row.name}.json", result)

@@ -2,26 +2,31 @@
 work), then each (framework, mode, precision, batch size) row in a fresh process, then the summary and reports."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from shared import benchmark, benchmark_golden, benchmark_peak, benchmark_presets, benchmark_report, parity
+from harness import parity
+from harness.benchmark import golden as benchmark_golden
+from harness.benchmark import peak as benchmark_peak
+from harness.benchmark import presets, summary
+from harness.benchmark import report as benchmark_report
+from harness.benchmark import rows as benchmark
+from harness.benchmark.fairness import manifest
+from harness.benchmark.stats import comparisons
+from harness.environment import benchmark_environment, cpu_info
+from harness.flags import comma_list
+from harness.jobs import WorkerOrder, launch_worker, output_folder
+from harness.registry import task_of, tolerance
+from harness.report import SIDE_NAMES
+from harness.surface import SIDES
 from shared.atomic import write_json
-from shared.benchmark_fairness import manifest
-from shared.benchmark_stats import comparisons
-from shared.environment import benchmark_environment, cpu_info
 from shared.errors import UserError
 from shared.execution import MODES, PRECISIONS
-from shared.registry import task_of
-from shared.report import SIDE_NAMES
-from shared.run import output_folder
-from shared.surface import SIDES
 from shared.tasks import TaskSpec
-from shared.tolerances import tolerance
-from shared.workers import launch_worker
 
 # The benchmark's precisions: the training ones, and "tf32" (float32 tensors, TF32 products and convolutions on a GPU).
 BENCH_PRECISIONS = ("fp32", "tf32", *PRECISIONS[1:])
@@ -30,22 +35,11 @@ DEFAULT_PRECISIONS = {"cuda": "fp32,tf32,bf16,fp16", "cpu": "fp32,bf16"}
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of bf16 arithmetic; without them bf16 is emulated, slowly
 
 
-def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
-    try:
-        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
-    if not values or any(choices is not None and value not in choices for value in values):
-        raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
-                                                else "expected a comma-separated list"))
-    return list(dict.fromkeys(values))
-
-
 def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
     if not trains:
         raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
-    preset = benchmark_presets.PRESETS[getattr(args, "preset", None) or "default"]
+    preset = presets.PRESETS[getattr(args, "preset", None) or "default"]
     args.bench_preset, args.bench_pipeline, args.bench_not_run = preset.name, preset.pipeline, []
     args.warmup = preset.warmup if args.warmup is None else args.warmup
     args.steps = preset.steps if args.steps is None else args.steps
@@ -65,7 +59,7 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     args.bench_precisions = bench_precisions(args, preset)
 
 
-def bench_precisions(args, preset: benchmark_presets.Preset) -> list[str]:
+def bench_precisions(args, preset: presets.Preset) -> list[str]:
     """--precisions, or the device's default (a GPU: fp32, tf32, bf16, fp16); a preset that needs bf16 units drops
     bf16 on a CPU without them (and says so); --tf32 makes the fp32 rows tf32 rows."""
     device = "cuda" if args.device == "cuda" else "cpu"
@@ -124,7 +118,8 @@ class RowRunner:
         print(f"[{index}/{self.total}] {SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
               f"batch {row.batch_size}" + (f" (run {row.run})" if self.repeat > 1 else ""), end=" ... ", flush=True)
         started = time.perf_counter()
-        launch_worker(row.side, job_path, "--bench", nproc=row.nproc, threads=max(1, self.threads // row.nproc))
+        launch_worker(WorkerOrder("bench", row.side, str(job_path)), nproc=row.nproc,
+                      threads=max(1, self.threads // row.nproc))
         result = self.results[row.name] = json.loads((self.folder / f"{row.name}.json").read_text())
         stats = result.get("stats")
         print(f"{time.perf_counter() - started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else ""),
@@ -150,7 +145,7 @@ def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     folder = out / "rows"
     folder.mkdir(exist_ok=True)
     env = benchmark_environment(options.threads)
-    preset = benchmark_presets.PRESETS[options.bench_preset]
+    preset = presets.PRESETS[options.bench_preset]
     config = {**spec.to_dict(), "benchmark": True, "frameworks": sides, "preset": preset.name,
               "warmup": options.warmup, "steps": options.steps,
               "repeat": options.repeat, "batch_sizes": options.bench_batch_sizes, "modes": options.bench_modes,
@@ -158,7 +153,7 @@ def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
               "threads": options.threads, "device": options.device, "tf32": bool(getattr(options, "tf32", False)),
               "pipeline": options.bench_pipeline, "golden": None if golden is None else str(golden.path),
               "write_golden": None if write_path is None else str(write_path), "not_run": options.bench_not_run}
-    described = benchmark_presets.describe(preset, spec)
+    described = presets.describe(preset, spec)
     print(benchmark_report.header({"task": spec.name, "environment": env, "config": config, "preset": described}),
           flush=True)
     settings = {"warmup": options.warmup, "steps": options.steps, "batch_sizes": options.bench_batch_sizes,
@@ -189,19 +184,19 @@ def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     own_peaks = {r["row"]["side"]: r["matmul_peak"] for r in step_results if "matmul_peak" in r}
     own_peaks["numpy"] = numpy_peak
     machine = benchmark_peak.machine_peak(own_peaks, device)
-    flops = benchmark_report.flop_counts(task, spec, parity_rows, options.bench_batch_sizes)
-    summary_rows = benchmark_report.summarize_rows(step_results, flops, machine, own_peaks)
-    checks = benchmark_report.precision_checks(summary_rows)
+    flops = summary.flop_counts(task, spec, parity_rows, options.bench_batch_sizes)
+    summary_rows = summary.summarize_rows(step_results, flops, machine, own_peaks)
+    checks = summary.precision_checks(summary_rows)
     env["build"] = {side: r["build"] for side, r in parity_rows.items()}
     results = {"task": spec.name, "mode": "benchmark", "data": data["description"], "config": config,
                "preset": described, "environment": env, "parity": gate, "flops": flops, "matmul_peak": own_peaks,
                "machine_peak": machine, "rows": summary_rows, "precision_checks": checks,
                "comparisons": comparisons(summary_rows),
-               "targets": benchmark_report.targets(summary_rows, checks),
+               "targets": summary.targets(summary_rows, checks),
                "fairness": manifest(list(run.results.values()), options.threads, config["tf32"], device),
                "reference_line": reference_line(preset, summary_rows, device),
-               "scaling": benchmark_report.scaling_summary(run.of_kind("data-parallel")),
-               "pipeline": benchmark_report.pipeline_summary(run.of_kind("pipeline"), summary_rows),
+               "scaling": summary.scaling_summary(run.of_kind("data-parallel")),
+               "pipeline": summary.pipeline_summary(run.of_kind("pipeline"), summary_rows),
                "wall_s": time.perf_counter() - started}
     benchmark_report.write_reports(out, results)
     print()
@@ -259,3 +254,30 @@ def reference_line(preset, rows: list[dict], device: str) -> str | None:
 
 def report_side(row: dict) -> str:
     return SIDE_NAMES[row["side"]]
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """compare.py's flags of a benchmark (--benchmark)."""
+    bench = parser.add_argument_group("benchmark (--benchmark)").add_argument
+    bench("--benchmark", action="store_true",
+          help="time the train step of mlp, cnn or unet on both sides instead of training")
+    bench("--preset", choices=list(presets.PRESETS),
+          help="benchmark shapes and steps: " + "; ".join(f"{p.name}: {p.source}" for p in presets.PRESETS.values())
+               + " (explicit flags override it)")
+    bench("--warmup", type=int, help=f"untimed steps after the first (default {benchmark.WARMUP_STEPS}, or the "
+                                     "preset's)")
+    bench("--steps", type=int, help=f"timed steps per row (default {benchmark.TIMED_STEPS}, or the preset's)")
+    bench("--tf32", action="store_true", help="TF32 on for both sides in the timed fp32 rows (GPU; default off)")
+    bench("--golden", type=Path, metavar="FILE",
+          help="check the side(s) against this golden file before timing (--frameworks torch needs one)")
+    bench("--write-golden", type=Path, metavar="FILE",
+          help="write the benchmark batch, both sides' outputs and first-step losses to FILE (.safetensors + "
+               ".json) and stop, without timing")
+    bench("--repeat", type=int, default=1, help="processes per row; the median one is reported")
+    bench("--batch-sizes", help="comma-separated batch sizes to sweep (default: the task's batch size)")
+    bench("--modes",
+          help="comma-separated modes, each for the sides that have it, or side:mode for one (default all, or the "
+               "preset's): " + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
+    bench("--precisions", help=f"comma-separated: {', '.join(BENCH_PRECISIONS)} (default fp32,bf16; on cuda "
+                               "fp32,tf32,bf16,fp16)")
+    bench("--all-combinations", action="store_true",
+          help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")

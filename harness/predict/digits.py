@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from harness.predict.setup import TrainedRun, list_images
+from harness.registry import TOLERANCES
 from shared.atomic import atomic_path
 from shared.data import mnist
 from shared.data.carvana.decode import read_photo
 from shared.errors import DataError
-from shared.predict_setup import TrainedRun, list_images
 from shared.tasks import TaskSpec
-from shared.tolerances import TOLERANCES
 
 SIDE, BOX = mnist.IMAGE_SIDE, 20  # MNIST fits each digit into a 20x20 box, centred by its mass in 28x28
 INK = 0.1  # the share of full brightness above which a pixel is part of the digit, for its bounding box

@@ -1,6 +1,6 @@
 """The U-Net's prediction on one side: every photo through the side's own image loader (DataLoader workers, tf.data
 map), the mask upsampled to the photo's original size and thresholded as the training run's submission does,
-run-length encoded and streamed into the resumable submission (shared/predict_rows.py); overlays for the first
+run-length encoded and streamed into the resumable submission (harness/predict/rows.py); overlays for the first
 photos; photos/s and resident memory measured on the way."""
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from harness.predict.rows import ResumableRows
+from harness.report import SIDE_NAMES
 from shared.atomic import atomic_path
 from shared.callbacks import upsample
 from shared.data.carvana.decode import read_photo
 from shared.errors import DataError
-from shared.predict_rows import ResumableRows
-from shared.report import SIDE_NAMES
 from shared.rle import rle_encode
 from shared.tasks import UNetSpec
 from shared.tiles import mirror_pad

@@ -5,15 +5,15 @@ import json
 import os
 from pathlib import Path
 
+from harness.report import SIDE_NAMES, _format, text_grid
 from shared.atomic import jsonable
-from shared.report import SIDE_NAMES, _format, text_grid
 
 
-def summary_rows(results: dict) -> list[tuple[str, list]]:
-    """(label, [value per side]) rows: what each side predicted, how fast, in how much memory."""
+def summary_rows(results: dict, unit: str) -> list[tuple[str, list]]:
+    """(label, [value per side]) rows: what each side predicted (`unit`: photos, images), how fast, in how much
+    memory."""
     frameworks = results["frameworks"]
     sides = list(frameworks)
-    unit = "photos" if results["task"] == "unet" else "images"
 
     def each(*keys):
         values = []
@@ -58,12 +58,12 @@ def agreement_lines(results: dict) -> list[str]:
             "identical", f"lowest agreement: {lowest}"]
 
 
-def console_table(results: dict) -> str:
-    lines = text_grid(list(results["frameworks"]), summary_rows(results))
+def console_table(results: dict, unit: str) -> str:
+    lines = text_grid(list(results["frameworks"]), summary_rows(results, unit))
     return "\n".join([*lines, *agreement_lines(results)])
 
 
-def markdown_report(results: dict, out: Path) -> str:
+def markdown_report(results: dict, out: Path, unit: str) -> str:
     sides = list(results["frameworks"])
     data, env = results["data"], results["environment"]
     location = data.get("location")
@@ -79,7 +79,7 @@ def markdown_report(results: dict, out: Path) -> str:
              f" {env.get('cpu')}, {env.get('threads')} threads per side, each side in {env.get('process')}.", "",
              "| | " + " | ".join(SIDE_NAMES[s] for s in sides) + " |", "|---" * (len(sides) + 1) + "|"]
     parts += [f"| {label} | " + " | ".join(_format(v) for v in values) + " |"
-              for label, values in summary_rows(results)]
+              for label, values in summary_rows(results, unit)]
     parts += ["", *[f"- {side} weights: `{w['file']}`" for side, w in results["weights"].items()], ""]
     first = agreement_lines(results)[0]  # the lowest photos follow as a table
     parts += [first[0].upper() + first[1:] + ".", ""]

@@ -7,6 +7,7 @@ the two sides' masks are compared pixel by pixel; mlp and cnn classify digit ima
 the reports (predict_report.py)."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
@@ -15,23 +16,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from shared import predict_setup as setup
+from harness.environment import environment
+from harness.flags import comma_list
+from harness.jobs import WorkerOrder, launch_worker, output_folder, spec_of
+from harness.predict import setup
+from harness.predict.agreement import mask_agreement
+from harness.predict.digits import digits_agreement, predict_digits, prepare_digits, save_digits
+from harness.predict.masks import predict_masks
+from harness.predict.report import console_table, markdown_report
+from harness.predict.rows import drop_progress
+from harness.registry import task_of
+from harness.report import SIDE_NAMES
+from harness.surface import SIDES
 from shared.atomic import write_atomic, write_json
-from shared.benchmark_run import comma_list
-from shared.environment import environment
 from shared.errors import UserError
 from shared.execution import default_execution
-from shared.predict_agreement import mask_agreement
-from shared.predict_digits import digits_agreement, predict_digits, prepare_digits, save_digits
-from shared.predict_masks import predict_masks
-from shared.predict_report import console_table, markdown_report
-from shared.predict_rows import drop_progress
-from shared.registry import task_of
-from shared.report import SIDE_NAMES
-from shared.run import output_folder
-from shared.surface import SIDES
 from shared.weights import load_weights_file
-from shared.workers import job_spec, launch_worker
 
 PHOTOS = "photos.txt"  # the photos of a U-Net prediction, one absolute path a line, in the order of the rows
 
@@ -44,6 +44,8 @@ class Prediction:
     side: Callable  # (surface, spec, job, side folder, model_of) -> the side's result entry
     agreement: Callable  # (out, sides, job) -> the agreement entry
     done: Callable[[Path], None] = lambda folder: None  # after the side's result.json: drop what resuming needed
+    written: str = ""  # what each side writes, for the closing line
+    inputs: str = "images"  # what it predicts on, for the report
 
 
 def prepare_photos(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
@@ -79,10 +81,10 @@ def classes_agree(out: Path, sides: list[str], job: dict) -> dict:
     return digits_agreement(out, sides, job["task"])
 
 
-# The two kinds of prediction; shared/registry.py says which one each trained task makes (Task.prediction).
+# The two kinds of prediction; harness/registry.py says which one each trained task makes (Task.prediction).
 PREDICTIONS = {
-    "masks": Prediction(prepare_photos, predict_masks, masks_agree, drop_progress),
-    "classes": Prediction(prepare_digit_images, predict_digits, classes_agree),
+    "masks": Prediction(prepare_photos, predict_masks, masks_agree, drop_progress, "<side>/submit.csv.gz", "photos"),
+    "classes": Prediction(prepare_digit_images, predict_digits, classes_agree, written="<side>/predictions.csv"),
 }
 
 
@@ -139,12 +141,13 @@ def run_job(out: Path, job: dict) -> dict:
             if job["in_process"]:
                 predict_side(side, job)
             else:
-                launch_worker(side, job_path, "--predict-worker", threads=job["threads"])
+                launch_worker(WorkerOrder("predict", side, str(job_path)), threads=job["threads"])
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with python compare.py --resume {out}", flush=True)
         raise
     frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in job["sides"]}
-    spec = job_spec(job)
+    spec = spec_of(job)
+    prediction = PREDICTIONS[task_of(spec).prediction]
     results = {
         "task": job["task"], "mode": "predict", "run": job["run"],
         "checkpoint": "final" if job["checkpoint"] is None else job["checkpoint"], "weights": job["weights"],
@@ -156,16 +159,15 @@ def run_job(out: Path, job: dict) -> dict:
     }
     if len(job["sides"]) == 2:
         print("== agreement of the two sides ==", flush=True)
-        results["agreement"] = {**PREDICTIONS[task_of(job_spec(job)).prediction].agreement(out, job["sides"], job),
+        results["agreement"] = {**prediction.agreement(out, job["sides"], job),
                                 "weights": same_or_own(job)}
     results["wall_s"] = time.perf_counter() - started
     write_json(out / "results.json", results)
-    write_atomic(out / "report.md", markdown_report(results, out))
+    write_atomic(out / "report.md", markdown_report(results, out, prediction.inputs))
     (out / "job.json").unlink()
     print()
-    print(console_table(results))
-    print(f"\nwrote {out}/results.json, {out}/report.md" + (", <side>/submit.csv.gz" if job["task"] == "unet"
-                                                             else ", <side>/predictions.csv"))
+    print(console_table(results, prediction.inputs))
+    print(f"\nwrote {out}/results.json, {out}/report.md, {prediction.written}")
     return results
 
 
@@ -183,7 +185,7 @@ def same_or_own(job: dict) -> str:
 
 def predict_side(side: str, job: dict) -> None:
     """One side's prediction in this (fresh) process: <out>/<side>/result.json and the side's files."""
-    spec = job_spec(job)
+    spec = spec_of(job)
     task = task_of(spec)
     surface = task.surface(side, spec)
     surface.runtime.configure(job["threads"], spec.seed)
@@ -208,3 +210,14 @@ def predict_side(side: str, job: dict) -> None:
     print(f"{SIDE_NAMES[side]}: {result['rows']:,} predicted" + (f", {len(result['skipped'])} skipped"
                                                                   if result["skipped"] else "")
           + (f", {rate:.1f} photos/s" if rate else ""), flush=True)
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """compare.py's flags of a prediction (--predict RUN_DIR)."""
+    predict = parser.add_argument_group("prediction (--predict RUN_DIR)").add_argument
+    predict("--predict", type=Path, metavar="RUN_DIR", help="predict with the trained weights of an earlier run")
+    predict("--checkpoint", type=int, metavar="N", help="the weights after epoch N instead of the final model")
+    predict("--weights", type=Path, metavar="FILE", help="one canonical .safetensors file for both sides")
+    predict("--weights-from", choices=SIDES, help="one side's trained weights of RUN_DIR, for both sides")
+    predict("--images", type=Path, nargs="+", metavar="PATH", help="photos or folders of photos to predict")
+    predict("--preview", type=int, default=8, metavar="N", help="overlays written for the first N photos")
+    predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")

@@ -1,6 +1,6 @@
 """What `compare.py --predict RUN_DIR` predicts with and on, settled in the parent before any side starts: the run's
 settings, each side's canonical weights (checked against the model), the photos or digits, and the flags that do
-not apply. Every problem is one UserError line naming the file (shared/predict.py runs the prediction)."""
+not apply. Every problem is one UserError line naming the file (harness/predict/run.py runs the prediction)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,18 +10,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.registry import task_of
+from harness.report import SIDE_NAMES
+from harness.surface import SIDES
 from shared.data import synthetic_cars
 from shared.data.carvana import layout as carvana_layout
 from shared.errors import DataError, UserError
-from shared.registry import task_of
-from shared.report import SIDE_NAMES
-from shared.surface import SIDES
 from shared.tasks import TASKS, TaskSpec, make_spec
 from shared.weights import Param, first_mismatch, load_weights_file
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
-# The file each task's training run leaves per side: the U-Net's ModelSaverCallback, the digits' final checkpoint.
-FINAL_WEIGHTS = {"unet": "model.safetensors", "mlp": "checkpoint.safetensors", "cnn": "checkpoint.safetensors"}
 # Flags of a training run that do not apply to a prediction: its settings are the run's own.
 NOT_FOR_PREDICTION = ("epochs", "lr", "seed", "sample_size", "validation_size", "base_filters", "optimizer", "variant",
                       "seeds", "diagnose", "resume")
@@ -133,7 +131,7 @@ def trained_weights(run: TrainedRun, side: str, epoch: int | None) -> Path:
     """RUN_DIR/<side>/model.safetensors (or the digits' checkpoint.safetensors), or the checkpoint of an epoch."""
     folder = run.folder / side
     if epoch is None:
-        path = folder / FINAL_WEIGHTS[run.spec.name]
+        path = folder / task_of(run.spec).final_weights
         if not path.is_file():
             raise DataError(path, f"no trained weights of {SIDE_NAMES[side]} in this run folder (did its training "
                                   "save a model? a run killed in its first epoch has none)")

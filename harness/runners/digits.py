@@ -1,18 +1,25 @@
-"""mlp and cnn on one side: the digits prepared once, the canonical initial weights probed, trained, evaluated."""
+"""mlp and cnn on one side: the digits prepared once, the canonical initial weights probed, trained, evaluated; and
+the mlp's real training epoch the autograd lesson's retracing pitfall runs on."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
+from harness.drift import DriftRecorder
+from harness.surface import Surface, open_surface
 from shared import metrics
 from shared.data import mnist
 from shared.data.batches import LabelledImages
-from shared.drift import DriftRecorder
 from shared.execution import Execution
-from shared.surface import Loaders, Surface
-from shared.tasks import CNNSpec, MLPSpec
-from shared.weights import Weights, save_weights
+from shared.graph_lessons import DigitsEpoch
+from shared.init import init_weights
+from shared.loaders import Loaders
+from shared.tasks import CNNSpec, MLPSpec, make_spec
+from shared.weights import Weights, mlp_layout, save_weights
+
+TRAINER = "train"  # the side module that trains mlp and cnn (tf_impl/train.py, torch_impl/train.py)
 
 
 def prepare_mnist(spec: MLPSpec | CNNSpec, data_dir: Path | None, download: bool) -> dict:
@@ -29,6 +36,20 @@ def digit_sets(spec: MLPSpec | CNNSpec, data: dict | None) -> tuple[LabelledImag
     loaded = mnist.load_mnist((data or {}).get("data_dir"), seed=spec.seed, sample_size=spec.sample_size)
     return (LabelledImages(mnist.normalize(loaded.train_images, spec.mean, spec.std), loaded.train_labels),
             LabelledImages(mnist.normalize(loaded.test_images, spec.mean, spec.std), loaded.test_labels))
+
+
+@functools.lru_cache(maxsize=2)
+def _training_digits(sample_size: int | None) -> LabelledImages:
+    """The embedded training digits, loaded once per process (both sides' lessons in one process share them)."""
+    return digit_sets(make_spec("mlp", sample_size=sample_size), {"data_dir": None})[0]
+
+
+def digits_epoch(side: str, sample_size: int | None = None) -> DigitsEpoch:
+    """What the autograd lesson's batch-shape pitfall runs on: the mlp's embedded training digits, the side's mlp
+    surface and the canonical initial weights (built here, not through harness/registry.py, which imports this)."""
+    spec = make_spec("mlp", sample_size=sample_size)
+    initial = init_weights(mlp_layout(spec), spec.seed)
+    return DigitsEpoch(spec, open_surface(side, spec, TRAINER), initial, _training_digits(sample_size))
 
 
 def train_digits(spec: MLPSpec | CNNSpec, data: dict | None) -> tuple[LabelledImages, str]:

@@ -9,14 +9,15 @@ from typing import Callable
 
 import numpy as np
 
+from harness.drift import DriftRecorder
+from harness.original_dice import original_size_dice
+from harness.surface import Surface
 from shared import distributed
 from shared.callbacks import BestModelSaverCallback, PredictionsSaverCallback, best_model_entry
 from shared.data import carvana, synthetic_cars
-from shared.drift import DriftRecorder
 from shared.execution import Execution
-from shared.original_dice import original_size_dice
+from shared.loaders import Loaders
 from shared.rle import read_rle_csv
-from shared.surface import Loaders, Surface
 from shared.tasks import UNetSpec, normalize_image_size
 from shared.weights import Weights, load_weights_file
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.data.car_render import ANGLES, Car, design_car, render
+from shared.data.car_design import Car, design_car
+from shared.data.car_render import ANGLES, render
 from shared.errors import UserError
 from shared.rle import rle_encode
 

@@ -1,0 +1,29 @@
+"""Command-line helpers every mode shares: argparse with one-line errors, and comma-separated flag values."""
+from __future__ import annotations
+
+import argparse
+
+from shared.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse without abbreviations (--pred must not pass for --predict) and with one-line errors."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> None:
+        """One line, exit status 2 (argparse would print the whole usage first)."""
+        raise UserError(f"{message} (see --help)")
+
+
+def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
+    """A comma-separated flag value as a list without repeats, each item converted and one of the choices."""
+    try:
+        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
+    if not values or any(choices is not None and value not in choices for value in values):
+        raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
+                                                else "expected a comma-separated list"))
+    return list(dict.fromkeys(values))

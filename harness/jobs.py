@@ -1,0 +1,145 @@
+"""Typed jobs: a run of a side or of its control (Run), a comparison's job file (RunJob), what one worker process
+does (WorkerOrder), and starting that process (`python -m harness.worker ORDER`, never compare.py's parser)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+
+from harness import launch
+from harness.report import SIDE_NAMES
+from shared.atomic import write_json
+from shared.errors import UserError
+from shared.tasks import TaskSpec, make_spec
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import harness from here
+CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
+KINDS = ("train", "agree", "bench", "diagnose", "predict")  # what a worker can be ordered to do
+
+
+class SideFailed(Exception):
+    """A side's worker process crashed (its traceback is already on the console): exit status 1."""
+
+
+def output_folder(out: Path | None, task: str, overwrite: bool) -> Path:
+    """--out, or runs/<task>-<timestamp>; a folder holding files only with --overwrite."""
+    out = out or Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.is_file():
+        raise UserError(f"{out}: --out is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def spec_of(job: dict) -> TaskSpec:
+    """The TaskSpec a mode's job file holds (JSON turns its tuples into lists)."""
+    return make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a side: the side itself, or its control (the same run from initial weights moved by one
+    ulp, or with one thread), which measures the side's own rounding noise."""
+
+    side: str
+    control: bool = False
+
+    @property
+    def folder(self) -> str:
+        """Its folder in the run folder: "tf", "tf-control"."""
+        return f"{self.side}-control" if self.control else self.side
+
+    def title(self, control: str) -> str:
+        side = SIDE_NAMES[self.side]
+        return f"{side} control ({CONTROL_TITLES[control]})" if self.control else side
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """A comparison's job file (job.json): everything a worker needs to train its side, and what --resume reads.
+    Its presence in a run folder means the run has not finished."""
+
+    task: str
+    spec: dict  # the TaskSpec's fields
+    threads: int  # intra-op threads of each side's process(es)
+    out: str  # the run folder
+    data: dict | None  # what prepare_data found, as plain JSON; None: the task needs no data
+    sides: list[str]
+    execution: dict = field(default_factory=lambda: {"precision": "fp32", "device": "cpu"})
+    nproc: int = 1  # data-parallel processes per side
+    control: str = "none"  # "ulp", "threads" or "none"
+    agreement: bool = False  # both sides predict with TensorFlow's trained weights, compared pixel by pixel
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return spec_of(asdict(self))
+
+    @property
+    def runs(self) -> list[Run]:
+        """The sides, then each side's control run unless control is "none"."""
+        controls = [] if self.control == "none" else [Run(side, control=True) for side in self.sides]
+        return [Run(side) for side in self.sides] + controls
+
+    def groups(self) -> list[list[Run]]:
+        """The runs each worker process runs, in order: a side and its 1-ulp control share one (TensorFlow is
+        imported, the photos decoded and the graphs built once); a 1-thread control needs its own, since TensorFlow
+        fixes its thread pools when it starts. TensorFlow goes first: the other side's agreement masks need its
+        trained weights."""
+        sides = sorted(self.sides, key=lambda side: side != "tf")
+        if self.control == "ulp":
+            return [[Run(side), Run(side, control=True)] for side in sides]
+        controls = [[Run(side, control=True)] for side in sides] if self.control != "none" else []
+        return [[Run(side)] for side in sides] + controls
+
+    def write(self, path: Path) -> Path:
+        return write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> RunJob:
+        found = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in found.items() if key in known})
+
+
+@dataclass(frozen=True)
+class WorkerOrder:
+    """What one worker process does: `kind` of work (train, agree, bench, diagnose, predict) for `side`, reading the
+    mode's job file; a train order names its runs (the side, and its control when they share the process)."""
+
+    kind: str
+    side: str
+    job: str  # path of the mode's job file
+    runs: tuple[Run, ...] = ()
+
+    def to_argument(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_argument(cls, text: str) -> WorkerOrder:
+        found = json.loads(text)
+        order = cls(found["kind"], found["side"], found["job"], tuple(Run(**run) for run in found.get("runs", ())))
+        if order.kind not in KINDS or order.side not in SIDE_NAMES or any(r.side != order.side for r in order.runs):
+            raise ValueError(f"not a worker order: {text}")
+        return order
+
+
+def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
+    """A fresh Python process for the order; with nproc > 1, the side's own launcher: torchrun for PyTorch, N workers
+    with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3) ends this run too."""
+    arguments = ["-m", "harness.worker", order.to_argument()]
+    if nproc > 1:
+        launcher = launch.launch_torch if order.side == "torch" else launch.launch_tf
+        launched = launcher(nproc, arguments, threads=threads, stream=True)
+        status = next((code for code in launched.returncodes if code != 0), 0)
+        if status not in (0, 2, 3):
+            print(launched.describe(), file=sys.stderr)
+    else:
+        status = subprocess.run([sys.executable, *arguments], cwd=ROOT).returncode
+    if status in (2, 3):
+        raise SystemExit(status)  # the worker already printed its one-line error
+    if status != 0:
+        raise SideFailed(f"the {SIDE_NAMES[order.side]} side failed with exit status {status} (its traceback is above)")

@@ -1,0 +1,91 @@
+"""A side's work inside its worker process: its training runs (the side, then its control), each written to
+<out>/<run>/result.json and probe.npy, and the agreement masks predicted with TensorFlow's trained weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from harness.drift import perturb_ulp
+from harness.jobs import Run, RunJob
+from harness.registry import task_of
+from shared import distributed
+from shared.atomic import write_json
+from shared.execution import default_execution
+
+
+def run_group(runs: list[Run], job: RunJob) -> None:
+    """A worker's runs in this process, in order (a side, then its 1-ulp control), each one not finished before;
+    then, in a one-process comparison, the side's agreement masks, as soon as TensorFlow's trained weights exist."""
+    out = Path(job.out)
+    for run in runs:
+        title = run.title(job.control)
+        if (out / run.folder / "result.json").is_file():
+            print(f"== {title}: finished before ==", flush=True)
+            continue
+        print(f"== {title} ==", flush=True)
+        run_side(run, job)
+    if job.agreement and job.nproc == 1 and (out / "tf" / "result.json").is_file() and not runs[0].control:
+        agree_side(runs[0].side, job)
+
+
+def run_side(run: Run, job: RunJob) -> dict | None:
+    """Train (or run the lesson) for one run in this process; writes <out>/<run>/result.json and probe.npy."""
+    spec = job.task_spec
+    task = task_of(spec)
+    surface = task.surface(run.side, spec)
+    out = Path(job.out) / run.folder
+    out.mkdir(parents=True, exist_ok=True)
+    surface.runtime.configure(1 if run.control and job.control == "threads" else job.threads, spec.seed)
+    if distributed.world_size() > 1:  # started by torchrun, or as one of several TF_CONFIG workers
+        return run_side_distributed(surface, job, out)
+    requested = default_execution(run.side, **job.execution)
+    # Devices first, in float32: the parity probe runs before the model to train is built in its precision.
+    execution = surface.runtime.configure_execution(requested.replace(precision="fp32")).replace(
+        precision=requested.precision)
+    execution = surface.runtime.training_execution(execution, spec)
+    initial = task.initial_weights(spec)
+    if run.control:
+        initial = perturb_ulp(initial) if job.control == "ulp" else initial
+        result, probe = task.run(surface, spec, initial, out, job.data, execution, control=True)
+    else:
+        result, probe = task.run(surface, spec, initial, out, job.data, execution)
+    result.update(execution=execution.to_dict(), threads=surface.runtime.threads(),
+                  versions=surface.runtime.versions())
+    return write_side_result(out, result, probe)
+
+
+def run_side_distributed(surface, job: RunJob, out: Path) -> dict | None:
+    """One rank of a data-parallel side; the chief alone writes result.json and probe.npy."""
+    spec, device = job.task_spec, job.execution.get("device", "cpu")
+    engine = surface.module("distributed")
+    context = engine.setup(device)  # before any other TensorFlow op: the strategy reconfigures it
+    task = task_of(spec)
+    try:
+        found = task.run_distributed(surface, spec, task.initial_weights(spec), out, job.data, context)
+    finally:
+        engine.teardown(context)
+    if found is None:
+        return None
+    result, probe = found
+    result.update(threads=surface.runtime.threads(), versions=surface.runtime.versions(),
+                  execution={"mode": "data-parallel", "precision": "fp32", "device": device})
+    return write_side_result(out, result, probe)
+
+
+def write_side_result(out: Path, result: dict, probe: np.ndarray) -> dict:
+    np.save(out / "probe.npy", probe)
+    write_json(out / "result.json", result)
+    return result
+
+
+def agree_side(side: str, job: RunJob) -> None:
+    """Predict the agreement images with TensorFlow's trained weights: <out>/<side>/agreement.npy."""
+    reference = json.loads((Path(job.out) / "tf" / "result.json").read_text())["artifacts"]["checkpoint"]
+    spec = job.task_spec
+    task = task_of(spec)
+    surface = task.surface(side, spec)
+    surface.runtime.configure(job.threads, spec.seed)
+    masks = task.agreement(surface, spec, job.data, Path(reference))
+    np.save(Path(job.out) / side / "agreement.npy", masks)

@@ -1,0 +1,67 @@
+"""The worker processes' own entry point, `python -m harness.worker ORDER` (ORDER: a WorkerOrder as JSON,
+harness/jobs.py). Each side runs in a fresh process of its own (fair timing, no shared threads, clean memory
+figures); the user's command line and the workers' never share a parser."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.benchmark.rows import bench_side
+from harness.diagnose.steps import diagnose_side
+from harness.jobs import RunJob, WorkerOrder
+from harness.predict.run import predict_side
+from harness.sides import agree_side, run_group
+from shared.errors import UserError
+
+
+def read(order: WorkerOrder) -> dict:
+    return json.loads(Path(order.job).read_text())
+
+
+WORK: dict[str, Callable[[WorkerOrder], object]] = {
+    "train": lambda order: run_group(list(order.runs), RunJob.read(order.job)),
+    "agree": lambda order: agree_side(order.side, RunJob.read(order.job)),
+    "bench": lambda order: bench_side(order.side, read(order)),
+    "diagnose": lambda order: diagnose_side(order.side, read(order)),
+    "predict": lambda order: predict_side(order.side, read(order)),
+}
+
+
+def keep_tensorflow_out() -> None:
+    """TensorBoard's writer imports TensorFlow when it finds it; its own marker module says "no TensorFlow here".
+    Set only in a PyTorch worker process: fair timing, clean memory, and the import boundary kept at run time
+    (in a shared process it would hide TensorFlow from tf.summary too)."""
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
+def main(argv: list[str]) -> int:
+    """A worker process's whole life: read the order, do it, say in one line what went wrong if anything did."""
+    if len(argv) != 1:
+        print("usage: python -m harness.worker ORDER (started by compare.py, not by hand)", file=sys.stderr)
+        return 2
+    order = WorkerOrder.from_argument(argv[0])
+    if order.side == "torch":
+        keep_tensorflow_out()
+    try:
+        WORK[order.kind](order)
+    except UserError as error:
+        print(f"compare.py: error: {error}", file=sys.stderr)
+        return error.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - reported here, so no live exception outlasts the worker (tf.data would hang at exit)
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # results are written; skip interpreter teardown, where tf.data threads can deadlock
