@@ -16,13 +16,14 @@ from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
 from harness.diagnose import run as diagnose
 from harness.drift import CONTROLS
-from harness.flags import ArgumentParser, comma_list
-from harness.jobs import SideFailed
+from harness.flags import ArgumentParser, check_counts, comma_list
+from harness.jobs import SideFailed, Terminated, stop_on_sigterm
 from harness.predict import run as predict
 from harness.registry import REGISTRY
+from harness.resume import check_resume_alone, resume
 from harness.surface import SIDES
 from shared.distributed import check_divisible
-from shared.errors import UserError
+from shared.errors import UserError, os_error_line
 from shared.execution import DEVICES, PRECISIONS
 from shared.recipes import DESCRIPTIONS, RECIPES, recipe_line, recipe_values
 from shared.schedules import SCHEDULES
@@ -97,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | None, list[str]]:
     """The options, the task's spec and the sides to run; every inconsistency is one UserError line. A prediction
     and a resumed run take their settings from the run folder, checked there."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        check_resume_alone(args, parser)
     if args.resume is not None or args.predict is not None:
         return args, None, []
     if args.task is None:
         raise UserError("the following arguments are required: --task (see --help)")
     sides = comma_list(args.frameworks, "--frameworks", SIDES)
-    if args.threads is not None and args.threads <= 0:
-        raise UserError(f"--threads must be positive, got {args.threads}")
+    check_counts(args)
     overrides = {flag: getattr(args, flag) for flag in SPEC_FLAGS if getattr(args, flag) is not None}
     if args.full_size:
         full_size = TASKS[args.task].full_size
@@ -132,8 +135,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     if args.diagnose is not None and (args.benchmark or args.nproc != 1 or args.precision != "fp32"):
         raise UserError("--diagnose compares one process per side in fp32: leave out --benchmark, --nproc and "
                         "--precision")
-    if args.nproc < 1:
-        raise UserError(f"--nproc must be positive, got {args.nproc}")
     if args.nproc > 1:
         if task.run_distributed is None or args.in_process:
             raise UserError("--nproc applies to --task unet, each side in its own processes (not --in-process)")
@@ -152,12 +153,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     try:
         args, spec, sides = parse_args(sys.argv[1:] if argv is None else argv)
         if args.predict is not None:
             return predict.main(args)
+        if spec is not None:  # a size that cannot fit, refused before any work
+            batch_sizes = getattr(args, "bench_batch_sizes", None) or [getattr(spec, "batch_size", 1)]
+            REGISTRY[spec.name].check_memory(spec, max(batch_sizes))
         if args.resume is not None:
-            run.resume(args.resume, args.in_process)
+            resume(args.resume, args.in_process)
         elif args.diagnose is not None:
             diagnose.run_diagnose(spec, sides, args)
         elif args.benchmark:
@@ -171,14 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
+    except OSError as error:  # a full disk, an unwritable --out or cache: the path and the system's words
+        print(f"compare.py: error: {os_error_line(error)}", file=sys.stderr)
+        return 2
     except SideFailed as failure:
         print(f"compare.py: error: {failure}", file=sys.stderr)
         return 1
     except ParityFailed as failure:
         print(f"compare.py: error: parity failed, so no timing is reported: {failure}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:
+        return 143 if isinstance(interrupt, Terminated) else 130
     return 0
 
 

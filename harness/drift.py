@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.atomic import atomic_path
 from shared.callbacks import Callback
 from shared.plotting import pyplot, save_figure
 from shared.weights import Weights
@@ -53,7 +54,9 @@ class WeightSketch:
 
 class DriftRecorder(Callback):
     """Records the weight vector's sketch before training, after each of the first FIRST_STEPS steps and after
-    every epoch; writes drift.npz (steps, sketches) when training ends. export() gives the canonical weights."""
+    every epoch, and keeps drift.npz (steps, sketches) up to date after every epoch. A resumed run picks the
+    record up where its checkpoint left it, so its drift is an uninterrupted run's. export() gives the canonical
+    weights."""
 
     def __init__(self, export, path: Path):
         self.export, self.path = export, Path(path)
@@ -63,14 +66,25 @@ class DriftRecorder(Callback):
         self.sketch: WeightSketch | None = None
 
     def record(self) -> None:
-        if self.steps and self.steps[-1] == self.step:
-            return  # an epoch's last step may already be among the first ones
+        if self.step in self.steps:
+            return  # an epoch's last step may be among the first ones; a resumed run replays recorded steps
+        while self.steps and self.steps[-1] > self.step:  # recorded after the checkpoint the run resumed from
+            self.steps.pop()
+            self.sketches.pop()
         vector = flat_weights(self.export())
         self.sketch = self.sketch or WeightSketch(len(vector))
         self.steps.append(self.step)
         self.sketches.append(self.sketch(vector))
 
+    def save(self) -> None:
+        with atomic_path(self.path, suffix=".npz") as temporary:
+            np.savez(temporary, steps=np.asarray(self.steps), sketches=np.stack(self.sketches),
+                     exact=self.sketch is None or self.sketch.exact)
+
     def on_train_begin(self, logs=None):
+        if self.path.is_file():  # a resumed run: the steps recorded before it was stopped
+            with np.load(self.path) as saved:
+                self.steps, self.sketches = [int(step) for step in saved["steps"]], list(saved["sketches"])
         self.record()
 
     def on_batch_end(self, step, logs=None):
@@ -80,10 +94,11 @@ class DriftRecorder(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.record()
+        self.save()
 
     def on_train_end(self, logs=None):
-        np.savez(self.path, steps=np.asarray(self.steps), sketches=np.stack(self.sketches),
-                 exact=self.sketch is not None and self.sketch.exact)
+        self.record()
+        self.save()
 
 
 def loss_drift(a: list[float], b: list[float]) -> np.ndarray:
@@ -131,7 +146,10 @@ def verdict(pairs: dict) -> dict:
     steps = [s for s in sorted(cross) if s > 0 and all(s in c for c in controls)]
     floor = np.array([max(c[s] for c in controls) for s in steps])
     ratio = np.array([cross[s] for s in steps]) / np.maximum(floor, 1e-30)
-    median_ratio = float(np.median(ratio)) if ratio.size else None
+    if not ratio.size:
+        return {"within_noise": None, "median_ratio": None, "steps_compared": 0,
+                "sentence": "The runs recorded no step after the first in common: no verdict."}
+    median_ratio = float(np.median(ratio))
     exceeds_from = next((steps[i] for i in range(len(steps))
                          if ratio[i] > RATIO_LIMIT and np.median(ratio[i:]) > RATIO_LIMIT), None)
     within = exceeds_from is None

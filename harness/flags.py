@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from shared.errors import UserError
 
@@ -27,3 +28,19 @@ def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
         raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
                                                 else "expected a comma-separated list"))
     return list(dict.fromkeys(values))
+
+
+# The ranges of the flags that set no spec field (shared/tasks.py LIMITS has the others): a thread count far beyond
+# the cores only makes the frameworks start thousands of threads (or hang doing so).
+COUNTS = {"threads": (1, max(64, 8 * (os.cpu_count() or 1))), "nproc": (1, 64), "diagnose": (1, 1_000),
+          "preview": (0, 100_000), "checkpoint": (1, 100_000)}
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Each count flag given lies in its range (COUNTS), or one line says which and why."""
+    for name, (low, high) in COUNTS.items():
+        value = getattr(args, name, None)
+        if value is not None and not low <= value <= high:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be positive, got {value}" if value <= 0 < low else
+                            f"{flag} must lie in [{low}, {high}], got {value}")

@@ -2,9 +2,15 @@
 does (WorkerOrder), and starting that process (`python -m harness.worker ORDER`, never compare.py's parser)."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -20,19 +26,127 @@ CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread"
 KINDS = ("train", "agree", "bench", "diagnose", "predict")  # what a worker can be ordered to do
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (the workers stopped, the partial report written), with exit status 143."""
+
+
+def stop_on_sigterm() -> None:
+    def terminated(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 class SideFailed(Exception):
     """A side's worker process crashed (its traceback is already on the console): exit status 1."""
 
 
-def output_folder(out: Path | None, task: str, overwrite: bool) -> Path:
-    """--out, or runs/<task>-<timestamp>; a folder holding files only with --overwrite."""
+LOCK = ".twinnets.lock"  # held (flock) by the process that owns the run folder; the kernel drops it when it dies
+# What an earlier run left in a folder that --overwrite replaces once the new run starts (and nothing else).
+RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", "tf", "torch", "tf-control",
+             "torch-control", "rows", "seed-*")
+_held: dict[Path, object] = {}  # the folders this process owns, and their open lock files
+
+
+@contextmanager
+def owned_folder(out: Path) -> Iterator[Path]:
+    """The run folder locked while this process owns it: a second run, resume or prediction on it is refused in one
+    line naming the holder's process id. A SIGKILL leaves no stale lock: the kernel releases it with the process."""
+    out = Path(out).resolve()
+    if out in _held:  # already ours: --seeds owns its folder and runs each seed's in a folder under it
+        yield out
+        return
+    try:
+        handle = open(out / LOCK, "a+")
+    except OSError as error:
+        raise UserError(f"{out}: cannot write in this folder ({error.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"{out}: another twinnets run is using this folder (process {holder}); wait for it to end "
+                        "or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _held[out] = handle
+    try:
+        yield out
+    finally:
+        del _held[out]
+        handle.close()
+
+
+def holder_of(folder: Path) -> str | None:
+    """The process id that owns a run folder now, or None when no process does (checked without keeping it)."""
+    lock = Path(folder) / LOCK
+    if Path(folder).resolve() in _held or not lock.is_file():
+        return None
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+    return None
+
+
+@contextmanager
+def output_folder(out: Path | None, task: str, overwrite: bool) -> Iterator[Path]:
+    """--out, or runs/<task>-<timestamp>, created and owned (owned_folder) for the run; a folder holding files only
+    with --overwrite, whose earlier run's files go only now, when the new run starts (everything is checked
+    before). A run refused before it wrote anything leaves no folder behind."""
     out = out or Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}"
     if out.is_file():
         raise UserError(f"{out}: --out is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not overwrite:
         raise UserError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
+    try:
+        with owned_folder(out):
+            for pattern in RUN_FILES:
+                for found in out.glob(pattern):
+                    shutil.rmtree(found) if found.is_dir() else found.unlink()
+            yield out
+    except BaseException:
+        if created and out.is_dir() and all(p.name == LOCK for p in out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # refused before it wrote anything
+        raise
+
+
+# The paths a mode's job file holds that lie inside its run folder: written relative to the file's folder, so a run
+# folder can be moved, copied or archived and still resumed.
+FOLDER_PATHS = ("out", "photos")
+
+
+def relative_to(value, folder: Path):
+    """A path (or a list of paths, or a dict of them) inside `folder` as a path relative to it; anything else as is."""
+    if isinstance(value, dict):
+        return {key: relative_to(found, folder) for key, found in value.items()}
+    if isinstance(value, list):
+        return [relative_to(found, folder) for found in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute() and Path(value).resolve().is_relative_to(folder):
+        return Path(value).resolve().relative_to(folder).as_posix() or "."
+    return value
+
+
+def write_job(path: Path, job: dict) -> Path:
+    """A mode's job file, its run-folder paths relative to the file's folder."""
+    folder = Path(path).parent.resolve()
+    return write_json(path, {**job, **{key: relative_to(job[key], folder) for key in FOLDER_PATHS if key in job}})
+
+
+def read_job(path: Path) -> dict:
+    """A mode's job file, its run-folder paths made absolute again from wherever the folder is now."""
+    job = json.loads(Path(path).read_text())
+    folder = Path(path).parent.resolve()
+    return {**job, **{key: str(folder / job[key]) for key in FOLDER_PATHS if isinstance(job.get(key), str)}}
 
 
 def spec_of(job: dict) -> TaskSpec:
@@ -96,11 +210,11 @@ class RunJob:
         return [[Run(side)] for side in sides] + controls
 
     def write(self, path: Path) -> Path:
-        return write_json(path, asdict(self))
+        return write_job(path, asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> RunJob:
-        found = json.loads(Path(path).read_text())
+        found = read_job(path)
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in found.items() if key in known})
 
@@ -138,7 +252,17 @@ def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
         if status not in (0, 2, 3):
             print(launched.describe(), file=sys.stderr)
     else:
-        status = subprocess.run([sys.executable, *arguments], cwd=ROOT).returncode
+        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT)
+        try:
+            status = worker.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            raise
     if status in (2, 3):
         raise SystemExit(status)  # the worker already printed its one-line error
     if status != 0:

@@ -3,6 +3,7 @@ parity probe is, its canonical weight layout, its benchmark batch and FLOP count
 else (the harness, the workers, the benchmark, the reports) asks the task's entry here, never its name."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,8 +16,9 @@ from harness.report import TaskReport
 from harness.runners import digits, lessons, unet
 from harness.surface import Surface, open_surface
 from shared import weights
+from shared.errors import UserError
 from shared.init import init_weights
-from shared.tasks import TaskSpec
+from shared.tasks import TaskSpec, shape_text
 from shared.weights import Weights
 
 
@@ -59,6 +61,7 @@ class Task:
     prediction: str | None = None  # what --predict writes: "classes" (a CSV) or "masks" (a Kaggle submission)
     final_weights: str | None = None  # the file a side's training leaves in its folder, read by --predict
     tolerances: dict[str, float] = field(default_factory=dict)  # how far the sides may differ (notes below)
+    step_bytes: Callable | None = None  # (spec, batch) -> about the activations' memory of a train step
     parts: tuple[str, ...] = ()  # a lesson's further side modules, after its own (autograd's graph_modes.py)
 
     @property
@@ -81,6 +84,15 @@ class Task:
 
     def analytic_training_flops(self, spec: TaskSpec, batch: int) -> int:
         return flops.training_flops(self.forward_flops(spec, batch))
+
+    def check_memory(self, spec: TaskSpec, batch: int) -> None:
+        """Refuse, before any work, a size whose first train step cannot fit in this machine's memory."""
+        needed = self.step_bytes(spec, batch) if self.step_bytes else 0
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if needed > memory:
+            raise UserError(f"--image-size {shape_text(spec.image_size)} at batch {batch}: one training step keeps "
+                            f"at least {needed / 2**30:,.1f} GiB of activations, more than this machine's "
+                            f"{memory / 2**30:,.1f} GiB of memory; use a smaller --image-size or --batch-size")
 
     def surface(self, side: str, spec: TaskSpec) -> Surface:
         return open_surface(side, spec, self.trainer, self.parts)
@@ -120,7 +132,7 @@ REGISTRY: dict[str, Task] = {task.name: task for task in (
     Task("unet", "logits of the initial weights on the first validation batch", unet.run_unet, task_reports.unet_report,
          unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
          unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice",
-         prediction="masks", final_weights="model.safetensors",
+         prediction="masks", final_weights="model.safetensors", step_bytes=flops.unet_step_bytes,
          tolerances={"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
                      "trained_weights": 1e-4, "reference_loss": 1e-5, "data_parallel_step": 1e-5,
                      "data_parallel_epoch": 1e-3, "float64": 1e-10}),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,43 +13,25 @@ from harness import drift, parity, report
 from harness.environment import environment
 from harness.interrupted import write_partial_report
 from harness.jobs import RunJob, WorkerOrder, launch_worker, output_folder
-from harness.predict import run as predict
 from harness.registry import task_of
 from harness.sides import agree_side, run_group
-from shared.errors import UserError
 from shared.tasks import TaskSpec
 
 
 def compare(spec: TaskSpec, sides: list[str], options) -> dict:
     """A new run: options carries the command line (out, overwrite, data_dir, download, threads, nproc,
     precision, device, in_process)."""
-    out = output_folder(options.out, spec.name, options.overwrite)
     task = task_of(spec)
     data = task.prepare_data(spec, options.data_dir, options.download) if task.prepare_data else None
     # A control sets the two sides' drift against each one's own: it needs both sides, a trained task and the
     # one-process loop (its per-step weights).
     control = options.control if task.trains and options.nproc == 1 and len(sides) == 2 else "none"
-    job = RunJob(task=spec.name, spec=spec.to_dict(), threads=max(1, options.threads // options.nproc),
-                 out=str(out.resolve()), data=data, sides=sides, nproc=options.nproc, control=control,
-                 execution={"precision": options.precision, "device": options.device},
-                 agreement=task.agreement is not None and len(sides) == 2)
-    for run in job.runs:  # --overwrite: an earlier run's result or checkpoints must not pass for this run's
-        shutil.rmtree(out / run.folder, ignore_errors=True)
-    return run_job(out, job, options.in_process)
-
-
-def resume(out: Path, in_process: bool) -> dict:
-    """Continue a run whose job.json is still there (it goes when the run completes), from each side's last
-    checkpoint; a side that had finished is not run again. A prediction's folder resumes its prediction."""
-    if not (out / "job.json").is_file():
-        why = "the run had finished" if (out / "results.json").is_file() else "not a twinnets run folder"
-        raise UserError(f"{out}: nothing to resume ({why})")
-    found = json.loads((out / "job.json").read_text())
-    if found.get("mode") == "predict":
-        return predict.resume(out, found)
-    job = RunJob.read(out / "job.json")
-    print(f"resuming {job.task} in {out}", flush=True)
-    return run_job(out, job, in_process)
+    with output_folder(options.out, spec.name, options.overwrite) as out:
+        job = RunJob(task=spec.name, spec=spec.to_dict(), threads=max(1, options.threads // options.nproc),
+                     out=str(out), data=data, sides=sides, nproc=options.nproc, control=control,
+                     execution={"precision": options.precision, "device": options.device},
+                     agreement=task.agreement is not None and len(sides) == 2)
+        return run_job(out, job, options.in_process)
 
 
 def run_sides(out: Path, job: RunJob, job_path: Path, in_process: bool) -> None:

@@ -3,6 +3,7 @@ honest interval: per side the mean and spread of the final metric, the paired di
 seed by seed with its 95% Student t interval, the same for each side against its control, and one sentence."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,13 +12,16 @@ import numpy as np
 from scipy import stats
 
 from harness import run
+from harness.jobs import RunJob, output_folder, owned_folder, write_job
 from harness.registry import task_of
 from harness.report import SIDE_NAMES, pyplot, save_figure
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
-from shared.tasks import TaskSpec
+from shared.tasks import TaskSpec, make_spec
 
 CONFIDENCE = 0.95
+# The command line a seed's run takes, kept in job.json so --resume continues the series as it was started.
+OPTIONS = ("threads", "nproc", "precision", "device", "control", "data_dir", "download", "in_process")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -120,25 +124,53 @@ def run_seeds(spec: TaskSpec, sides: list[str], options, seeds: list[int]) -> di
     task = task_of(spec)
     if not task.trains:
         raise UserError(f"--seeds applies to mlp, cnn and unet, not {spec.name!r}")
-    out = run.output_folder(options.out, spec.name, options.overwrite)
+    with output_folder(options.out, spec.name, options.overwrite) as out:
+        return seeds_into(out, spec, sides, options, seeds)
+
+
+def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list[int]) -> dict:
+    """run_seeds in the output folder it owns; job.json says how to continue it (--resume) until the summary is
+    written, and a seed whose run finished before is read, not run again."""
+    task = task_of(spec)
+    job_path = write_job(out / "job.json", {"mode": "seeds", "task": spec.name, "spec": spec.to_dict(), "sides": sides,
+                                            "seeds": seeds, "out": str(out),
+                                            "options": {name: getattr(options, name) for name in OPTIONS}})
     per_seed = {}
     for seed in seeds:
         print(f"==== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)}) ====", flush=True)
-        seed_options = SimpleNamespace(**{**vars(options), "out": out / f"seed-{seed}", "overwrite": True})
-        per_seed[seed] = run.compare(spec.replace(seed=seed), sides, seed_options)
+        folder = out / f"seed-{seed}"
+        if (folder / "job.json").is_file():  # stopped during this seed's run
+            with owned_folder(folder):
+                per_seed[seed] = run.run_job(folder, RunJob.read(folder / "job.json"), options.in_process)
+        elif (folder / "results.json").is_file():
+            print(f"seed {seed}: finished before", flush=True)
+            per_seed[seed] = json.loads((folder / "results.json").read_text())
+        else:
+            seed_options = SimpleNamespace(**{**vars(options), "out": folder, "overwrite": True})
+            per_seed[seed] = run.compare(spec.replace(seed=seed), sides, seed_options)
     metrics = per_seed[seeds[0]]["frameworks"][sides[0]]["metrics"]
     metric = task.metric if task.metric in metrics else next(iter(metrics))
     summary = summarize(per_seed, metric)
     results = {"task": spec.name, "mode": "seeds", "config": {**spec.to_dict(), "seeds": seeds,
                                                               "control": options.control},
-               "seeds": {**summary, "runs": {str(seed): str(out / f"seed-{seed}") for seed in seeds},
+               "seeds": {**summary, "runs": {str(seed): f"seed-{seed}" for seed in seeds},
                          "verdicts": {str(seed): per_seed[seed].get("drift", {}).get("verdict", {}).get("sentence")
                                       for seed in seeds}}}
     plot_seeds(summary, out / "seeds.png")
     write_json(out / "results.json", results)
     write_atomic(out / "report.md", seeds_report(results))
+    job_path.unlink()
     print(f"\n{summary['sentence']}\nwrote {out}/results.json, {out}/report.md and seeds.png")
     return results
+
+
+def resume(out: Path, job: dict) -> dict:
+    """--resume of a --seeds folder: the seeds not finished before, then the summary."""
+    print(f"resuming {job['task']} over seeds {job['seeds']} in {out}", flush=True)
+    spec = make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+    options = SimpleNamespace(**{**job["options"], "out": out, "overwrite": True,
+                                 "data_dir": job["options"]["data_dir"] and Path(job["options"]["data_dir"])})
+    return seeds_into(out, spec, job["sides"], options, job["seeds"])
 
 
 def seeds_report(results: dict) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.drift import perturb_ulp
-from harness.jobs import Run, RunJob
+from harness.jobs import Run, RunJob, relative_to
 from harness.registry import task_of
 from shared import distributed
-from shared.atomic import write_json
+from shared.atomic import atomic_path, write_json
 from shared.execution import default_execution
 
 
@@ -75,7 +75,10 @@ def run_side_distributed(surface, job: RunJob, out: Path) -> dict | None:
 
 
 def write_side_result(out: Path, result: dict, probe: np.ndarray) -> dict:
-    np.save(out / "probe.npy", probe)
+    """result.json and probe.npy; the files it names inside the run folder, relative to the run folder."""
+    result = {**result, "artifacts": relative_to(result.get("artifacts", {}), out.parent.resolve())}
+    with atomic_path(out / "probe.npy", suffix=".npy") as temporary:
+        np.save(temporary, probe)
     write_json(out / "result.json", result)
     return result
 
@@ -87,5 +90,6 @@ def agree_side(side: str, job: RunJob) -> None:
     task = task_of(spec)
     surface = task.surface(side, spec)
     surface.runtime.configure(job.threads, spec.seed)
-    masks = task.agreement(surface, spec, job.data, Path(reference))
-    np.save(Path(job.out) / side / "agreement.npy", masks)
+    masks = task.agreement(surface, spec, job.data, Path(job.out) / reference)
+    with atomic_path(Path(job.out) / side / "agreement.npy", suffix=".npy") as temporary:
+        np.save(temporary, masks)

@@ -3,7 +3,6 @@ harness/jobs.py). Each side runs in a fresh process of its own (fair timing, no 
 figures); the user's command line and the workers' never share a parser."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -13,14 +12,14 @@ from pathlib import Path
 
 from harness.benchmark.rows import bench_side
 from harness.diagnose.steps import diagnose_side
-from harness.jobs import RunJob, WorkerOrder
+from harness.jobs import RunJob, WorkerOrder, read_job, stop_on_sigterm
 from harness.predict.run import predict_side
 from harness.sides import agree_side, run_group
-from shared.errors import UserError
+from shared.errors import UserError, os_error_line
 
 
 def read(order: WorkerOrder) -> dict:
-    return json.loads(Path(order.job).read_text())
+    return read_job(Path(order.job))
 
 
 WORK: dict[str, Callable[[WorkerOrder], object]] = {
@@ -45,6 +44,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m harness.worker ORDER (started by compare.py, not by hand)", file=sys.stderr)
         return 2
     order = WorkerOrder.from_argument(argv[0])
+    stop_on_sigterm()  # a worker told to stop leaves as at Ctrl-C: its last checkpoint stays
     if order.side == "torch":
         keep_tensorflow_out()
     try:
@@ -52,6 +52,9 @@ def main(argv: list[str]) -> int:
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status
+    except OSError as error:
+        print(f"compare.py: error: {os_error_line(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception:  # noqa: BLE001 - reported here, so no live exception outlasts the worker (tf.data would hang at exit)

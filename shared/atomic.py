@@ -12,6 +12,9 @@ from typing import Iterator
 
 import numpy as np
 
+UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
+os.umask(UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
@@ -23,6 +26,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     temporary = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     try:
         yield temporary
+        if temporary.is_file():  # some writers (safetensors) create their file 0600: give it the umask's mode
+            os.chmod(temporary, 0o666 & ~UMASK)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from shared.atomic import write_json
+from shared.errors import DataError
 from shared.weights import Weights, load_weights_file, save_weights
 
 LATEST = "latest.json"
@@ -80,10 +81,19 @@ class Checkpointer:
 
 
 def load_checkpoint(folder: Path | None) -> Checkpoint | None:
-    """The last complete checkpoint, or None when there is none yet."""
+    """The last complete checkpoint, or None when there is none yet. A damaged latest.json (a disk that filled up,
+    a hand edit) falls back to the newest epoch folder that was completed: its log.json is written last."""
     if folder is None or not (Path(folder) / LATEST).is_file():
         return None
-    latest = json.loads((Path(folder) / LATEST).read_text())
-    target = Path(folder) / latest["folder"]
-    return Checkpoint(latest["epoch"], load_weights_file(target / "model.safetensors"), target / OPTIMIZER,
-                      target / SCHEDULE, json.loads((target / "log.json").read_text()))
+    try:
+        latest = json.loads((Path(folder) / LATEST).read_text())
+        epoch, target = int(latest["epoch"]), Path(folder) / latest["folder"]
+    except (ValueError, KeyError, TypeError):
+        complete = sorted((int(found.name.split("-")[1]), found) for found in Path(folder).glob("epoch-*")
+                          if found.name.split("-")[1].isdigit() and (found / "log.json").is_file())
+        if not complete:
+            raise DataError(Path(folder) / LATEST, "damaged, and no complete checkpoint beside it: start the run "
+                                                   "again with --overwrite") from None
+        epoch, target = complete[-1]
+    return Checkpoint(epoch, load_weights_file(target / "model.safetensors"), target / OPTIMIZER, target / SCHEDULE,
+                      json.loads((target / "log.json").read_text()))

@@ -48,3 +48,9 @@ class DataError(UserError):
     def __reduce__(self):
         """Picklable with its two arguments, so it can cross a process boundary whole."""
         return type(self), (self.path, self.problem)
+
+
+def os_error_line(error: OSError) -> str:
+    """An operating system's refusal (no space left, no permission, a read-only place) as one line naming the path."""
+    where = error.filename if error.filename is not None else "a file"
+    return f"{where}: {error.strerror or one_line(error, name_if_empty=True)}"

@@ -25,10 +25,17 @@ class TaskSpec:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            smallest = min(value) if isinstance(value, tuple) else value  # a (height, width) --image-size
-            if field.name in POSITIVE_FIELDS and value is not None and smallest <= 0:
-                flag = "--" + field.name.replace("_", "-")
+            if value is None or isinstance(value, (str, bool)) or field.name not in LIMITS:
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            values = value if isinstance(value, tuple) else (value,)  # a (height, width) --image-size
+            low, high = LIMITS[field.name]
+            if not all(math.isfinite(v) for v in values):
+                raise UserError(f"{flag} must be a finite number, got {value}")
+            if field.name in POSITIVE_FIELDS and min(values) <= 0:
                 raise UserError(f"{flag} must be positive, got {value}")
+            if min(values) < low or max(values) > high:
+                raise UserError(f"{flag} must lie in [{low}, {high}], got {value}")
 
     def replace(self, **changes) -> "TaskSpec":
         return dataclasses.replace(self, **changes)
@@ -39,6 +46,12 @@ class TaskSpec:
 
 # Fields that must be > 0 whenever a task has them.
 POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "sample_size", "log_interval"}
+# The range of every numeric field a flag sets (finite, always): wide enough for any real run, narrow enough that
+# a typo (--epochs 1e9, --lr 1e6, --seed -1) is refused in one line instead of running for days or failing deep
+# inside a framework. numpy seeds are unsigned 32-bit.
+LIMITS = {"seed": (0, 2**32 - 1), "epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0, 1_000),
+          "image_size": (1, 65_536), "base_filters": (1, 4_096), "sample_size": (1, 10**9), "log_interval": (1, 10**9),
+          "validation_size": (0, 1), "workers": (0, 256), "warmup_epochs": (0, 100_000)}
 
 
 @dataclass(frozen=True)

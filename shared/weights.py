@@ -158,15 +158,19 @@ def check_layout(weights: Weights, layout: dict[str, Param], source: str = "weig
 
 
 def first_mismatch(weights: Weights, layout: dict[str, Param]) -> tuple[str, str, list[str]] | None:
-    """The first way canonical weights do not fit a layout, in layout order: ("missing", name), ("shape", name)
-    or ("extra", name), with every tensor the layout lacks; None when they fit."""
+    """The first way canonical weights do not fit a layout, in layout order: ("missing", name), ("shape", name),
+    ("extra", name) or ("non-finite", name: a tensor holding NaN or infinity), with every tensor the layout lacks;
+    None when they fit."""
     extra = [name for name in weights if name not in layout]
     for name, param in layout.items():
         if name not in weights:
             return "missing", name, extra
         if tuple(weights[name].shape) != tuple(param.shape):
             return "shape", name, extra
-    return ("extra", extra[0], extra) if extra else None
+    if extra:
+        return "extra", extra[0], extra
+    broken = next((name for name in layout if not np.all(np.isfinite(weights[name]))), None)
+    return None if broken is None else ("non-finite", broken, extra)
 
 
 def load_matching_weights(path: str | os.PathLike, layout: dict[str, Param]) -> Weights:
@@ -182,6 +186,8 @@ def load_matching_weights(path: str | os.PathLike, layout: dict[str, Param]) -> 
     if kind == "shape":
         raise DataError(path, f"tensor {name} has shape {tuple(loaded[name].shape)}, the model expects "
                               f"{layout[name].shape}: made with another --base-filters, depth or task")
+    if kind == "non-finite":
+        raise DataError(path, f"tensor {name} holds NaN or infinite values: weights of a run that diverged")
     raise DataError(path, f"tensor {name} is not in the model ({len(extra)} extra): made for another model")
 
 

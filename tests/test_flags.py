@@ -33,7 +33,7 @@ def called(monkeypatch) -> list:
                         lambda spec, sides, args: calls.append(("benchmark", vars(args))))
     monkeypatch.setattr(compare.seeds, "run_seeds", lambda spec, sides, args, s: calls.append(("seeds", vars(args))))
     monkeypatch.setattr(compare.predict, "main", lambda args: calls.append(("predict", vars(args))) or 0)
-    monkeypatch.setattr(compare.run, "resume", lambda out, in_process: calls.append(("resume", (str(out), in_process))))
+    monkeypatch.setattr(compare, "resume", lambda out, in_process: calls.append(("resume", (str(out), in_process))))
     return calls
 
 

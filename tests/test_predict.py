@@ -247,7 +247,7 @@ def test_both_sides_predict_the_run_and_their_masks_are_compared(runs):
         rows = submission(out / side / "submit.csv.gz")
         assert rows[0] == ["img", "rle_mask"] and [name for name, _ in rows[1:]] == names
         masks[side] = [rle_decode(rle, (HEIGHT, WIDTH)) for _, rle in rows[1:]]  # at the photos' original size
-        previews = found["artifacts"]["previews"]
+        previews = [out / preview for preview in found["artifacts"]["previews"]]  # relative to the run folder
         assert len(previews) == 3 and all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in previews)
         assert Image.open(previews[0]).size == (3 * WIDTH, HEIGHT)  # photo | mask | outline
     agreement = results["agreement"]

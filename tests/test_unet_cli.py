@@ -149,7 +149,7 @@ def test_full_run_writes_submissions_tensorboard_and_report(runs):
     assert len(test_photos) == 16
     for side in ("tf", "torch"):
         artifacts = results["frameworks"][side]["artifacts"]
-        with gzip.open(artifacts["submission"], "rt", newline="") as handle:
+        with gzip.open(out / artifacts["submission"], "rt", newline="") as handle:
             rows = list(csv.reader(handle))
         assert rows[0] == ["img", "rle_mask"]
         assert [name for name, _ in rows[1:]] == test_photos, f"{side}: one row per test photo"
@@ -168,7 +168,8 @@ def test_both_sides_log_the_same_tensorboard_tags(runs):
     """Read back: the same scalar tags on both sides, each side in its own run folder (so TensorBoard overlays
     them), with the values of the epoch's history, and a model graph on each side."""
     results = results_of(runs, "full")
-    found = {side: read_tensorboard(Path(results["frameworks"][side]["artifacts"]["tensorboard"]))
+    out = runs["base"] / OUT["full"]
+    found = {side: read_tensorboard(out / results["frameworks"][side]["artifacts"]["tensorboard"])
              for side in ("tf", "torch")}
     assert set(found["tf"][0]) == set(found["torch"][0]) == {"loss/train", "loss/valid", "dice/train", "dice/valid",
                                                               "learning_rate"}
@@ -219,7 +220,7 @@ def test_data_parallel_run_with_two_processes_per_side(runs):
         assert abs(losses[0] - reference[0]) <= 1e-5 * abs(reference[0]), (side, losses[0], reference[0])
         np.testing.assert_allclose(losses, reference, rtol=1e-2, err_msg=side)
         assert 0.0 <= found["metrics"]["val_dice"] <= 1.0
-        with gzip.open(found["artifacts"]["submission"], "rt", newline="") as handle:
+        with gzip.open(out / found["artifacts"]["submission"], "rt", newline="") as handle:
             assert len(list(csv.reader(handle))) == 1 + 16
         checkpoints = sorted(p.name for p in (out / side / "checkpoint").iterdir())
         assert checkpoints == ["epoch-1", "latest.json"], (side, checkpoints)

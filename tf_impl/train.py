@@ -50,17 +50,17 @@ def make_loader(dataset: LabelledImages, batch_size: int, seed: int, shuffle: bo
     return data.make_loader(dataset.images, dataset.labels, batch_size, seed, shuffle)
 
 
+@tf.function(reduce_retracing=True)  # traced once per model and batch shape, not again every epoch
+def _eval_step(model: keras.Model, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    log_probs = model(images, training=False)
+    return -tf.reduce_sum(tf.gather(log_probs, labels, batch_dims=1)), tf.argmax(log_probs, axis=1)
+
+
 def evaluate(model: keras.Model, loader: ArrayLoader) -> dict:
     """Average loss, accuracy and the predicted classes over a loader's batches."""
-
-    @tf.function(input_signature=loader.element_spec)
-    def eval_step(images, labels):
-        log_probs = model(images, training=False)
-        return -tf.reduce_sum(tf.gather(log_probs, labels, batch_dims=1)), tf.argmax(log_probs, axis=1)
-
     total_loss, predictions = 0.0, []
     for images, labels in loader.batches(0):
-        batch_loss, predicted = eval_step(images, labels)
+        batch_loss, predicted = _eval_step(model, images, labels)
         total_loss += float(batch_loss)
         predictions.append(predicted.numpy())
     predicted, labels = np.concatenate(predictions), loader.labels.numpy()

@@ -46,6 +46,18 @@ def unet_forward_flops(spec: UNetSpec, batch: int) -> list[int]:
     return flops
 
 
+def unet_step_bytes(spec: UNetSpec, batch: int) -> int:
+    """About the memory a U-Net training step keeps for its backward pass, in float32: each 3x3 convolution's output
+    three times (convolution, BatchNorm, ReLU). It leaves out the input, pooling, concatenation, the gradients and
+    the framework's own workspace, so a step needs more."""
+    widths = weights.unet_widths(spec.base_filters, spec.depth)
+    (height, width_px), elements = spec.image_shape, 0
+    for level, width in enumerate(widths, start=1):  # contracting path; the expanding path mirrors it
+        elements += 2 * batch * height * width_px * width * (2 if level <= spec.depth else 1)
+        height, width_px = height // 2, width_px // 2
+    return 3 * 4 * elements
+
+
 def mlp_forward_flops(spec: MLPSpec, batch: int) -> list[int]:
     sizes = spec.layer_sizes
     return [linear_flops(batch, n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]

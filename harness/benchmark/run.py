@@ -19,7 +19,7 @@ from harness.benchmark.fairness import manifest
 from harness.benchmark.stats import comparisons
 from harness.environment import benchmark_environment, cpu_info
 from harness.flags import comma_list
-from harness.jobs import WorkerOrder, launch_worker, output_folder
+from harness.jobs import WorkerOrder, launch_worker, output_folder, write_job
 from harness.registry import task_of, tolerance
 from harness.report import SIDE_NAMES
 from harness.surface import SIDES
@@ -114,7 +114,7 @@ class RowRunner:
     def __call__(self, index: int, row: benchmark.Row) -> dict:
         job = {"task": self.spec.name, "spec": self.spec.to_dict(), "threads": self.threads, "data": self.data,
                "row": row.to_dict(), "settings": self.settings, "out": str(self.folder.resolve())}
-        job_path = write_json(self.folder / f"{row.name}.job.json", job)
+        job_path = write_job(self.folder / f"{row.name}.job.json", job)
         print(f"[{index}/{self.total}] {SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
               f"batch {row.batch_size}" + (f" (run {row.run})" if self.repeat > 1 else ""), end=" ... ", flush=True)
         started = time.perf_counter()
@@ -136,8 +136,14 @@ def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     golden = check_sides(spec, sides, options)
     write_path = getattr(options, "write_golden", None)
     task = task_of(spec)
-    out = output_folder(options.out, spec.name, options.overwrite)
     data = None if write_path else task.prepare_data(spec, options.data_dir, options.download)
+    with output_folder(options.out, spec.name, options.overwrite) as out:
+        return benchmark_into(out, spec, sides, options, golden, data)
+
+
+def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden, data: dict | None) -> dict:
+    """run_benchmark in the output folder it owns."""
+    write_path, task = getattr(options, "write_golden", None), task_of(spec)
     rows = benchmark.plan_rows(sides, options.bench_modes, options.bench_precisions, options.bench_batch_sizes,
                                options.repeat, options.all_combinations, options.bench_pipeline, options.nproc)
     if write_path:  # the golden file needs the parity rows only

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
+from pathlib import Path
 
 from harness.diagnose.differences import (
     REFERENCE,
@@ -20,7 +20,7 @@ from harness.diagnose.differences import (
 )
 from harness.diagnose.report import heat_map, markdown, summary_lines
 from harness.diagnose.steps import diagnose_side
-from harness.jobs import WorkerOrder, launch_worker, output_folder
+from harness.jobs import WorkerOrder, launch_worker, output_folder, write_job
 from harness.registry import TOLERANCES, task_of
 from harness.report import SIDE_NAMES
 from shared.atomic import write_atomic, write_json
@@ -30,16 +30,19 @@ from shared.tasks import TaskSpec
 def run_diagnose(spec: TaskSpec, sides: list[str], args) -> dict:
     """compare.py --diagnose K: both sides' first K steps, each in its worker process (or this one with
     --in-process), compared; writes diagnose.png, results.json and report.md into the output folder."""
-    steps = args.diagnose
-    out = output_folder(args.out, spec.name, args.overwrite)
     task = task_of(spec)
     data = task.prepare_data(spec, args.data_dir, args.download)
+    with output_folder(args.out, spec.name, args.overwrite) as out:
+        return diagnose_into(out, spec, sides, args, data)
+
+
+def diagnose_into(out: Path, spec: TaskSpec, sides: list[str], args, data: dict | None) -> dict:
+    """run_diagnose in the output folder it owns."""
+    steps, task = args.diagnose, task_of(spec)
     threads = max(1, args.threads or os.cpu_count() or 1)
-    job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out.resolve()), "data": data,
+    job = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "out": str(out), "data": data,
            "steps": steps, "device": args.device}
-    for side in sides:  # --overwrite: an earlier run's steps must not pass for this run's
-        shutil.rmtree(out / side, ignore_errors=True)
-    job_path = write_json(out / "diagnose-job.json", job)
+    job_path = write_job(out / "diagnose-job.json", job)
     started = time.perf_counter()
     if args.in_process:  # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process
         for side in sorted(sides, key=lambda s: s != "torch"):

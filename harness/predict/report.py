@@ -97,6 +97,6 @@ def markdown_report(results: dict, out: Path, unit: str) -> str:
         previews = results["frameworks"][side].get("artifacts", {}).get("previews") or []
         if previews:
             parts += [f"## {SIDE_NAMES[side]}: photo, mask, outline", "",
-                      *[f"![{Path(p).name}]({os.path.relpath(p, out)})" for p in previews[:4]], ""]
+                      *[f"![{Path(p).name}]({os.path.relpath(out / p, out)})" for p in previews[:4]], ""]
     parts += ["Configuration:", "", "```json", json.dumps(jsonable(results["config"]), indent=2), "```", ""]
     return "\n".join(parts)

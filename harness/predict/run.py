@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from typing import Callable
 
 from harness.environment import environment
 from harness.flags import comma_list
-from harness.jobs import WorkerOrder, launch_worker, output_folder, spec_of
+from harness.jobs import WorkerOrder, holder_of, launch_worker, output_folder, relative_to, spec_of, write_job
 from harness.predict import setup
 from harness.predict.agreement import mask_agreement
 from harness.predict.digits import digits_agreement, predict_digits, prepare_digits, save_digits
@@ -106,17 +105,19 @@ def main(args) -> int:
     if unfinished.is_file() and not args.overwrite and json.loads(unfinished.read_text()).get("mode") == "predict":
         raise UserError(f"{out}: holds a prediction that did not finish; continue it with python compare.py --resume "
                         f"{out}, or pass --overwrite to start again")
-    out = output_folder(out, spec.name, args.overwrite).resolve()
-    for side in SIDES:  # --overwrite: an earlier prediction's rows and progress must not pass for this one's
-        shutil.rmtree(out / side, ignore_errors=True)
-    write_input(out)
-    job = {"mode": "predict", "task": spec.name, "spec": spec.to_dict(), "run": str(run.folder),
-           "checkpoint": args.checkpoint, "weights": {s: {**w, "file": str(Path(w["file"]).expanduser().resolve())}
-                                                      for s, w in weights.items()},
-           "sides": sides, "threads": args.threads, "out": str(out), "photos": str(out / PHOTOS),
-           "source": description, "preview": args.preview, "skip_bad": args.skip_bad, "device": args.device,
-           "in_process": args.in_process}
-    run_job(out, job)
+    holder = holder_of(run.folder)
+    if holder is not None:
+        raise UserError(f"{run.folder}: a twinnets run is still writing this folder (process {holder}); predict "
+                        "once it has ended")
+    with output_folder(out, spec.name, args.overwrite) as out:
+        write_input(out)
+        job = {"mode": "predict", "task": spec.name, "spec": spec.to_dict(), "run": str(run.folder),
+               "checkpoint": args.checkpoint,
+               "weights": {s: {**w, "file": str(Path(w["file"]).expanduser().resolve())} for s, w in weights.items()},
+               "sides": sides, "threads": args.threads, "out": str(out), "photos": str(out / PHOTOS),
+               "source": description, "preview": args.preview, "skip_bad": args.skip_bad, "device": args.device,
+               "in_process": args.in_process}
+        run_job(out, job)
     return 0
 
 
@@ -129,7 +130,7 @@ def resume(out: Path, job: dict) -> dict:
 def run_job(out: Path, job: dict) -> dict:
     """Each side without a result, in its own process (torch first in this one with --in-process), then the
     agreement and the reports; job.json goes last (its presence means: resumable)."""
-    job_path = write_json(out / "job.json", job)
+    job_path = write_job(out / "job.json", job)
     started = time.perf_counter()
     order = sorted(job["sides"], key=lambda s: s != "torch") if job["in_process"] else job["sides"]
     try:
@@ -202,7 +203,7 @@ def predict_side(side: str, job: dict) -> None:
     out_dir = Path(job["out"]) / side
     result = PREDICTIONS[task_of(spec).prediction].side(surface, spec, job, out_dir, model_of)
     result.update(weights=job["weights"][side], execution=execution.to_dict(), threads=surface.runtime.threads(),
-                  versions=surface.runtime.versions())
+                  versions=surface.runtime.versions(), artifacts=relative_to(result["artifacts"], Path(job["out"])))
     write_json(out_dir / "result.json", result)
     PREDICTIONS[task_of(spec).prediction].done(out_dir)
     timing = result["timing"]
@@ -210,6 +211,7 @@ def predict_side(side: str, job: dict) -> None:
     print(f"{SIDE_NAMES[side]}: {result['rows']:,} predicted" + (f", {len(result['skipped'])} skipped"
                                                                   if result["skipped"] else "")
           + (f", {rate:.1f} photos/s" if rate else ""), flush=True)
+
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """compare.py's flags of a prediction (--predict RUN_DIR)."""

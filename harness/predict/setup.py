@@ -171,6 +171,8 @@ def check_layout(path: Path, weights: dict, layout: dict[str, Param], spec: Task
     if kind == "shape":
         raise DataError(path, f"weights of another architecture or width: {name} is {tuple(weights[name].shape)} "
                               f"but the {model} needs {tuple(layout[name].shape)}")
+    if kind == "non-finite":
+        raise DataError(path, f"tensor {name} holds NaN or infinite values: weights of a run that diverged")
     raise DataError(path, f"weights of another architecture: {name} (and {len(extra) - 1} more) is not a "
                           f"tensor of the {model}")
 
