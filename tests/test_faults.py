@@ -76,11 +76,17 @@ def pd(values) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory) -> dict:
+def whole_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("whole") / "run"
     completed = finish(*MLP, "--out", str(out))
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return figures(out)
+    assert "triggered tf.function retracing" not in completed.stderr  # each step traced once per model and shape
+    return out
+
+
+@pytest.fixture(scope="module")
+def whole(whole_run) -> dict:
+    return figures(whole_run)
 
 
 # Where the run is killed: inside TensorFlow's training, between its last epoch and its result, between the two
@@ -93,6 +99,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_at_any_point_then_resume_from_a_moved_copy_gives_the_uninterrupted_figures(point, whole, tmp_path):
     """SIGKILL (the parent and its worker) once the point's file exists; the folder is then copied elsewhere and
@@ -113,6 +120,46 @@ def test_sigkill_at_any_point_then_resume_from_a_moved_copy_gives_the_uninterrup
     assert_same_figures(figures(copy), whole)
     results = json.loads((copy / "results.json").read_text())
     assert not Path(results["frameworks"]["tf"]["artifacts"]["checkpoint"]).is_absolute()
+
+
+def test_a_moved_run_folder_predicts_from_its_new_place(whole_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(whole_run, moved)
+    completed = finish("--predict", str(moved), "--frameworks", "torch", "--threads", "1", "--out",
+                       str(tmp_path / "predicted"))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    results = json.loads((tmp_path / "predicted" / "results.json").read_text())
+    assert Path(results["weights"]["torch"]["file"]).is_relative_to(moved.resolve())
+    assert results["frameworks"]["torch"]["rows"] == 359  # the embedded digits' test set
+
+
+@pytest.mark.slow
+def test_a_killed_seeds_series_resumes_and_keeps_the_seeds_it_finished(tmp_path):
+    out = tmp_path / "seeds"
+    args = ("--task", "mlp", "--epochs", "1", "--sample-size", "200", "--frameworks", "torch", "--control", "none",
+            "--threads", "1", "--seeds", "2", "--out", str(out))
+    process = start(*args)
+    wait_for(out / "seed-0" / "results.json", process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first = (out / "seed-0" / "results.json").read_text()
+    resumed = finish("--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "seed 0: finished before" in resumed.stdout
+    assert (out / "seed-0" / "results.json").read_text() == first  # not run again
+    results = json.loads((out / "results.json").read_text())
+    assert results["seeds"]["seeds"] == [0, 1] and results["seeds"]["runs"] == {"0": "seed-0", "1": "seed-1"}
+    assert not (out / "job.json").exists()
+
+
+def test_an_unwritable_place_is_one_line(tmp_path):
+    cases = ((["--out", "/proc/twinnets"], {}), (["--out", str(tmp_path / "x")], {"TWINNETS_CACHE": "/proc/x"}))
+    for argv, env in cases:
+        completed = subprocess.run([sys.executable, "compare.py", "--task", "unet", "--epochs", "1", *argv], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert completed.returncode == 2 and completed.stderr.count("\n") == 1, completed.stderr[-2000:]
+        assert "/proc/" in completed.stderr and "Traceback" not in completed.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_sigterm_stops_the_worker_writes_the_partial_report_and_exits_143(tmp_path):
