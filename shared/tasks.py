@@ -35,7 +35,7 @@ class TaskSpec:
             if field.name in POSITIVE_FIELDS and min(values) <= 0:
                 raise UserError(f"{flag} must be positive, got {value}")
             if min(values) < low or max(values) > high:
-                raise UserError(f"{flag} must lie in [{low}, {high}], got {value}")
+                raise UserError(f"{flag} must lie in [{low:,}, {high:,}], got {value}")
 
     def replace(self, **changes) -> "TaskSpec":
         return dataclasses.replace(self, **changes)
@@ -49,7 +49,7 @@ POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "
 # The range of every numeric field a flag sets (finite, always): wide enough for any real run, narrow enough that
 # a typo (--epochs 1e9, --lr 1e6, --seed -1) is refused in one line instead of running for days or failing deep
 # inside a framework. numpy seeds are unsigned 32-bit.
-LIMITS = {"seed": (0, 2**32 - 1), "epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0, 1_000),
+LIMITS = {"seed": (0, 2**32 - 1), "epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0, 1e10),
           "image_size": (1, 65_536), "base_filters": (1, 4_096), "sample_size": (1, 10**9), "log_interval": (1, 10**9),
           "validation_size": (0, 1), "workers": (0, 256), "warmup_epochs": (0, 100_000)}
 

@@ -238,7 +238,7 @@ def assert_classifier_run(results: dict) -> None:
             assert result["timing"][key] is not None and result["timing"][key] > 0, f"{side} timing.{key}"
         checkpoint = Path(result["artifacts"]["checkpoint"])  # relative to the run folder
         assert not checkpoint.is_absolute() and (Path(results["_out"]) / checkpoint).is_file()
-        checkpoint = Path(results["_out"]) / checkpoint and checkpoint.stat().st_size > 4 * 199_210
+        assert (Path(results["_out"]) / checkpoint).stat().st_size > 4 * 199_210
         assert len(result["history"]) == 1 and result["history"][0]["epoch"] == 1
     out = Path(results["_out"])
     for name in ("loss.png", "confusion.png"):

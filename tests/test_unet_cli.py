@@ -156,9 +156,9 @@ def test_full_run_writes_submissions_tensorboard_and_report(runs):
         for name, rle in rows[1:]:
             mask = rle_decode(rle, (HEIGHT, WIDTH))  # raises on runs past a 128 x 192 mask
             assert mask.shape == (HEIGHT, WIDTH) and set(np.unique(mask).tolist()) <= {0, 1}
-        events = list(Path(artifacts["tensorboard"]).rglob("events.out.tfevents*"))
+        events = list((out / artifacts["tensorboard"]).rglob("events.out.tfevents*"))
         assert events, f"{side}: no TensorBoard event file in {artifacts['tensorboard']}"
-        assert Path(artifacts["tensorboard"]).is_relative_to(out / side)
+        assert Path(artifacts["tensorboard"]).is_relative_to(side)  # inside the side's folder, relative to the run
     assert (out / "report.md").read_text().strip()
     for name in ("curves.png", "masks.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
