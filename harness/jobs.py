@@ -42,7 +42,8 @@ class SideFailed(Exception):
 
 
 LOCK = ".twinnets.lock"  # held (flock) by the process that owns the run folder; the kernel drops it when it dies
-# What an earlier run left in a folder that --overwrite replaces once the new run starts (and nothing else).
+# What an earlier twinnets run left in a folder that --overwrite replaces once the new run starts (and nothing
+# else: a folder that holds no run keeps its files).
 RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", "tf", "torch", "tf-control",
              "torch-control", "rows", "seed-*")
 _held: dict[Path, object] = {}  # the folders this process owns, and their open lock files
@@ -53,7 +54,7 @@ def owned_folder(out: Path) -> Iterator[Path]:
     """The run folder locked while this process owns it: a second run, resume or prediction on it is refused in one
     line naming the holder's process id. A SIGKILL leaves no stale lock: the kernel releases it with the process."""
     out = Path(out).resolve()
-    if out in _held:  # already ours: --seeds owns its folder and runs each seed's in a folder under it
+    if out in _held:  # already ours (a nested call): flock would refuse this process a second lock on it
         yield out
         return
     try:
@@ -110,9 +111,10 @@ def output_folder(out: Path | None, task: str, overwrite: bool) -> Iterator[Path
         raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
     try:
         with owned_folder(out):
-            for pattern in RUN_FILES:
-                for found in out.glob(pattern):
-                    shutil.rmtree(found) if found.is_dir() else found.unlink()
+            if any((out / name).is_file() for name in ("results.json", "job.json", "diagnose-job.json")):
+                for pattern in RUN_FILES:
+                    for found in out.glob(pattern):
+                        shutil.rmtree(found) if found.is_dir() else found.unlink()
             yield out
     except BaseException:
         if created and out.is_dir() and all(p.name == LOCK for p in out.iterdir()):

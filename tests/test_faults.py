@@ -18,7 +18,7 @@ import pytest
 
 import compare
 from conftest import ROOT
-from harness.jobs import LOCK, owned_folder
+from harness.jobs import LOCK, holder_of, owned_folder
 from shared.tasks import make_spec
 from shared.weights import save_weights, unet_layout
 
@@ -178,6 +178,7 @@ def test_a_folder_in_use_is_refused_naming_its_holder_until_the_holder_dies(tmp_
               f"with owned_folder(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    assert holder_of(out) == str(holder.pid)  # what --predict asks of the run folder it reads
     try:
         for argv in (["--task", "neuron", "--out", str(out), "--overwrite"], ["--resume", str(out)]):
             status, error = run_main(argv)
@@ -185,6 +186,7 @@ def test_a_folder_in_use_is_refused_naming_its_holder_until_the_holder_dies(tmp_
     finally:
         holder.kill()  # SIGKILL: the kernel drops the lock with the process
         holder.wait()
+    assert holder_of(out) is None
     with owned_folder(out):  # free again: no stale lock
         assert (out / LOCK).read_text().strip() == str(os.getpid())
 
