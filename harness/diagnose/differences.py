@@ -13,8 +13,9 @@ from harness.report import SIDE_NAMES
 # The canonical layout is PyTorch's: each difference is taken relative to PyTorch's numbers.
 REFERENCE, OTHER = "torch", "tf"
 
-# What one step computes, in its order, and how each is held to harness/tolerances.py: (the table's row, whether it
-# bounds the largest absolute difference or the relative one, largest |tf - torch| / largest |torch| of a tensor).
+# What one step computes, in its order, and how each is held to the task's tolerances (harness/registry.py): (the
+# table's row, whether it bounds the largest absolute difference or the relative one, largest |tf - torch| /
+# largest |torch| of a tensor).
 # The optimizer's state is a running sum of gradients (SGD's buffer b = momentum * b + g; Adam's moments), so its
 # relative error is the gradients' own, and "grad" bounds it. A weight after the step is w - lr * b, and one step
 # moves it by a small part of its size, so the same relative bound on it is strict yet far above float32's rounding

@@ -1,10 +1,9 @@
 """`compare.py --predict RUN_DIR`: predict with a trained run's canonical weights, no retraining, on both sides, each
-in its own worker process (`compare.py --predict-worker SIDE JOB.json`): the U-Net masks every photo of the run's
+in its own worker process (`python -m harness.worker`, a "predict" order): the U-Net masks every photo of the run's
 test folder, of --data-dir or of --images into a streamed, resumable Kaggle submission per side, with overlays, and
 the two sides' masks are compared pixel by pixel; mlp and cnn classify digit images. --weights FILE or
---weights-from SIDE serve one model on both frameworks. Settled first (predict_setup.py), then each side
-(predict_masks.py writing through predict_rows.py; predict_digits.py), then the agreement (predict_agreement.py) and
-the reports (predict_report.py)."""
+--weights-from SIDE serve one model on both frameworks. Settled first (setup.py), then each side (masks.py
+writing through rows.py; digits.py), then the agreement (agreement.py) and the reports (report.py)."""
 from __future__ import annotations
 
 import argparse
