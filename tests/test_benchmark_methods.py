@@ -1,4 +1,4 @@
-"""The benchmark's issue-14 methods on known numbers: one machine peak (a row above it is a measurement error), the
+"""The benchmark's methods on known numbers: one machine peak (a row above it is a measurement error), the
 presets, the bootstrap interval of "faster", the fairness manifest, the GPU row plan and the golden-file check."""
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def summary_row(side, mode, median, precision="fp32", flops=2.0e9, times=None, r
 
 
 def test_a_row_above_the_machine_peak_is_a_measurement_error_never_met():
-    """The issue's case: PyTorch eager at 108% of its own 142 GFLOP/s; against the machine's 200 it is 77%."""
+    """A measured case: PyTorch eager at 108% of its own 142 GFLOP/s; against the machine's 200 it is 77%."""
     machine = {"fp32": {"gflop_per_s": 200.0, "n": 2048, "source": "tf"}}
     flops = {"4": {"used": 154e9}}
     results = [summary_row("torch", "eager", 1.0), summary_row("tf", "function", 0.5)]  # tf: 308 GFLOP/s

@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 7): one step with 2 processes on a global batch gives the weights and BatchNorm
+"""Data-parallel training: one step with 2 processes on a global batch gives the weights and BatchNorm
 running statistics of one step with 1 process on that batch, on each side (torchrun + gloo; two
 MultiWorkerMirroredStrategy workers on loopback ports); only rank 0 writes; the split of a global batch."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from shared.init import init_weights
 from shared.tasks import make_spec
 from shared.weights import load_weights_file, save_weights, unet_layout
 
-# A step with 2 processes against a step with 1, max |difference| of every exported tensor (issue 7).
+# A step with 2 processes against a step with 1, max |difference| of every exported tensor.
 TOLERANCE = TOLERANCES["unet"]["data_parallel_step"]
 # lr 1.0: a large first step (SGD's momentum buffer starts at the gradient), so that an error in the gradient
 # (a missing loss scaling, unsynchronised BatchNorm) moves the weights far beyond the tolerance.

@@ -187,7 +187,7 @@ def runs(tmp_path_factory):
 
 
 def bad_inputs(base: Path, unet_run: Path, data: Path) -> dict[str, tuple[tuple, str]]:
-    """Each bad input of the issue: (the command's arguments, what its one line must name)."""
+    """Each bad input a user may give: (the command's arguments, what its one line must name)."""
     weightless = base / "weightless-run"
     weightless.mkdir()
     shutil.copy(unet_run / "results.json", weightless / "results.json")

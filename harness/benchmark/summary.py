@@ -107,7 +107,7 @@ def scaling_summary(results: list[dict]) -> dict:
     return summary
 
 
-# The targets, checked on each run (they hold or not on a given machine; the report says which).
+# The benchmark's targets, checked on each run (they hold or not on a given machine; the report says which).
 TARGETS = {"harness_vs_reference": 0.95, "peak_fraction_fp32": 0.70, "bf16_speedup": 1.5}
 
 
