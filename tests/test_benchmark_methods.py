@@ -3,6 +3,10 @@ presets, the bootstrap interval of "faster", the fairness manifest, the GPU row 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,12 +15,12 @@ import pytest
 
 import compare
 from harness.benchmark import golden as benchmark_golden
+from harness.benchmark import load, report, summary
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import presets as benchmark_presets
 from harness.benchmark import rows as benchmark
 from harness.benchmark import run as benchmark_run
 from harness.benchmark import stats as benchmark_stats
-from harness.benchmark import summary
 from harness.benchmark.fairness import manifest
 from harness.benchmark.rows import Row
 from shared.errors import UserError
@@ -330,3 +334,38 @@ def test_a_golden_mismatch_of_1e_3_stops_before_any_timing(tmp_path, monkeypatch
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["parity"]["passed"] is False and results["rows"] == []
     assert results["parity"]["sides"]["torch"]["output_diff"]["torch"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_the_cpu_other_processes_take_is_measured_and_named():
+    """A spinning process that is not the benchmark's own (not yet waited for) shows as other processes' share of
+    the machine; an idle second does not."""
+    idle_before = load.cpu_snapshot()
+    time.sleep(1.0)
+    idle = load.other_share(idle_before, load.cpu_snapshot())
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started
+        before = load.cpu_snapshot()
+        time.sleep(1.5)
+        busy = load.other_share(before, load.cpu_snapshot())
+    finally:
+        spinner.kill()
+        spinner.wait()
+    cores = os.cpu_count() or 1
+    assert busy > idle + 0.5 / cores, (busy, idle)  # one of the cores spun for the whole second and a half
+
+
+def test_a_busy_row_makes_its_comparisons_untrusted_and_the_header_says_so():
+    rows = [{"side": side, "mode": mode, "precision": "fp32", "batch_size": 8, "stats": {"median_s": median},
+             "times_s": [median] * 5, "run_medians_s": [median], "other_cpu_share": share}
+            for side, mode, median, share in (("tf", "function", 0.2, 0.02), ("torch", "eager", 0.1, 0.4))]
+    found = benchmark_stats.comparisons(rows)
+    assert found and all(comparison["trusted"] is False for comparison in found)
+    assert "(not trusted: other processes took the CPU)" in report.comparison_line(found[0])
+    rows[1]["other_cpu_share"] = 0.05
+    assert all(comparison["trusted"] for comparison in benchmark_stats.comparisons(rows))
+    machine = load.machine_load([{"row_name": "a", "other_cpu_share": 0.02},
+                                 {"row_name": "b", "other_cpu_share": 0.45}])
+    assert machine["busy"] and machine["busy_rows"] == ["b"] and machine["largest_other_share"] == 0.45
+    assert load.busy_line(machine).startswith("machine busy: other processes took up to 45% of the CPU during 1 row")
+    assert load.busy_line(load.machine_load([{"row_name": "a", "other_cpu_share": 0.01}])) is None

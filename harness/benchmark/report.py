@@ -6,6 +6,7 @@ from harness import report
 from harness.benchmark import fairness as benchmark_fairness
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import stats as benchmark_stats
+from harness.benchmark.load import busy_line
 from harness.benchmark.peak import SOURCE_NAMES, describe_peak
 from harness.benchmark.summary import MODE_NAMES, TARGETS, peak_errors
 from shared.tasks import shape_text
@@ -74,7 +75,8 @@ def comparison_line(comparison: dict) -> str:
     return (f"{comparison['what']} ({comparison['precision']}, batch {comparison['batch_size']}): "
             f"{report.SIDE_NAMES[faster['side']]} {MODE_NAMES[faster['side']][faster['mode']]} / "
             f"{report.SIDE_NAMES[slower['side']]} {MODE_NAMES[slower['side']][slower['mode']]} throughput "
-            f"{benchmark_stats.verdict(comparison)}")
+            f"{benchmark_stats.verdict(comparison)}"
+            + ("" if comparison.get("trusted", True) else " (not trusted: other processes took the CPU)"))
 
 
 def parity_source(results: dict) -> str:
@@ -102,6 +104,7 @@ def header(results: dict) -> str:
              + ("both sides" if len(sides) == 2 else f"{report.SIDE_NAMES[sides[0]]} only") + "; each row in a fresh "
              "process", ", ".join(versions), parity_source(results)]
     lines += [f"not run here: {note}" for note in config.get("not_run", [])]
+    lines += [line for line in [busy_line(results.get("machine_load", {}))] if line]
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from harness.benchmark import presets, summary
 from harness.benchmark import report as benchmark_report
 from harness.benchmark import rows as benchmark
 from harness.benchmark.fairness import manifest
+from harness.benchmark.load import busy_line, cpu_snapshot, machine_load, other_share
 from harness.benchmark.stats import comparisons
 from harness.environment import benchmark_environment, cpu_info
 from harness.flags import comma_list
@@ -117,10 +118,11 @@ class RowRunner:
         job_path = write_job(self.folder / f"{row.name}.job.json", job)
         print(f"[{index}/{self.total}] {SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
               f"batch {row.batch_size}" + (f" (run {row.run})" if self.repeat > 1 else ""), end=" ... ", flush=True)
-        started = time.perf_counter()
+        started, before = time.perf_counter(), cpu_snapshot()
         launch_worker(WorkerOrder("bench", row.side, str(job_path)), nproc=row.nproc,
                       threads=max(1, self.threads // row.nproc))
         result = self.results[row.name] = json.loads((self.folder / f"{row.name}.json").read_text())
+        result["other_cpu_share"] = other_share(before, cpu_snapshot())
         stats = result.get("stats")
         print(f"{time.perf_counter() - started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else ""),
               flush=True)
@@ -203,10 +205,13 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
                "reference_line": reference_line(preset, summary_rows, device),
                "scaling": summary.scaling_summary(run.of_kind("data-parallel")),
                "pipeline": summary.pipeline_summary(run.of_kind("pipeline"), summary_rows),
+               "machine_load": machine_load(list(run.results.values())),
                "wall_s": time.perf_counter() - started}
     benchmark_report.write_reports(out, results)
     print()
     print(benchmark_report.table(results))
+    if busy_line(results["machine_load"]):
+        print(busy_line(results["machine_load"]))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots ({results['wall_s']:.0f} s)")
     return results
 

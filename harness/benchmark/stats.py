@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.benchmark.load import BUSY_SHARE
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 SEED = 2000
@@ -46,7 +48,8 @@ def compare_pair(first: dict, second: dict, kind: str, what: str) -> dict:
     samples_b, _ = samples_of(b)
     return {"kind": kind, "what": what, "batch_size": a["batch_size"], "precision": a["precision"],
             "faster": {"side": a["side"], "mode": a["mode"]}, "slower": {"side": b["side"], "mode": b["mode"]},
-            "over": over, **speed_ratio(samples_a, samples_b)}
+            "over": over, **speed_ratio(samples_a, samples_b),
+            "trusted": all((row.get("other_cpu_share") or 0.0) <= BUSY_SHARE for row in (a, b))}
 
 
 def comparisons(rows: list[dict]) -> list[dict]:

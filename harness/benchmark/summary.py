@@ -46,7 +46,8 @@ def summarize_rows(step_results: list[dict], flops: dict, machine: dict, own_pea
                  "gflop_per_s": achieved, **against_peak(achieved, precision, machine, label),
                  "own_matmul_gflop_per_s": own,
                  "peak_rss_bytes": chosen["peak_rss_bytes"], "peak_device_bytes": chosen["peak_device_bytes"],
-                 "device": chosen["execution"]["device"]}
+                 "device": chosen["execution"]["device"],
+                 "other_cpu_share": max((run.get("other_cpu_share") or 0.0 for run in runs), default=None)}
         if "reference" in chosen:
             reference = chosen["reference"]
             entry["reference"] = {"stats": reference["stats"], "times_s": reference["times_s"],
