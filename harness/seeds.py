@@ -12,12 +12,12 @@ import numpy as np
 from scipy import stats
 
 from harness import run
-from harness.jobs import RunJob, output_folder, owned_folder, write_job
+from harness.jobs import RunJob, output_folder, owned_folder, spec_of, write_job
 from harness.registry import task_of
 from harness.report import SIDE_NAMES, pyplot, save_figure
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
-from shared.tasks import TaskSpec, make_spec
+from shared.tasks import TaskSpec
 
 CONFIDENCE = 0.95
 # The command line a seed's run takes, kept in job.json so --resume continues the series as it was started.
@@ -167,7 +167,7 @@ def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list
 def resume(out: Path, job: dict) -> dict:
     """--resume of a --seeds folder: the seeds not finished before, then the summary."""
     print(f"resuming {job['task']} over seeds {job['seeds']} in {out}", flush=True)
-    spec = make_spec(job["task"], **{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
+    spec = spec_of(job)
     options = SimpleNamespace(**{**job["options"], "out": out, "overwrite": True,
                                  "data_dir": job["options"]["data_dir"] and Path(job["options"]["data_dir"])})
     return seeds_into(out, spec, job["sides"], options, job["seeds"])

@@ -61,14 +61,15 @@ def assert_same_figures(resumed: dict, whole: dict) -> None:
     for key in ("losses", "history"):
         assert resumed[key].keys() == whole[key].keys()
         for name in whole[key]:
-            np.testing.assert_allclose(pd(resumed[key][name]), pd(whole[key][name]), rtol=0, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(as_numbers(resumed[key][name]), as_numbers(whole[key][name]), rtol=0,
+                                       atol=1e-6, err_msg=name)
     for pair in whole["weights"]:
         np.testing.assert_allclose(resumed["weights"][pair], whole["weights"][pair], rtol=1e-3, atol=1e-9)
     assert math.isclose(resumed["median_ratio"], whole["median_ratio"], rel_tol=1e-2)
     assert resumed["parity"] == whole["parity"]
 
 
-def pd(values) -> np.ndarray:
+def as_numbers(values) -> np.ndarray:
     """Losses, or epoch records flattened to their numbers."""
     if values and isinstance(values[0], dict):
         return np.array([[record[key] for key in sorted(record)] for record in values], np.float64)
