@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, side_module, train_digits
+from conftest import MODEL_MODULES, ROOT, side_module, train_digits
 from harness.registry import (
     REGISTRY,
     TOLERANCES,  # DESIGN.md "Equivalence is tested, not hoped": one row per task
@@ -191,36 +191,48 @@ def implementation_files(package: str) -> set[str]:
     return {path.name for path in (ROOT / package).glob("*.py")}
 
 
-def public_names(module) -> set[str]:
-    """Functions and classes defined in the module itself (tf.function objects count as functions)."""
+# The Keras side of the twins: tf_impl/, and the portable Keras models and weights.py in keras_impl/ that it trains
+# (keras_impl/'s other files are the Keras arms, model.fit on any engine, not a twin of a torch_impl file).
+KERAS_MODEL_FILES = {f"{module}.py" for module in MODEL_MODULES}
+
+
+def keras_side_files() -> set[str]:
+    return implementation_files("tf_impl") | (implementation_files("keras_impl") & KERAS_MODEL_FILES)
+
+
+def public_names(module, own: tuple[str, ...] = ()) -> set[str]:
+    """Functions and classes defined in the module itself, or in one of the `own` modules (the Keras side's
+    classifier.py takes its schedules from keras_impl/schedules.py); tf.function objects count as functions."""
     names = set()
     for name, obj in vars(module).items():
         if name.startswith("_"):
             continue
         is_function = inspect.isfunction(obj) or inspect.isclass(obj) or (callable(obj) and hasattr(obj, "__wrapped__"))
-        if is_function and getattr(obj, "__module__", None) == module.__name__:
+        defined_in = getattr(obj, "__module__", None) or ""
+        if is_function and (defined_in == module.__name__ or defined_in in own):
             names.add(name)
     return names
 
 
 def test_every_file_has_a_twin():
-    tf_files, torch_files = implementation_files("tf_impl"), implementation_files("torch_impl")
-    assert tf_files - torch_files == set(), "tf_impl files without a torch_impl twin"
-    assert torch_files - tf_files == set(), "torch_impl files without a tf_impl twin"
+    tf_files, torch_files = keras_side_files(), implementation_files("torch_impl")
+    assert tf_files - torch_files == set(), "Keras-side files without a torch_impl twin"
+    assert torch_files - tf_files == set(), "torch_impl files without a tf_impl (or keras_impl model) twin"
     assert {"mlp.py", "cnn.py", "neuron.py", "autograd.py", "train.py", "weights.py", "data.py"} <= tf_files
+    assert not implementation_files("tf_impl") & KERAS_MODEL_FILES, "a model written twice on the Keras side"
 
 
-TWIN_MODULES = sorted(Path(name).stem for name in implementation_files("tf_impl") & implementation_files("torch_impl")
+TWIN_MODULES = sorted(Path(name).stem for name in keras_side_files() & implementation_files("torch_impl")
                       if name != "__init__.py")
 
 
 @pytest.mark.parametrize("module", TWIN_MODULES)
 def test_both_sides_export_the_same_public_names(module):
-    tf_names = public_names(importlib.import_module(f"tf_impl.{module}"))
-    torch_names = public_names(importlib.import_module(f"torch_impl.{module}"))
-    assert tf_names, f"tf_impl/{module}.py defines no public function or class"
+    tf_names = public_names(side_module("tf", module), own=("keras_impl.schedules",))
+    torch_names = public_names(side_module("torch", module))
+    assert tf_names, f"the Keras side's {module}.py defines no public function or class"
     assert tf_names == torch_names, (
-        f"{module}.py: only in tf_impl {sorted(tf_names - torch_names)}, "
+        f"{module}.py: only on the Keras side {sorted(tf_names - torch_names)}, "
         f"only in torch_impl {sorted(torch_names - tf_names)}")
 
 

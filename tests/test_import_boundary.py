@@ -17,11 +17,15 @@ from conftest import ROOT
 
 FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision")
 FORBIDDEN = {
-    "shared": {"tensorflow", "keras", "torch", "torchvision", "tf_impl", "torch_impl", "harness"},
-    "harness": {"tensorflow", "keras", "torch", "torchvision", "tf_impl", "torch_impl"},
-    "tf_impl": {"torch", "torchvision", "torch_impl", "harness"},
-    "torch_impl": {"tensorflow", "keras", "tf_impl", "harness"},
+    "shared": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_impl", "harness"},
+    "harness": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_impl"},
+    "tf_impl": {"torch", "torchvision", "jax", "torch_impl", "harness"},
+    "torch_impl": {"tensorflow", "keras", "jax", "tf_impl", "keras_impl", "harness"},
+    "keras_impl": {"tf_impl", "torch_impl", "harness"},
 }
+# keras_impl/ runs on every Keras engine: no engine at module level; inside a function, only with this comment.
+ENGINES = {"tensorflow", "torch", "torchvision", "jax"}
+ENGINE_COMMENT = "this engine's own process only"
 
 BLOCKED_RUN = textwrap.dedent(f"""
     import importlib, json, pkgutil, sys
@@ -117,3 +121,21 @@ def test_static_check_sees_imports(tmp_path):
                       "def f():\n    import keras.layers\n    return __import__('torchvision')\n"
                       "from . import sibling\n")
     assert imported_roots(sample) == {"os", "torch", "tensorflow", "keras", "torchvision"}
+
+
+def test_the_portable_keras_files_import_an_engine_only_inside_a_function():
+    """A keras-jax process must not load TensorFlow: keras_impl's module-level imports name no engine, and each
+    import of one inside a function says whose process it is for."""
+    found = {}
+    for path in sorted((ROOT / "keras_impl").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        lines = path.read_text().splitlines()
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if not {name.split(".")[0] for name in names} & ENGINES:
+                continue
+            if node in tree.body or ENGINE_COMMENT not in lines[node.lineno - 1]:
+                found[f"{path.relative_to(ROOT)}:{node.lineno}"] = names
+    assert found == {}

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ("harness", "shared", "tf_impl", "torch_impl")
+PACKAGES = ("harness", "keras_impl", "shared", "tf_impl", "torch_impl")
 MAX_MODULE_LINES = 350
-FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision")
+FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision", "jax")
 
 
 def module_files() -> dict[str, Path]:
@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles(graph) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("layer", ["shared", "tf_impl", "torch_impl"])
+@pytest.mark.parametrize("layer", ["shared", "keras_impl", "tf_impl", "torch_impl"])
 def test_no_module_below_the_harness_imports_it(layer):
     graph = import_graph()
     upward = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.split(".")[0] == layer
@@ -130,3 +130,15 @@ def test_each_harness_mode_is_a_package_without_name_prefixes():
     for mode in ("benchmark", "predict", "diagnose"):
         assert (ROOT / "harness" / mode / "__init__.py").is_file()
         assert not list((ROOT / "harness").glob(f"{mode}_*.py")) and not list((ROOT / "shared").glob(f"{mode}*.py"))
+
+
+def test_the_portable_keras_package_sits_below_the_keras_side():
+    """keras_impl/ (portable Keras 3) is imported by tf_impl/ and never imports a side: tf_impl -> keras_impl ->
+    shared, and torch_impl never sees it."""
+    graph = import_graph()
+    up = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.split(".")[0] == "keras_impl"
+                for target in targets if target.split(".")[0] in ("tf_impl", "torch_impl", "harness", "compare"))
+    assert up == []
+    assert any(target.startswith("keras_impl") for target in graph["tf_impl.classifier"])
+    assert not any(target.startswith("keras_impl") for name, targets in graph.items()
+                   if name.startswith("torch_impl") for target in targets)

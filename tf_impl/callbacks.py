@@ -9,10 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_impl.weights import export_weights
 from shared.atomic import atomic_path
 from shared.callbacks import Callback, PreviewCallback, epoch_scalars, step_scalars
 from shared.weights import save_weights
-from tf_impl.weights import export_weights
 
 
 class TensorboardLoggerCallback(Callback):

@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shared import schedules, trainer
+from keras_impl.schedules import LinearWarmup, make_schedule  # noqa: F401 - LinearWarmup: twin of PyTorch's, portable
+from keras_impl.weights import canonical_gradients, checkpointer
+from shared import trainer
 from shared.atomic import write_json
 from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
@@ -22,7 +24,6 @@ from shared.tasks import UNetSpec
 from tf_impl import data
 from tf_impl.data import CarvanaLoader, to_tensor_images
 from tf_impl.runtime import compiled, graph_size, traces
-from tf_impl.weights import canonical_gradients, checkpointer
 
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
@@ -85,38 +86,6 @@ def make_optimizer(model: keras.Model, spec: UNetSpec) -> keras.optimizers.Optim
         optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
     optimizer.build(model.trainable_variables)  # its slots now: created inside the first trace, they force a second
     return optimizer
-
-
-class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """lr * start rising linearly to lr over `steps` optimizer steps, then `after` counted from the warm-up's end
-    (None: lr stays): what PyTorch writes as LinearLR followed, in a SequentialLR, by the schedule proper."""
-
-    def __init__(self, lr: float, steps: int, start: float, after=None):
-        self.lr, self.steps, self.start, self.after = lr, steps, start, after
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        ramp = self.lr * (self.start + (1 - self.start) * step / self.steps)
-        rest = self.lr if self.after is None else self.after(tf.maximum(step - self.steps, 0.0))
-        return tf.where(step < self.steps, ramp, rest)
-
-    def get_config(self) -> dict:
-        return {"lr": self.lr, "steps": self.steps, "start": self.start,
-                "after": None if self.after is None else keras.optimizers.schedules.serialize(self.after)}
-
-
-def make_schedule(spec: UNetSpec, steps_per_epoch: int, epochs: int):
-    """The Keras schedule of the learning rate: a function of the optimizer's own step counter (iterations), which
-    the optimizer evaluates at every apply_gradients; None for a constant lr (plateau: the warm-up alone, if any)."""
-    warmup = schedules.warmup_steps(spec, steps_per_epoch)
-    after = None
-    if spec.schedule == "cosine":
-        after = keras.optimizers.schedules.CosineDecay(
-            spec.lr, schedules.decay_steps(spec, steps_per_epoch, epochs), alpha=spec.lr_floor)
-    elif spec.schedule == "step":
-        after = keras.optimizers.schedules.ExponentialDecay(
-            spec.lr, schedules.step_size(spec, steps_per_epoch), spec.step_gamma, staircase=True)
-    return LinearWarmup(spec.lr, warmup, spec.warmup_start, after) if warmup else after
 
 
 class LearningRate:

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_impl.weights import canonical_gradients, canonical_layers
 from shared.weights import Weights
 from tf_impl.data import to_tensor_images
-from tf_impl.weights import CANONICAL_LAYERS, canonical_gradients
 
 # The optimizer's state by its canonical (PyTorch) names: Keras keeps one list of slot variables per kind,
 # indexed like the variables the optimizer was built for.
@@ -34,12 +34,6 @@ def float32_hyperparameters(optimizer: keras.optimizers.Optimizer) -> keras.opti
     casts its learning rate (a float32 variable) and momentum (a Python float, through a float32 tensor) from float32
     to the variable's dtype."""
     return optimizer
-
-
-def canonical_layers(model: keras.Model) -> dict[str, keras.Layer]:
-    """The layers that own canonical weights (Dense, Conv2D, Conv2DTranspose, BatchNorm), by canonical name."""
-    return {layer.name: layer for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, CANONICAL_LAYERS)}
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_impl.weights import canonical_gradients, checkpointer
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
@@ -15,7 +16,6 @@ from shared.tasks import CNNSpec, MLPSpec
 from tf_impl import data
 from tf_impl.data import ArrayLoader, to_tensor_images
 from tf_impl.runtime import compiled, graph_size, traces
-from tf_impl.weights import canonical_gradients, checkpointer
 
 
 def nll_loss(log_probs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

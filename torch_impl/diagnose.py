@@ -10,7 +10,7 @@ from torch import nn
 
 from shared.weights import Weights
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import CANONICAL_LAYERS, canonical_gradients
+from torch_impl.weights import canonical_gradients, canonical_layers
 
 # The optimizer's state by its canonical names: optimizer.state[p] keys SGD's buffer "momentum_buffer".
 SLOTS = {"SGD": {"momentum": "momentum_buffer"}, "Adam": {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}}
@@ -35,11 +35,6 @@ def float32_hyperparameters(optimizer: torch.optim.Optimizer) -> torch.optim.Opt
             if isinstance(group.get(key), float):
                 group[key] = float(np.float32(group[key]))
     return optimizer
-
-
-def canonical_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules that own canonical weights (Linear, Conv2d, ConvTranspose2d, BatchNorm), by canonical name."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, CANONICAL_LAYERS)}
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Canonical weights (PyTorch state_dict layout, numpy) in and out of nn.Modules; twin of tf_impl/weights.py."""
+"""Canonical weights (PyTorch state_dict layout, numpy) in and out of nn.Modules; twin of keras_impl/weights.py."""
 from __future__ import annotations
 
 from functools import partial
@@ -16,6 +16,12 @@ from shared.weights import Weights
 CANONICAL_LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)
 # BatchNorm's step counter is a buffer of PyTorch only; the canonical layout does not keep it.
 SKIPPED = ("num_batches_tracked",)
+
+
+def canonical_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules that own canonical weights (Linear, Conv2d, ConvTranspose2d, BatchNorm), by canonical name (their
+    state_dict prefix); containers only hold them."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, CANONICAL_LAYERS)}
 
 
 def load_weights(model: nn.Module, canonical: Weights) -> None:

@@ -1,7 +1,7 @@
 """Canonical weights (PyTorch state_dict layout, numpy) in and out of Keras models; twin of torch_impl/weights.py.
 
 Each layer's layout is converted at this boundary. Each Keras layer carries its canonical name (`name="fc1"`,
-`name="enc1.conv1"`), as Hugging Face does, so weights map by name. Layouts: Dense kernel (in, out);
+`name="enc1_conv1"` for enc1.conv1), as Hugging Face does, so weights map by name. Layouts: Dense kernel (in, out);
 Conv2D (kh, kw, in, out); Conv2DTranspose (kh, kw, out, in); BatchNormalization gamma/beta/moving_mean/moving_variance.
 """
 from __future__ import annotations
@@ -22,9 +22,16 @@ CANONICAL_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.Conv2D
                     keras.layers.BatchNormalization)
 
 
-def _named_layers(model: keras.Layer) -> dict[str, keras.Layer]:
-    """Every layer that owns canonical weights, by its canonical name."""
-    return {layer.name: layer for layer in model._flatten_layers(include_self=False)
+def _canonical_name(layer: keras.Layer) -> str:
+    """A layer's canonical name from its Keras name: "enc1_conv1" is "enc1.conv1" (PyTorch's module path; Keras on
+    PyTorch refuses "." in a layer's name, and no canonical name has "_")."""
+    return layer.name.replace("_", ".")
+
+
+def canonical_layers(model: keras.Layer) -> dict[str, keras.Layer]:
+    """The layers that own canonical weights (Dense, Conv2D, Conv2DTranspose, BatchNorm), by canonical name;
+    containers (models, blocks) only hold them."""
+    return {_canonical_name(layer): layer for layer in model._flatten_layers(include_self=False)
             if isinstance(layer, CANONICAL_LAYERS)}
 
 
@@ -64,7 +71,7 @@ def _from_keras(model, name: str, layer: keras.Layer, values: list | None = None
 
 
 def load_weights(model: keras.Model, canonical: Weights) -> None:
-    layers = _named_layers(model)
+    layers = canonical_layers(model)
     expected = {key for name, layer in layers.items() for key in _from_keras(model, name, layer)}
     missing, unexpected = sorted(expected - set(canonical)), sorted(set(canonical) - expected)
     if missing or unexpected:
@@ -75,7 +82,7 @@ def load_weights(model: keras.Model, canonical: Weights) -> None:
 
 def export_weights(model: keras.Model) -> Weights:
     exported: Weights = {}
-    for name, layer in _named_layers(model).items():
+    for name, layer in canonical_layers(model).items():
         exported.update(_from_keras(model, name, layer))
     return exported
 
@@ -83,7 +90,7 @@ def export_weights(model: keras.Model) -> Weights:
 def canonical_gradients(model: keras.Model, gradients: dict) -> Weights:
     """Gradients keyed by variable (id) -> canonical names and layouts (trainable tensors only)."""
     canonical: Weights = {}
-    for name, layer in _named_layers(model).items():
+    for name, layer in canonical_layers(model).items():
         values = [gradients[id(variable)] for variable in layer.trainable_weights]
         canonical.update(_from_keras(model, name, layer, values))
     return canonical

@@ -1,8 +1,9 @@
-"""The 784-200-200-10 MNIST classifier as a keras.Model; twin of torch_impl/mlp.py."""
+"""The 784-200-200-10 MNIST classifier as a portable keras.Model (any Keras backend); twin of torch_impl/mlp.py."""
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from shared.tasks import MLPSpec
 
@@ -18,15 +19,15 @@ class MLP(keras.Model):
         self.fc2 = keras.layers.Dense(hidden2, name="fc2")
         self.fc3 = keras.layers.Dense(classes, name="fc3")
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
+    def call(self, x, training: bool = False):  # no layer behaves differently in training
         x = self.flatten(x)  # (N, 28, 28, 1) -> (N, 784)
-        x = tf.nn.relu(self.fc1(x))
-        x = tf.nn.relu(self.fc2(x))
-        return tf.nn.log_softmax(self.fc3(x), axis=1)  # (N, 10)
+        x = ops.relu(self.fc1(x))
+        x = ops.relu(self.fc2(x))
+        return ops.log_softmax(self.fc3(x), axis=1)  # (N, 10)
 
 
 def build(spec: MLPSpec) -> MLP:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     model = MLP(spec.layer_sizes)
-    model(tf.zeros((1, spec.layer_sizes[0])))  # the weights depend only on the flattened width
+    model(np.zeros((1, spec.layer_sizes[0]), np.float32))  # the weights depend only on the flattened width
     return model

@@ -1,8 +1,9 @@
-"""The small MNIST CNN as a keras.Model; twin of torch_impl/cnn.py."""
+"""The small MNIST CNN as a portable keras.Model (any Keras backend); twin of torch_impl/cnn.py."""
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from shared.tasks import CNNSpec
 
@@ -19,19 +20,19 @@ class CNN(keras.Model):
         self.flatten = keras.layers.Flatten()
         self.fc1 = keras.layers.Dense(hidden, name="fc1")
         self.fc2 = keras.layers.Dense(classes, name="fc2")
-        # Flatten on NHWC gives (H, W, C) order; tf_impl/weights.py permutes fc1's rows from PyTorch's (C, H, W).
+        # Flatten on NHWC gives (H, W, C) order; keras_impl/weights.py permutes fc1's rows from PyTorch's (C, H, W).
         self.flattened_inputs = {"fc1": feature_map}
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        x = tf.nn.max_pool2d(tf.nn.relu(self.conv1(x)), 2, 2, "VALID")  # (N, 28, 28, 1) -> (N, 14, 14, 32)
-        x = tf.nn.max_pool2d(tf.nn.relu(self.conv2(x)), 2, 2, "VALID")  # -> (N, 7, 7, 64)
+    def call(self, x, training: bool = False):  # no layer behaves differently in training
+        x = ops.max_pool(ops.relu(self.conv1(x)), 2, 2, "valid")  # (N, 28, 28, 1) -> (N, 14, 14, 32)
+        x = ops.max_pool(ops.relu(self.conv2(x)), 2, 2, "valid")  # -> (N, 7, 7, 64)
         x = self.flatten(x)  # -> (N, 3136), in (H, W, C) order
-        x = tf.nn.relu(self.fc1(x))
-        return tf.nn.log_softmax(self.fc2(x), axis=1)  # (N, 10)
+        x = ops.relu(self.fc1(x))
+        return ops.log_softmax(self.fc2(x), axis=1)  # (N, 10)
 
 
 def build(spec: CNNSpec) -> CNN:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     model = CNN(spec.channels, spec.kernel_size, spec.feature_map, spec.hidden, spec.classes)
-    model(tf.zeros((1, spec.image_size, spec.image_size, 1)))  # one grey channel, as MNIST
+    model(np.zeros((1, spec.image_size, spec.image_size, 1), np.float32))  # one grey channel, as MNIST
     return model

@@ -1,41 +1,43 @@
-"""The U-Net as Keras models; twin of torch_impl/unet.py.
+"""The U-Net as portable Keras models (keras.layers and keras.ops: any Keras backend); twin of torch_impl/unet.py.
 
 Two variants: padded, and Ronneberger's original with valid convolutions."""
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from shared.tasks import UNetSpec
 from shared.weights import unet_widths
 
 
-def _nested_mean(x: tf.Tensor) -> tf.Tensor:
+def _nested_mean(x):
     """Per-channel mean over N, H, W, one axis at a time, as PyTorch's reduction sums: one float32 sum over all
-    N*H*W values (tf.nn.moments) loses ten times more (on 32,768 values a mean 3e-7 off, against 3e-8)."""
-    return tf.reduce_mean(tf.reduce_mean(tf.reduce_mean(x, axis=2), axis=1), axis=0)
+    N*H*W values (ops.moments, tf.nn.moments) loses ten times more (on 32,768 values a mean 3e-7 off, against 3e-8)."""
+    return ops.mean(ops.mean(ops.mean(x, axis=2), axis=1), axis=0)
 
 
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization with PyTorch's running statistics: both normalise a training batch with its
     biased variance, but PyTorch stores the unbiased one, n / (n - 1) times larger, in running_var."""
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(self, x, training: bool = False):
         if not training:
             return super().call(x, training=False)
-        x32 = tf.cast(x, self.moving_mean.dtype)  # statistics in float32 under a mixed bf16/fp16 policy, as Keras does
+        x32 = ops.cast(x, self.moving_mean.dtype)  # statistics in float32 under a mixed bf16/fp16 policy, as Keras does
         mean, variance, n = self._batch_moments(x32)
         self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
         self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
-        normalized = tf.nn.batch_normalization(x32, mean, variance, self.beta, self.gamma, self.epsilon)
-        return tf.cast(normalized, x.dtype)
+        normalized = ops.batch_normalization(x32, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
+                                             epsilon=self.epsilon)
+        return ops.cast(normalized, x.dtype)
 
-    def _batch_moments(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _batch_moments(self, x) -> tuple:
         """Per-channel mean and biased variance over N, H, W, and the count n they were taken over (a separate
         method so that tf_impl/distributed.py can take them over the global batch of all replicas)."""
-        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+        n = ops.cast(ops.size(x) // x.shape[-1], x.dtype)  # N*H*W; N is known only when the step runs
         mean = _nested_mean(x)
-        return mean, _nested_mean(tf.square(x - mean)), n
+        return mean, _nested_mean(ops.square(x - mean)), n
 
 
 class DoubleConv(keras.layers.Layer):
@@ -43,18 +45,19 @@ class DoubleConv(keras.layers.Layer):
 
     def __init__(self, n_out: int, padding: str, bn_eps: float, bn_momentum: float, name: str):
         super().__init__(name=name)
-        # Keras' momentum weighs the old running statistics; PyTorch's weighs the new batch.
-        self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}.conv1")
-        self.bn1 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}.bn1")
-        self.conv2 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}.conv2")
-        self.bn2 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}.bn2")
+        # Keras' momentum weighs the old running statistics; PyTorch's weighs the new batch. The names join with "_"
+        # (keras_impl/weights.py reads it as the canonical "."): Keras on PyTorch keys torch parameters by them.
+        self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv1")
+        self.bn1 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}_bn1")
+        self.conv2 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv2")
+        self.bn2 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}_bn2")
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        x = tf.nn.relu(self.bn1(self.conv1(x), training=training))
-        return tf.nn.relu(self.bn2(self.conv2(x), training=training))
+    def call(self, x, training: bool = False):
+        x = ops.relu(self.bn1(self.conv1(x), training=training))
+        return ops.relu(self.bn2(self.conv2(x), training=training))
 
 
-def center_crop(skip: tf.Tensor, size) -> tf.Tensor:
+def center_crop(skip, size):
     """The original U-Net crops the encoder's larger feature map to the decoder's (height, width) before
     concatenating; each axis on its own, as the input need not be square."""
     top = (skip.shape[1] - size[0]) // 2
@@ -81,7 +84,7 @@ class UNet(keras.Model):
         self.head = keras.layers.Conv2D(1, 1, name="head")
         self.pool = keras.layers.MaxPooling2D(2)
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(self, x, training: bool = False):
         skips = []
         for level in range(1, self.depth + 1):  # (N, H, W, 3) -> ... halving H, W at each level
             x = getattr(self, f"enc{level}")(x, training=training)
@@ -91,7 +94,7 @@ class UNet(keras.Model):
         for level in range(self.depth, 0, -1):  # doubling H, W back up
             x = getattr(self, f"up{level}")(x)
             skip = center_crop(skips[level - 1], x.shape[1:3])
-            x = getattr(self, f"dec{level}")(tf.concat([skip, x], axis=-1), training=training)
+            x = getattr(self, f"dec{level}")(ops.concatenate([skip, x], axis=-1), training=training)
         return self.head(x)  # (N, H_out, W_out, 1) logits
 
     def get_config(self) -> dict:
@@ -119,5 +122,5 @@ def build(spec: UNetSpec) -> UNet:
     """Keras creates weights on the first call; the harness then loads the canonical weights."""
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
     model = variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
-    model(tf.zeros((1, *spec.image_shape, 3)))  # (1, H, W, 3)
+    model(np.zeros((1, *spec.image_shape, 3), np.float32))  # (1, H, W, 3)
     return model

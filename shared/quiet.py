@@ -1,0 +1,23 @@
+"""TensorFlow's start-up chatter kept out of the user's terminal: lines logged before absl is initialised ignore
+TF_CPP_MIN_LOG_LEVEL, so stderr is closed while TensorFlow is imported (tf_impl/, and keras_impl/ on TensorFlow)."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block, unless the user asked for TensorFlow's logs
+    (TF_CPP_MIN_LOG_LEVEL=0 or 1)."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1"):
+        yield
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
