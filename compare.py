@@ -16,12 +16,12 @@ from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
 from harness.diagnose import run as diagnose
 from harness.drift import CONTROLS
-from harness.flags import ArgumentParser, check_counts, comma_list
+from harness.flags import ArgumentParser, check_arms, check_counts, frameworks
 from harness.jobs import SideFailed, Terminated, stop_on_sigterm
 from harness.predict import run as predict
 from harness.registry import REGISTRY
 from harness.resume import check_resume_alone, resume
-from harness.surface import SIDES
+from harness.surface import NATIVE, SIDES
 from shared.distributed import check_divisible
 from shared.errors import UserError, os_error_line
 from shared.execution import DEVICES, PRECISIONS
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--task", choices=list(TASKS), help="which task to run on both sides")
-    add("--frameworks", default="tf,torch", help="comma-separated sides to run: tf, torch")
+    add("--frameworks", default="tf,torch", help=f"comma-separated sides: {', '.join(SIDES)}; or all")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-dir", type=Path, help="folder of the real dataset (default: the embedded one)")
     source.add_argument("--download", action="store_true", help="fetch the real dataset first")
@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         return args, None, []
     if args.task is None:
         raise UserError("the following arguments are required: --task (see --help)")
-    sides = comma_list(args.frameworks, "--frameworks", SIDES)
+    sides = frameworks(args.frameworks, SIDES)
     check_counts(args)
     overrides = {flag: getattr(args, flag) for flag in SPEC_FLAGS if getattr(args, flag) is not None}
     if args.full_size:
@@ -121,6 +121,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         overrides = {"recipe": args.recipe, **recipe_values(args.recipe), **overrides}
     spec = make_spec(args.task, **overrides)
     task = REGISTRY[spec.name]
+    check_arms(args, sides, NATIVE, task.trains)
     if getattr(spec, "init_weights", None):
         task.initial_weights(spec)  # a missing file or a mismatched tensor: one line, before any side starts
     if not spec.uses_data and (args.data_dir or args.download):

@@ -44,3 +44,28 @@ def check_counts(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be positive, got {value}" if value <= 0 < low else
                             f"{flag} must lie in [{low}, {high}], got {value}")
+
+
+def frameworks(text: str, sides: tuple[str, ...]) -> list[str]:
+    """--frameworks: a comma-separated list of sides, or "all" of them."""
+    return list(sides) if text.strip() == "all" else comma_list(text, "--frameworks", (*sides, "all"))
+
+
+def check_arms(args: argparse.Namespace, sides: list[str], native: tuple[str, ...], trains: bool) -> None:
+    """The portable Keras arms train mlp, cnn and unet, each in a process of its own that chose its engine before
+    Keras was imported, on the CPU; the lessons, --diagnose and data-parallel runs are the native sides' alone."""
+    arms = [side for side in sides if side not in native]
+    if not arms:
+        return
+    named = ", ".join(arms)
+    if not trains:
+        raise UserError(f"--frameworks {named}: the Keras arms train mlp, cnn and unet; the lessons are "
+                        f"written for {' and '.join(native)}")
+    if args.in_process:
+        raise UserError(f"--frameworks {named}: each Keras arm sets KERAS_BACKEND in a process of its own; "
+                        "leave out --in-process")
+    if args.diagnose is not None or args.nproc != 1:
+        raise UserError(f"--frameworks {named}: --diagnose and --nproc compare the native sides "
+                        f"({', '.join(native)}) only")
+    if args.device == "cuda":
+        raise UserError(f"--frameworks {named}: the Keras arms run on the CPU; use --device cpu or auto")

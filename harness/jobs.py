@@ -17,6 +17,7 @@ from pathlib import Path
 
 from harness import launch
 from harness.report import SIDE_NAMES
+from harness.surface import ARMS, SIDES
 from shared.atomic import write_json
 from shared.errors import UserError
 from shared.tasks import TaskSpec, make_spec
@@ -44,8 +45,8 @@ class SideFailed(Exception):
 LOCK = ".twinnets.lock"  # held (flock) by the process that owns the run folder; the kernel drops it when it dies
 # What an earlier twinnets run left in a folder that --overwrite replaces once the new run starts (and nothing
 # else: a folder that holds no run keeps its files).
-RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", "tf", "torch", "tf-control",
-             "torch-control", "rows", "seed-*")
+RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", *SIDES, *(f"{side}-control"
+             for side in SIDES), "rows", "seed-*")
 _held: dict[Path, object] = {}  # the folders this process owns, and their open lock files
 
 
@@ -243,18 +244,25 @@ class WorkerOrder:
         return order
 
 
+def worker_env(side: str) -> dict:
+    """The parent's environment, with the side's Keras engine chosen before its process imports Keras (the tf side's
+    Keras models run on TensorFlow whatever the user's shell says)."""
+    backend = ARMS[side].backend
+    return dict(os.environ) if backend is None else {**os.environ, "KERAS_BACKEND": backend}
+
+
 def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
     """A fresh Python process for the order; with nproc > 1, the side's own launcher: torchrun for PyTorch, N workers
     with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3) ends this run too."""
     arguments = ["-m", "harness.worker", order.to_argument()]
     if nproc > 1:
         launcher = launch.launch_torch if order.side == "torch" else launch.launch_tf
-        launched = launcher(nproc, arguments, threads=threads, stream=True)
+        launched = launcher(nproc, arguments, threads=threads, env=worker_env(order.side), stream=True)
         status = next((code for code in launched.returncodes if code != 0), 0)
         if status not in (0, 2, 3):
             print(launched.describe(), file=sys.stderr)
     else:
-        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT)
+        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=worker_env(order.side))
         try:
             status = worker.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone

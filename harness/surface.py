@@ -16,8 +16,36 @@ from shared.loaders import Loaders
 from shared.tasks import TaskSpec
 from shared.weights import Weights
 
-SIDES = ("tf", "torch")
-PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
+
+@dataclass(frozen=True)
+class Arm:
+    """One way to run the trained tasks, a "side" to the harness: a framework's own API (tf: Keras models trained by
+    a hand-written tf.function step; torch: nn.Modules and the eager loop), or the portable Keras program trained by
+    model.compile and model.fit on one of Keras 3's engines (keras-tf, keras-jax, keras-torch)."""
+
+    name: str
+    title: str  # in reports
+    package: str  # its training, runtime, callbacks and benchmark modules
+    models: str  # its model files (mlp.py, cnn.py, unet.py) and weights.py
+    backend: str | None  # KERAS_BACKEND, set in its process before Keras is imported; None: Keras is not used
+    color: str  # in every plot
+
+    @property
+    def native(self) -> bool:
+        """Written in the framework's own API: the two sides of the lessons, distribution and diagnosis."""
+        return self.name in NATIVE
+
+
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (
+    Arm("tf", "TensorFlow", "tf_impl", "keras_impl", "tensorflow", "tab:orange"),
+    Arm("torch", "PyTorch", "torch_impl", "torch_impl", None, "tab:blue"),
+    Arm("keras-tf", "Keras on TensorFlow", "keras_impl", "keras_impl", "tensorflow", "tab:red"),
+    Arm("keras-jax", "Keras on JAX", "keras_impl", "keras_impl", "jax", "tab:green"),
+    Arm("keras-torch", "Keras on PyTorch", "keras_impl", "keras_impl", "torch", "tab:purple"),
+)}
+NATIVE = ("tf", "torch")
+SIDES = tuple(ARMS)
+PACKAGES = {name: arm.package for name, arm in ARMS.items()}
 
 
 @runtime_checkable
@@ -126,13 +154,14 @@ TRAINED_TASK_FROM_TRAINER = ("forward", "gradients", "loss", "to_tensors", "make
 
 
 class ModuleTask:
-    """A trained task's surface made of a side's modules: the model's own module (mlp.py, cnn.py, unet.py) builds
-    it, weights.py converts its weights, and its trainer module (train.py or classifier.py) does the rest."""
+    """A trained task's surface made of an arm's modules: the model's own module (mlp.py, cnn.py, unet.py) builds
+    it, weights.py converts its weights (both from the arm's models package), and its trainer module (train.py or
+    classifier.py) does the rest."""
 
-    def __init__(self, package: str, model_module: str, trainer_module: str):
-        model = importlib.import_module(f"{package}.{model_module}")
-        weights = importlib.import_module(f"{package}.weights")
-        trainer = importlib.import_module(f"{package}.{trainer_module}")
+    def __init__(self, arm: Arm, model_module: str, trainer_module: str):
+        model = importlib.import_module(f"{arm.models}.{model_module}")
+        weights = importlib.import_module(f"{arm.models}.weights")
+        trainer = importlib.import_module(f"{arm.package}.{trainer_module}")
         self.build = model.build
         for name in TRAINED_TASK_FROM_WEIGHTS:
             setattr(self, name, getattr(weights, name))
@@ -142,7 +171,7 @@ class ModuleTask:
 
 @dataclass(frozen=True)
 class Surface:
-    """One side, opened for one task: `side` is its name ("tf" or "torch"), `task` what it does for the task."""
+    """One side (an arm), opened for one task: `side` is its name ("tf", "keras-jax"), `task` what it does for it."""
 
     side: str
     runtime: Runtime
@@ -181,9 +210,9 @@ class ModuleLesson:
 def open_surface(side: str, spec: TaskSpec, trainer: str | None, parts: tuple[str, ...] = ()) -> Surface:
     """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), a
     ModuleLesson of the lesson's modules (its own, then `parts`) for a lesson."""
-    package = PACKAGES[side]
-    runtime = importlib.import_module(f"{package}.runtime")
-    task = ModuleTask(package, spec.name, trainer) if trainer is not None else ModuleLesson(package, spec.name, parts)
+    arm = ARMS[side]
+    runtime = importlib.import_module(f"{arm.package}.runtime")
+    task = ModuleTask(arm, spec.name, trainer) if trainer is not None else ModuleLesson(arm.package, spec.name, parts)
     return Surface(side, runtime, task)
 
 

@@ -112,6 +112,36 @@ def train_step_section(results: dict) -> str:
     return "\n".join(lines)
 
 
+def engine_section(results: dict, out: Path) -> tuple[list[str], list[str]]:
+    """The Keras arms' lesson: for the same Keras train step, what each engine made of it (TensorFlow's traced graph,
+    JAX's jaxpr, PyTorch's autograd graph per step or Dynamo's graphs), and how often its Python ran; the jaxpr of
+    the loss drawn. Nothing when no arm ran."""
+    engines = {side: result["engine"] for side, result in results["frameworks"].items() if result.get("engine")}
+    if not engines:
+        return [], []
+    lines = ["## One Keras train step, three engines", "",
+             "The Keras arms run the same program (keras_impl/: one model file, model.compile and model.fit); "
+             "what differs is the engine under it.", "",
+             "| arm | static or dynamic | what the engine traces or records | its size | train_step's Python ran | "
+             "median step s |", "|---|---|---|---|---|---|"]
+    for side, engine in engines.items():
+        size = (f"{engine['graph_ops']:,} {'jaxpr equations' if engine['engine'] == 'jax' else 'graph ops'}"
+                if engine.get("graph_ops") else f"{engine['autograd_nodes']:,} autograd nodes per step"
+                if engine.get("autograd_nodes") else "-")
+        if engine.get("dynamo_graphs") is not None:
+            size += f"; Dynamo: {engine['dynamo_graphs']} graph(s), {engine['graph_breaks']} break(s)"
+        records = engine.get("records", "-") + (f" (failed: {engine['failure']})" if engine.get("failure") else "")
+        median = results["frameworks"][side].get("timing", {}).get("step_s_median")
+        lines.append(f"| {SIDE_NAMES[side]} | {engine.get('kind', '-')} | {records} | {size} | "
+                     f"{engine['step_python_runs']} time(s) | {'-' if median is None else f'{median:.4f}'} |")
+    reasons = [f"- {SIDE_NAMES[side]}: graph break: {reason}" for side, engine in engines.items()
+               for reason in engine.get("break_reasons") or []]
+    lines += ["", *reasons] if reasons else []
+    drawings = [engine["drawing"] for engine in engines.values() if engine.get("drawing")]
+    images = [draw_beside(drawings, out / "engine_jaxpr.png").name] if drawings else []
+    return lines, images
+
+
 def classifier_report(results: dict, out: Path) -> TaskReport:
     config = results["config"]
     model = ("The " + "-".join(map(str, config["layer_sizes"])) + " classifier (ReLU, log_softmax + NLL loss"
@@ -135,7 +165,9 @@ def classifier_report(results: dict, out: Path) -> TaskReport:
     if note:
         lines += ["", f"Data note: {note}."]
     lines += ["", train_step_section(results)]
-    return TaskReport(explanation, images, "\n".join(lines))
+    engine_lines, engine_images = engine_section(results, out)
+    lines += ["", *engine_lines] if engine_lines else []
+    return TaskReport(explanation, images + engine_images, "\n".join(lines))
 
 
 def recipe_lines(results: dict) -> list[str]:
@@ -198,4 +230,6 @@ def unet_report(results: dict, out: Path) -> TaskReport:
             lines.append(f"- {SIDE_NAMES[side]} submission: `{submission}`; TensorBoard logs: "
                          f"`{result['artifacts'].get('tensorboard')}`")
     lines += ["", train_step_section(results)]
-    return TaskReport(explanation, images, "\n".join(lines))
+    engine_lines, engine_images = engine_section(results, out)
+    lines += ["", *engine_lines] if engine_lines else []
+    return TaskReport(explanation, images + engine_images, "\n".join(lines))

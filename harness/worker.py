@@ -15,6 +15,7 @@ from harness.diagnose.steps import diagnose_side
 from harness.jobs import RunJob, WorkerOrder, read_job, stop_on_sigterm
 from harness.predict.run import predict_side
 from harness.sides import agree_side, run_group
+from harness.surface import ARMS
 from shared.errors import UserError, os_error_line
 
 
@@ -33,8 +34,9 @@ WORK: dict[str, Callable[[WorkerOrder], object]] = {
 
 def keep_tensorflow_out() -> None:
     """TensorBoard's writer imports TensorFlow when it finds it; its own marker module says "no TensorFlow here".
-    Set only in a PyTorch worker process: fair timing, clean memory, and the import boundary kept at run time
-    (in a shared process it would hide TensorFlow from tf.summary too)."""
+    Set only in a worker whose engine is not TensorFlow (PyTorch, Keras on JAX or PyTorch): fair timing, clean
+    memory, and the import boundary kept at run time (in a shared process it would hide TensorFlow from tf.summary
+    too)."""
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str]) -> int:
         return 2
     order = WorkerOrder.from_argument(argv[0])
     stop_on_sigterm()  # a worker told to stop leaves as at Ctrl-C: its last checkpoint stays
-    if order.side == "torch":
+    if ARMS[order.side].backend != "tensorflow":
         keep_tensorflow_out()
     try:
         WORK[order.kind](order)

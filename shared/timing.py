@@ -16,9 +16,16 @@ class StepTimer:
 
     @contextmanager
     def step(self, samples: int = 1):
-        start = time.perf_counter()
+        self.begin()
         yield
-        self.times.append(time.perf_counter() - start)
+        self.end(samples)
+
+    def begin(self) -> None:
+        """A step starts (a loop that is not ours to wrap, Keras' model.fit, calls begin and end from callbacks)."""
+        self._start = time.perf_counter()
+
+    def end(self, samples: int = 1) -> None:
+        self.times.append(time.perf_counter() - self._start)
         self.samples.append(samples)
 
     def summary(self, train_s: float | None = None) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.environment import environment
-from harness.flags import comma_list
+from harness.flags import frameworks
 from harness.jobs import WorkerOrder, holder_of, launch_worker, output_folder, relative_to, spec_of, write_job
 from harness.predict import setup
 from harness.predict.agreement import mask_agreement
@@ -90,7 +90,8 @@ def main(args) -> int:
     """Check everything, then write the output folder and run the sides; a UserError leaves nothing half-done."""
     setup.check_flags(args)
     run = setup.read_run(args.predict.expanduser().resolve(), args.task)
-    sides = comma_list(args.frameworks, "--frameworks", SIDES)
+    # --frameworks all: every side the run trained
+    sides = frameworks(args.frameworks, tuple(run.sides) if args.frameworks.strip() == "all" else SIDES)
     spec = setup.prediction_spec(run, args)
     weights = setup.weight_files(run, sides, args)
     setup.check_weights(weights, spec)

@@ -86,6 +86,7 @@ def run_classifier(surface: Surface, spec: MLPSpec | CNNSpec, initial: Weights, 
         "timing": run["timing"],
         "traces": run["traces"],
         "graph": {"traces": run["traces"], "graph_ops": run["graph_ops"], "autograd_nodes": run["autograd_nodes"]},
+        **({"engine": run["engine"]} if run.get("engine") else {}),  # a Keras arm's: what its engine made of the step
         "confusion_matrix": metrics.confusion_matrix(test_set.labels, predicted).tolist(),
         "artifacts": {"checkpoint": str(checkpoint),
                       **({} if control else {"tensorboard": str(out_dir / "tensorboard")})},

@@ -144,6 +144,7 @@ def unet_result(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_dir: 
         "traces": run.get("traces"),
         "graph": {"traces": run.get("traces"), "graph_ops": run.get("graph_ops"),
                   "autograd_nodes": run.get("autograd_nodes")},
+        **({"engine": run["engine"]} if run.get("engine") else {}),  # a Keras arm's: what its engine made of the step
         "artifacts": {**saver.save(), "submission": None if submission is None else str(submission),
                       "tensorboard": str(out_dir / "tensorboard"), "preview": str(out_dir / "preview.npz"),
                       **best.get("best_artifacts", {})},
