@@ -61,3 +61,26 @@ def test_a_worker_order_survives_its_command_line_and_a_bad_one_is_refused():
     finished = subprocess.run([sys.executable, "-m", "harness.worker"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
     assert finished.returncode == 2 and "usage: python -m harness.worker ORDER" in finished.stderr
+
+
+def test_all_frameworks_means_the_five_and_the_arms_reach_the_comparison(called):
+    assert compare.main(["--task", "unet", "--frameworks", "all"]) == 0
+    assert compare.main(["--task", "mlp", "--frameworks", "keras-jax,torch"]) == 0
+    sides = [compare.parse_args(["--task", "unet", "--frameworks", "all"])[2],
+             compare.parse_args(["--task", "mlp", "--frameworks", "keras-jax,torch"])[2]]
+    assert sides == [["tf", "torch", "keras-tf", "keras-jax", "keras-torch"], ["keras-jax", "torch"]]
+    assert [found[0] for found in called] == ["train", "train"]
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--task", "autograd", "--frameworks", "tf,keras-jax"], "the Keras arms train mlp, cnn and unet"),
+    (["--task", "mlp", "--frameworks", "keras-torch", "--in-process"], "leave out --in-process"),
+    (["--task", "mlp", "--frameworks", "tf,keras-tf", "--diagnose", "2"], "--diagnose and --nproc compare"),
+    (["--task", "unet", "--frameworks", "keras-jax", "--device", "cuda"], "the Keras arms run on the CPU"),
+    (["--task", "mlp", "--frameworks", "keras-mxnet"], "choose from tf, torch, keras-tf, keras-jax, keras-torch"),
+])
+def test_what_the_arms_cannot_do_is_refused_in_one_line(flags, said, called, capsys):
+    assert compare.main(flags) == 2
+    error = capsys.readouterr().err
+    assert said in error and error.count("\n") == 1
+    assert called == []
