@@ -13,8 +13,8 @@ from keras_impl import data, engines
 from keras_impl.data import CarvanaLoader
 from keras_impl.fit import BatchMean, FitLog, fit
 from keras_impl.fit import gradients as engine_gradients
+from keras_impl.optimizers import make_optimizer, make_schedule
 from keras_impl.runtime import arm, compile_options, title
-from keras_impl.schedules import make_schedule
 from keras_impl.weights import canonical_gradients, checkpointer
 from shared import trainer
 from shared.data.carvana import TrainImageDataset
@@ -80,15 +80,6 @@ def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle:
 def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Mask probabilities (N, H_out, W_out) for canonical NHWC images."""
     return sigmoid(forward(model, images)[..., 0])
-
-
-def make_optimizer(model: keras.Model, spec: UNetSpec) -> keras.optimizers.Optimizer:
-    if spec.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=spec.lr, epsilon=spec.adam_eps)
-    else:
-        optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
-    optimizer.build(model.trainable_variables)  # its slots now, so a checkpoint can be loaded into them
-    return optimizer
 
 
 class CarvanaClassifier:

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from shared.graph_drawing import drawing, edge, node, panel
-from shared.graph_lessons import first_line
+from shared.graph_lessons import autograd_nodes, first_line
 
 
 class StepCalls:
@@ -117,15 +117,8 @@ def _torch(model: keras.Model, images: np.ndarray, targets: np.ndarray, loss, co
     import torch  # this engine's own process only
 
     value = loss(ops.cast(model(images, training=True), "float32"), ops.convert_to_tensor(targets))
-    seen, stack = set(), [value.grad_fn]
-    while stack:
-        current = stack.pop()
-        if current is None or current in seen:
-            continue
-        seen.add(current)
-        stack.extend(parent for parent, _ in current.next_functions)
     found = {"kind": "dynamic", "records": "an autograd graph (grad_fn nodes), recorded anew on every step",
-             "autograd_nodes": len(seen)}
+             "autograd_nodes": autograd_nodes(value.grad_fn)}
     if compiled:
         explained = torch._dynamo.explain(model.train_step)((images, targets))
         found.update(kind="static", records="torch.compile: Dynamo's FX graphs of model.train_step",

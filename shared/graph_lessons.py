@@ -37,6 +37,19 @@ class DigitsEpoch:
         return len(self.train_set) - (self.steps - 1) * self.spec.batch_size
 
 
+def autograd_nodes(grad_fn) -> int:
+    """The nodes of a PyTorch autograd graph (grad_fn nodes and the AccumulateGrad leaves), walked back from a
+    tensor's grad_fn through next_functions: plain attribute access, so no framework is imported here."""
+    seen, stack = set(), [grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return len(seen)
+
+
 def median_call_s(call: Callable[[int], object], calls: int, warmup: int = 5) -> float:
     """The median wall time of call(i) over `calls` calls, after `warmup` untimed ones; call must return only
     once its result is computed (copy it to the host)."""

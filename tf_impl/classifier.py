@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.schedules import LinearWarmup, make_schedule  # noqa: F401 - LinearWarmup: twin of PyTorch's, portable
+from keras_impl.optimizers import LinearWarmup, make_optimizer, make_schedule  # noqa: F401 - LinearWarmup: twin of PyTorch's
 from keras_impl.weights import canonical_gradients, checkpointer
 from shared import trainer
 from shared.atomic import write_json
@@ -77,15 +77,6 @@ def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle:
 def predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Mask probabilities (N, H_out, W_out) for canonical NHWC images."""
     return sigmoid(forward(model, images)[..., 0])
-
-
-def make_optimizer(model: keras.Model, spec: UNetSpec) -> keras.optimizers.Optimizer:
-    if spec.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=spec.lr, epsilon=spec.adam_eps)
-    else:
-        optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
-    optimizer.build(model.trainable_variables)  # its slots now: created inside the first trace, they force a second
-    return optimizer
 
 
 class LearningRate:

@@ -6,6 +6,7 @@ from torch import nn
 
 from shared.errors import UserError
 from shared.execution import Execution
+from shared.graph_lessons import autograd_nodes
 from shared.tasks import TaskSpec
 
 
@@ -54,14 +55,7 @@ def traces(model: nn.Module, execution: Execution) -> int:
 def graph_size(loss: torch.Tensor) -> int:
     """The nodes of the autograd graph the step recorded to compute this loss (grad_fn nodes and the
     AccumulateGrad leaves), walked back from loss.grad_fn: PyTorch records this graph anew on every step."""
-    seen, stack = set(), [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return len(seen)
+    return autograd_nodes(loss.grad_fn)
 
 
 def versions() -> dict:

@@ -1,6 +1,7 @@
-"""The U-Net's learning-rate schedules as Keras schedule objects, functions of the optimizer's own step counter
-(iterations) written with keras.ops, so one object serves the hand-written TensorFlow step (tf_impl/classifier.py)
-and Keras' own loop on every engine (keras_impl/classifier.py); PyTorch's twin is torch_impl/classifier.py."""
+"""The U-Net's optimizer and learning-rate schedules as Keras objects; a schedule is a function of the optimizer's
+own step counter (iterations) written with keras.ops. One definition serves the hand-written TensorFlow step
+(tf_impl/classifier.py) and Keras' own loop on every engine (keras_impl/classifier.py); PyTorch's twin is
+torch_impl/classifier.py."""
 from __future__ import annotations
 
 import keras
@@ -8,6 +9,15 @@ from keras import ops
 
 from shared import schedules
 from shared.tasks import UNetSpec
+
+
+def make_optimizer(model: keras.Model, spec: UNetSpec) -> keras.optimizers.Optimizer:
+    if spec.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=spec.lr, epsilon=spec.adam_eps)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum)
+    optimizer.build(model.trainable_variables)  # its slots now: created inside the first trace, they force a second
+    return optimizer
 
 
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
