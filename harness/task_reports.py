@@ -15,6 +15,7 @@ from harness.report import (
     plot_mask_grid,
     plot_neuron_surface,
 )
+from harness.runners.folders import folder_lines
 from shared.graph_drawing import draw, draw_beside
 from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
 from shared.recipes import recipe_line
@@ -129,7 +130,9 @@ def engine_section(results: dict, out: Path) -> tuple[list[str], list[str]]:
                 if engine.get("graph_ops") else f"{engine['autograd_nodes']:,} autograd nodes per step"
                 if engine.get("autograd_nodes") else "-")
         if engine.get("dynamo_graphs") is not None:
-            size += f"; Dynamo: {engine['dynamo_graphs']} graph(s), {engine['graph_breaks']} break(s)"
+            size += f"; with jit_compile, Dynamo: {engine['dynamo_graphs']} graph(s), {engine['graph_breaks']} break(s)"
+        elif engine.get("dynamo_failure"):
+            size += f"; with jit_compile, torch.compile fails: {engine['dynamo_failure']}"
         records = engine.get("records", "-") + (f" (failed: {engine['failure']})" if engine.get("failure") else "")
         median = results["frameworks"][side].get("timing", {}).get("step_s_median")
         lines.append(f"| {SIDE_NAMES[side]} | {engine.get('kind', '-')} | {records} | {size} | "
@@ -192,6 +195,14 @@ def recipe_lines(results: dict) -> list[str]:
     return lines
 
 
+def split_words(data: dict) -> str:
+    """How the photos were split: by car (Carvana), or by file or group (your own folder set)."""
+    if "groups" not in data:
+        return f"{data.get('cars')} cars, split by car"
+    how = f"by --split-by `{data['split_by']}`" if data.get("split_by") else "by file"
+    return f"{data['groups']['train']} and {data['groups']['valid']} groups, split {how}"
+
+
 def unet_report(results: dict, out: Path) -> TaskReport:
     config, data = results["config"], results.get("data", {})
     momentum = f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else ""
@@ -205,7 +216,7 @@ def unet_report(results: dict, out: Path) -> TaskReport:
     lines = [f"Model: the {config['variant']} U-Net, base width {config['base_filters']}, input "
              f"{shape_text(config['image_size'])} (height x width); {data.get('train')} training and "
              f"{data.get('valid')} "
-             f"validation photos ({data.get('cars')} cars, split by car); {data.get('resize', '')}. "
+             f"validation photos ({split_words(data)}); {data.get('resize', '')}. "
              f"Optimiser {config['optimizer']} lr {config['lr']}{momentum}, batch {config['batch_size']}, "
              f"{config['epochs']} epochs. Full size is one flag away: `--full-size` "
              f"(the paper's width 64 and {shape_text(UNetSpec.full_size['padded']['image_size'])} inputs, TorchBench's "
@@ -218,6 +229,7 @@ def unet_report(results: dict, out: Path) -> TaskReport:
                       "against the original masks): " + "; ".join(
                           f"{SIDE_NAMES[side]} {m['val_dice']:.4f} and **{m['val_dice_original']:.4f}**"
                           for side, m in scored.items()) + "."]
+    lines += folder_lines(results)
     agreement = results.get("agreement")
     if agreement:
         lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "

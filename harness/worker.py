@@ -49,6 +49,10 @@ def main(argv: list[str]) -> int:
     stop_on_sigterm()  # a worker told to stop leaves as at Ctrl-C: its last checkpoint stays
     if ARMS[order.side].backend != "tensorflow":
         keep_tensorflow_out()
+    if ARMS[order.side].backend in ("jax", "torch"):
+        # Keras imports TensorFlow wherever it is installed (serializing a .keras file, set_random_seed); made
+        # unimportable, it is "not available" and Keras takes its own no-TensorFlow path.
+        sys.modules["tensorflow"] = None
     try:
         WORK[order.kind](order)
     except UserError as error:

@@ -81,6 +81,17 @@ class ModelSaverCallback(Callback):
     def save(self) -> dict:
         native = self.stem.with_suffix(".keras")
         with atomic_path(native, suffix=".keras") as temporary:  # Keras picks the format from the suffix
-            self.model.save(temporary)
+            _architecture_and_weights(self.model).save(temporary)
         canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
         return {"model": str(native), "checkpoint": str(canonical)}
+
+
+def _architecture_and_weights(model: keras.Model) -> keras.Model:
+    """The model without its training setup: a compiled arm's loss and metrics are closures over the spec, which a
+    .keras file cannot hold; like the tf side's never-compiled model, the file keeps the architecture and weights."""
+    if not model.compiled:
+        return model
+    copy = model.__class__.from_config(model.get_config())
+    copy.build_from_config(model.get_build_config())
+    copy.set_weights(model.get_weights())
+    return copy

@@ -119,9 +119,13 @@ def _torch(model: keras.Model, images: np.ndarray, targets: np.ndarray, loss, co
     value = loss(ops.cast(model(images, training=True), "float32"), ops.convert_to_tensor(targets))
     found = {"kind": "dynamic", "records": "an autograd graph (grad_fn nodes), recorded anew on every step",
              "autograd_nodes": autograd_nodes(value.grad_fn)}
-    if compiled:
+    # What jit_compile=True would hand torch.compile: Dynamo's graphs of the same step and where it breaks them.
+    try:
         explained = torch._dynamo.explain(model.train_step)((images, targets))
-        found.update(kind="static", records="torch.compile: Dynamo's FX graphs of model.train_step",
-                     dynamo_graphs=explained.graph_count, graph_breaks=explained.graph_break_count,
+        found.update(dynamo_graphs=explained.graph_count, graph_breaks=explained.graph_break_count,
                      break_reasons=[str(reason.reason).splitlines()[0] for reason in explained.break_reasons][:5])
+    except Exception as error:  # noqa: BLE001 - what Dynamo refused is the lesson, in one line
+        found["dynamo_failure"] = first_line(error)
+    if compiled:
+        found.update(kind="static", records="torch.compile: Dynamo's FX graphs of model.train_step")
     return found
