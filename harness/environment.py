@@ -53,7 +53,8 @@ def package_version(package: str) -> str | None:
 def environment(threads: int, in_process: bool) -> dict:
     """Versions, CPU, threads and how the sides ran, for results.json."""
     return {"python": platform.python_version(), "tensorflow": package_version("tensorflow"),
-            "keras": package_version("keras"), "torch": package_version("torch"), "numpy": package_version("numpy"),
+            "keras": package_version("keras"), "torch": package_version("torch"), "jax": package_version("jax"),
+            "numpy": package_version("numpy"),
             "cpu": cpu_model(cpu_info()), "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
             "process": "one shared process" if in_process else "its own subprocess"}
 

@@ -17,12 +17,28 @@ def max_abs_diff(tf_probe: np.ndarray, torch_probe: np.ndarray) -> float:
     return float(np.max(np.abs(tf_probe - torch_probe)))
 
 
+def reference_side(sides: list[str]) -> str:
+    """The side every other one is compared with: TensorFlow when it ran, else the first side named."""
+    return "tf" if "tf" in sides else sides[0]
+
+
 def run_parity(out: Path, sides: list[str], tolerance: float, what: str) -> dict:
-    """The sides' probe.npy files compared; with one side there is nothing to compare (passed is None)."""
+    """Each side's probe.npy against the reference side's; with one side there is nothing to compare (passed is
+    None). max_abs_diff is the first pair's (tf-torch in a run of the two native sides), as it always was; "sides"
+    holds every side's, and passed holds only if every side is within the tolerance."""
     if len(sides) < 2:
         return {"max_abs_diff": None, "tolerance": tolerance, "passed": None, "what": what}
-    diff = max_abs_diff(*(np.load(out / side / "probe.npy") for side in ("tf", "torch")))
-    return {"max_abs_diff": diff, "tolerance": tolerance, "passed": bool(diff <= tolerance), "what": what}
+    reference = reference_side(sides)
+    probe = np.load(out / reference / "probe.npy")
+    table = {}
+    for side in sides:
+        if side != reference:
+            diff = max_abs_diff(probe, np.load(out / side / "probe.npy"))
+            table[side] = {"max_abs_diff": diff, "passed": bool(diff <= tolerance)}
+    first = next(iter(table.values()))
+    return {"max_abs_diff": first["max_abs_diff"], "tolerance": tolerance,
+            "passed": all(found["passed"] for found in table.values()), "what": what, "reference": reference,
+            "sides": table}
 
 
 def benchmark_parity(parity_rows: dict, probes: dict, tolerance: float) -> dict:

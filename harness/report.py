@@ -9,14 +9,19 @@ from typing import Callable
 
 import numpy as np
 
+from harness import drift
+from harness.surface import ARMS
 from shared.atomic import jsonable, write_atomic, write_json
 from shared.graph_drawing import draw_beside
 from shared.plotting import pyplot, save_figure
 
-SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
-# TensorFlow wide and pale underneath, PyTorch thin on top: where the curves agree both stay visible.
-SIDE_STYLES = {"tf": {"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
-               "torch": {"color": "tab:blue", "linewidth": 1.2}}
+SIDE_NAMES = {name: arm.title for name, arm in ARMS.items()}
+# TensorFlow wide and pale underneath, PyTorch thin on top, the Keras arms in between: where the curves agree
+# all stay visible.
+SIDE_STYLES = {name: {"color": arm.color, "linewidth": 2, "alpha": 0.8}
+               for name, arm in ARMS.items()}
+SIDE_STYLES.update(tf={"color": "tab:orange", "linewidth": 4, "alpha": 0.55},
+                   torch={"color": "tab:blue", "linewidth": 1.2})
 
 
 def plot_losses(results: dict, path: Path, key: str = "loss", per_batch: bool = True,
@@ -133,7 +138,7 @@ def plot_curves(results: dict, path: Path) -> Path:
             axis.plot(epochs, [h[key] for h in history], label=f"{SIDE_NAMES[side]} train", **SIDE_STYLES[side])
             if history and f"val_{key}" in history[0]:
                 axis.plot(epochs, [h[f"val_{key}"] for h in history], label=f"{SIDE_NAMES[side]} validation",
-                          linestyle=":", marker="o", markersize=3, **SIDE_STYLES[side])
+                          marker="o", markersize=3, **{**SIDE_STYLES[side], "linestyle": ":"})  # arms: dashed
         axis.set_xlabel("epoch")
         axis.set_ylabel(key)
         axis.set_title(f"{key} per epoch")
@@ -219,19 +224,27 @@ def text_grid(sides: list[str], rows: list[tuple[str, list]]) -> list[str]:
     return lines
 
 
+def parity_pairs(parity: dict) -> list[tuple[str, str, float, bool]]:
+    """(reference, side, max |diff|, passed) of every side compared; a result from before per-side parity: tf-torch."""
+    if "sides" not in parity:
+        return [("tf", "torch", parity["max_abs_diff"], parity["passed"])]
+    return [(parity["reference"], side, found["max_abs_diff"], found["passed"])
+            for side, found in parity["sides"].items()]
+
+
 def table(results: dict) -> str:
     """A plain-text side-by-side table for the console."""
     lines = text_grid(list(results["frameworks"]), summary_rows(results))
     parity = results.get("parity")
     if parity and parity.get("max_abs_diff") is not None:
-        verdict = "PASSED" if parity["passed"] else "FAILED"
-        lines.append(f"parity: max |tf - torch| = {parity['max_abs_diff']:.3e} "
-                     f"(tolerance {parity['tolerance']:.0e}): {verdict}")
+        for reference, side, diff, passed in parity_pairs(parity):
+            lines.append(f"parity: max |{reference} - {side}| = {diff:.3e} "
+                         f"(tolerance {parity['tolerance']:.0e}): {'PASSED' if passed else 'FAILED'}")
     agreement = results.get("agreement")
     if agreement:
         lines.append(f"mask agreement with the same weights: {100 * agreement['same_weights']:.3f}% of pixels")
     if "drift" in results:
-        lines.append("equal up to rounding? " + results["drift"]["verdict"]["sentence"])
+        lines += ["equal up to rounding? " + sentence for sentence in drift.sentences(results["drift"])]
     return "\n".join(lines)
 
 
@@ -244,22 +257,24 @@ def markdown_table(results: dict) -> str:
 
 
 def drift_section(results: dict) -> str:
-    """Are the two frameworks equal? The verdict, and how drift.png reads."""
-    drift = results["drift"]
+    """Are the sides equal? The verdicts, and how drift.png reads."""
+    found = results["drift"]
     control = {"ulp": "its initial weights moved by one unit in the last place (np.nextafter toward +inf)",
-               "threads": "one thread instead of the run's (only the summation order changes)"}.get(drift["control"])
-    lines = ["## Equal up to rounding?", "", f"**{drift['verdict']['sentence']}**", ""]
+               "threads": "one thread instead of the run's (only the summation order changes)"}.get(found["control"])
+    lines = ["## Equal up to rounding?", ""]
+    for sentence in drift.sentences(found):
+        lines += [f"**{sentence}**", ""]
     if control:
         lines += [f"Each side also trained a control: the same run with {control}. The control measures how far a "
-                  "framework drifts from itself through rounding alone; the two frameworks' drift is judged against "
-                  f"it ({drift['verdict'].get('statistics', '')}).", ""]
+                  "framework drifts from itself through rounding alone; the drift of the sides from each other is "
+                  f"judged against it ({found['verdict'].get('statistics', '')}).", ""]
     lines += ["![drift.png](drift.png)", "",
               "drift.png: left, the relative difference of the batch losses of each pair of runs, step by step; "
               "right, the relative L2 distance of the whole weight vector (after every one of the first "
-              f"{drift['first_steps']} steps, then after every epoch), with the divergence horizon dotted. Where "
-              "the black curve (TensorFlow vs PyTorch) runs among the coloured ones (each framework vs its control), "
-              "the frameworks differ by no more than rounding."
-              + ("" if drift.get("exact", True) else " Weight distances of this large net are estimated from a "
+              f"{found['first_steps']} steps, then after every epoch), with the divergence horizon dotted. Where "
+              "the solid curves (each side against the reference; TensorFlow vs PyTorch in black) run among the "
+              "dashed ones (each side against its control), the sides differ by no more than rounding."
+              + ("" if found.get("exact", True) else " Weight distances of this large net are estimated from a "
                  "count sketch of 65,536 buckets (relative error about 0.6%).")]
     return "\n".join(lines)
 
@@ -276,13 +291,16 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
         f"Data: **{data.get('source', 'none')}**" + (f" ({data.get('location')})" if data.get("location") else ""),
         "",
         f"Environment: Python {env.get('python')}, TensorFlow {env.get('tensorflow')}, PyTorch {env.get('torch')}, "
+        f"Keras {env.get('keras')}, JAX {env.get('jax')}, "
         f"{env.get('cpu')}, {env.get('threads')} threads per side, each side in {env.get('process')}.",
         "",
         markdown_table(results),
         "",
     ]
     if parity.get("max_abs_diff") is not None:
-        parts += [f"Parity: max |tf - torch| = {parity['max_abs_diff']:.3e}, tolerance {parity['tolerance']:.0e}: "
+        diffs = ", ".join(f"max |{reference} - {side}| = {diff:.3e}{'' if passed else ' (FAILED)'}"
+                          for reference, side, diff, passed in parity_pairs(parity))
+        parts += [f"Parity: {diffs}, tolerance {parity['tolerance']:.0e}: "
                   f"**{'passed' if parity['passed'] else 'FAILED'}** ({parity.get('what', '')}).", ""]
     if "drift" in results:
         parts += [drift_section(results), ""]

@@ -1,6 +1,6 @@
 """One comparison run, orchestrated from the parent process: the output folder, the data checked once, each side
-in its worker process (skipping a side that finished before, for --resume), the parity and agreement of the two,
-then results.json, report.md and the console table."""
+in its worker process (skipping a side that finished before, for --resume), the parity of every side against the
+reference, the drift and the agreement, then results.json, report.md and the console table."""
 from __future__ import annotations
 
 import json
@@ -23,9 +23,9 @@ def compare(spec: TaskSpec, sides: list[str], options) -> dict:
     precision, device, in_process)."""
     task = task_of(spec)
     data = task.prepare_data(spec, options.data_dir, options.download) if task.prepare_data else None
-    # A control sets the two sides' drift against each one's own: it needs both sides, a trained task and the
+    # A control sets the sides' drift against each one's own: it needs two sides or more, a trained task and the
     # one-process loop (its per-step weights).
-    control = options.control if task.trains and options.nproc == 1 and len(sides) == 2 else "none"
+    control = options.control if task.trains and options.nproc == 1 and len(sides) >= 2 else "none"
     with output_folder(options.out, spec.name, options.overwrite) as out:
         job = RunJob(task=spec.name, spec=spec.to_dict(), threads=max(1, options.threads // options.nproc),
                      out=str(out), data=data, sides=sides, nproc=options.nproc, control=control,
@@ -69,7 +69,7 @@ def agreement(out: Path, job: RunJob, job_path: Path, in_process: bool) -> dict:
 
 
 def drift_of(out: Path, job: RunJob, frameworks: dict, controls: dict) -> dict:
-    """The three pairs' drift (TensorFlow-PyTorch and each side against its control) and the verdict."""
+    """Every pair's drift (each side against the reference, each side against its control) and the verdicts."""
     recorded = {side: drift.load_run(out / side, result["batch_losses"]) for side, result in frameworks.items()}
     recorded.update({f"{side}-control": drift.load_run(out / f"{side}-control", result["batch_losses"])
                      for side, result in controls.items()})
@@ -103,7 +103,7 @@ def run_job(out: Path, job: RunJob, in_process: bool) -> dict:
     controls = {run.side: json.loads((out / run.folder / "result.json").read_text()) for run in job.runs if run.control}
     if controls:
         results["controls"] = controls
-    if len(sides) == 2 and all((out / side / "drift.npz").is_file() for side in sides):  # not data-parallel
+    if len(sides) >= 2 and all((out / side / "drift.npz").is_file() for side in sides):  # not data-parallel
         results["drift"] = drift_of(out, job, frameworks, controls)
     if job.agreement:
         results["agreement"] = agreement(out, job, job_path, in_process)

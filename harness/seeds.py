@@ -1,6 +1,7 @@
 """--seeds: the whole comparison repeated for several seeds (initial weights, data order, augmentation), and an
-honest interval: per side the mean and spread of the final metric, the paired difference TensorFlow minus PyTorch
-seed by seed with its 95% Student t interval, the same for each side against its control, and one sentence."""
+honest interval: per side the mean and spread of the final metric, the paired difference of the reference side
+(TensorFlow when it ran) minus each other side, seed by seed, with its 95% Student t interval, the same for each side
+against its control, and one sentence."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import stats
 
-from harness import run
+from harness import drift, run
 from harness.jobs import RunJob, output_folder, owned_folder, spec_of, write_job
 from harness.registry import task_of
 from harness.report import SIDE_NAMES, pyplot, save_figure
+from harness.surface import ARMS
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
 from shared.tasks import TaskSpec
@@ -52,18 +54,18 @@ def holds_zero(found: dict) -> bool | None:
 
 
 def summarize(per_seed: dict[int, dict], metric: str) -> dict:
-    """Every seed's final metric per run, and the intervals: per run, and paired differences."""
-    values = {name: [] for name in ("tf", "torch", "tf-control", "torch-control")}
+    """Every seed's final metric per run, and the intervals: per run, and paired differences (the reference side
+    minus each other side, each side minus its control)."""
+    values: dict[str, list[float]] = {}
     for results in per_seed.values():
         for side, result in results["frameworks"].items():
-            values[side].append(result["metrics"][metric])
+            values.setdefault(side, []).append(result["metrics"][metric])
+    for results in per_seed.values():
         for side, result in results.get("controls", {}).items():
-            values[f"{side}-control"].append(result["metrics"][metric])
+            values.setdefault(f"{side}{drift.CONTROL_SUFFIX}", []).append(result["metrics"][metric])
     values = {name: found for name, found in values.items() if len(found) == len(per_seed)}
-    differences = {"tf-torch": ("tf", "torch"), "tf-control": ("tf", "tf-control"),
-                   "torch-control": ("torch", "torch-control")}
-    paired = {name: interval(list(np.subtract(values[a], values[b])))
-              for name, (a, b) in differences.items() if a in values and b in values}
+    pairs = drift.pairs_of(values)
+    paired = {name: interval(list(np.subtract(values[a], values[b]))) for name, (a, b) in pairs.items()}
     summary = {"metric": metric, "seeds": list(per_seed), "values": values,
                "per_run": {name: interval(found) for name, found in values.items()}, "paired": paired,
                "confidence": CONFIDENCE}
@@ -77,40 +79,54 @@ def describe(found: dict) -> str:
     return f"{found['mean']:+.4f} (95% CI {found['low']:+.4f} to {found['high']:+.4f})"
 
 
+def run_name(name: str) -> str:
+    """"keras-jax" -> "Keras on JAX", "tf-control" -> "TensorFlow control"."""
+    side = name.removesuffix(drift.CONTROL_SUFFIX)
+    return SIDE_NAMES[side] + (" control" if side != name else "")
+
+
+def pair_verdict(paired: dict, pair: str) -> str:
+    """Distinguishable: the interval of the pair's difference excludes 0 while each of its controls' holds it (the
+    two sides' own; the native sides' for an arm that ran none)."""
+    controls, _ = drift.floor_controls(paired, *drift.pair_sides(pair))
+    cross = holds_zero(paired[pair])
+    if not controls:
+        return "no systematic difference between the frameworks" if cross else "a systematic difference"
+    if not cross and all(holds_zero(paired[name]) for name in controls):
+        return "the framework difference is distinguishable from the control's"
+    return "the framework difference is not distinguishable from the control's"
+
+
 def sentence(summary: dict) -> str:
-    """Distinguishable: the interval of TensorFlow minus PyTorch excludes 0 while each control's holds it."""
+    """Each pair of sides, its difference's interval and whether it is told apart from the controls'."""
     paired, metric, n = summary["paired"], summary["metric"], len(summary["seeds"])
-    if "tf-torch" not in paired:
-        return f"{metric}: both sides are needed for a paired difference."
-    text = f"Over {n} seed{'s' if n > 1 else ''}, TensorFlow minus PyTorch {metric} is {describe(paired['tf-torch'])}"
-    controls = [name for name in ("tf-control", "torch-control") if name in paired]
+    cross = [name for name in paired if not name.endswith(drift.CONTROL_SUFFIX)]
+    if not cross:
+        return f"{metric}: two sides are needed for a paired difference."
+    text = f"Over {n} seed{'s' if n > 1 else ''}, " + ", ".join(
+        f"{' minus '.join(SIDE_NAMES[side] for side in drift.pair_sides(pair))} {metric} is {describe(paired[pair])}"
+        for pair in cross)
+    controls = [name for name in paired if name.endswith(drift.CONTROL_SUFFIX)]
     if controls:
         text += "; each side minus its control: " + ", ".join(
-            f"{SIDE_NAMES[name.split('-')[0]]} {describe(paired[name])}" for name in controls)
+            f"{SIDE_NAMES[name.removesuffix(drift.CONTROL_SUFFIX)]} {describe(paired[name])}" for name in controls)
     if n < 2:
         return text + ". One seed gives no interval: use --seeds 3 or more."
-    cross = holds_zero(paired["tf-torch"])
-    controls_hold = all(holds_zero(paired[name]) for name in controls)
-    if not controls:
-        verdict = "no systematic difference between the frameworks" if cross else "a systematic difference"
-    elif not cross and controls_hold:
-        verdict = "the framework difference is distinguishable from the control's"
-    else:
-        verdict = "the framework difference is not distinguishable from the control's"
-    return f"{text}: {verdict}."
+    if len(cross) == 1:
+        return f"{text}: {pair_verdict(paired, cross[0])}."
+    return f"{text}: " + "; ".join(f"for {SIDE_NAMES[drift.pair_sides(pair)[1]]}, {pair_verdict(paired, pair)}"
+                                   for pair in cross) + "."
 
 
 def plot_seeds(summary: dict, path: Path) -> Path:
-    """The final metric of every seed: both sides and their controls."""
+    """The final metric of every seed: every side and its control, in the side's colour."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
-    styles = {"tf": ("tab:orange", "o", "TensorFlow"), "torch": ("tab:blue", "s", "PyTorch"),
-              "tf-control": ("tab:orange", "x", "TensorFlow control"), "torch-control": ("tab:blue", "+",
-                                                                                       "PyTorch control")}
-    seeds = summary["seeds"]
+    seeds, count = summary["seeds"], len(summary["values"])
     for offset, (name, found) in enumerate(summary["values"].items()):
-        color, marker, label = styles[name]
-        axis.scatter(np.arange(len(seeds)) + (offset - 1.5) * 0.08, found, color=color, marker=marker, label=label)
+        control = name.endswith(drift.CONTROL_SUFFIX)
+        axis.scatter(np.arange(len(seeds)) + (offset - (count - 1) / 2) * 0.08, found, label=run_name(name),
+                     color=ARMS[name.removesuffix(drift.CONTROL_SUFFIX)].color, marker="x" if control else "o")
     axis.set_xticks(range(len(seeds)), [f"seed {seed}" for seed in seeds])
     axis.set_ylabel(summary["metric"])
     axis.set_title(f"final {summary['metric']} per seed")
@@ -154,8 +170,8 @@ def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list
     results = {"task": spec.name, "mode": "seeds", "config": {**spec.to_dict(), "seeds": seeds,
                                                               "control": options.control},
                "seeds": {**summary, "runs": {str(seed): f"seed-{seed}" for seed in seeds},
-                         "verdicts": {str(seed): per_seed[seed].get("drift", {}).get("verdict", {}).get("sentence")
-                                      for seed in seeds}}}
+                         "verdicts": {str(seed): " ".join(drift.sentences(per_seed[seed]["drift"]))
+                                      if "drift" in per_seed[seed] else None for seed in seeds}}}
     plot_seeds(summary, out / "seeds.png")
     write_json(out / "results.json", results)
     write_atomic(out / "report.md", seeds_report(results))
@@ -177,12 +193,10 @@ def seeds_report(results: dict) -> str:
     summary = results["seeds"]
     lines = [f"# twinnets: {results['task']} over {len(summary['seeds'])} seeds", "", f"**{summary['sentence']}**",
              "", f"| run | mean {summary['metric']} | sd | 95% CI |", "|---|---|---|---|"]
-    runs = {"tf": "TensorFlow", "torch": "PyTorch", "tf-control": "TensorFlow control",
-            "torch-control": "PyTorch control"}
-    differences = {"tf-torch": "TensorFlow - PyTorch", "tf-control": "TensorFlow - its control",
-                   "torch-control": "PyTorch - its control"}
-    rows = [(runs[name], found) for name, found in summary["per_run"].items()]
-    rows += [(differences[name], found) for name, found in summary["paired"].items()]
+    rows = [(run_name(name), found) for name, found in summary["per_run"].items()]
+    rows += [(f"{SIDE_NAMES[name.removesuffix(drift.CONTROL_SUFFIX)]} - its control" if
+              name.endswith(drift.CONTROL_SUFFIX) else " - ".join(SIDE_NAMES[s] for s in drift.pair_sides(name)), found)
+             for name, found in summary["paired"].items()]
     for label, found in rows:
         ci = "-" if found["low"] is None else f"{found['low']:+.4f} to {found['high']:+.4f}"
         sd = "-" if found["sd"] is None else f"{found['sd']:.4f}"

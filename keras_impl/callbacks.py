@@ -92,6 +92,7 @@ def _architecture_and_weights(model: keras.Model) -> keras.Model:
     if not model.compiled:
         return model
     copy = model.__class__.from_config(model.get_config())
-    copy.build_from_config(model.get_build_config())
+    shape = model.get_build_config()["input_shape"]  # of its first call: (N, H, W, C)
+    copy(np.zeros((1, *shape[1:]), np.float32))  # Keras creates the weights on the first call
     copy.set_weights(model.get_weights())
     return copy

@@ -1,5 +1,6 @@
 """Equal up to rounding: the 1-ulp control's perturbation, the weight sketch against the exact distance, the recorder's
-steps, the verdict on curves made to agree and to part, and the seeds' Student t intervals."""
+steps, the verdict on curves made to agree and to part (per arm too), the parity of every side, and the seeds'
+Student t intervals."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness import drift, seeds
+from harness import drift, parity, report, seeds
 from harness.jobs import Run, RunJob, WorkerOrder
 from shared.errors import UserError
 
@@ -94,6 +95,83 @@ def test_without_a_control_the_verdict_says_so():
     assert measured["verdict"]["within_noise"] is None and "--control none" in measured["verdict"]["sentence"]
 
 
+def arm_runs(scales: dict[str, float], controls: tuple[str, ...]) -> dict:
+    """TensorFlow's weights and a side per scale, scale times the control's growth away from TensorFlow from step 1
+    on; each side in `controls` with a control 1e-6 * step away from it."""
+    steps = np.arange(0, 60)
+    base = np.ones((len(steps), 4))
+    growth = (1e-6 * steps)[:, None] * np.array([1.0, -1.0, 0.5, 0.0])
+    sketches = {"tf": base, **{side: base + scale * growth for side, scale in scales.items()}}
+    sketches.update({f"{side}-control": sketches[side] - growth for side in controls})
+    return {name: {"batch_losses": list(1.0 + sketch[1:, 0]), "steps": steps, "sketches": sketch}
+            for name, sketch in sketches.items()}
+
+
+def test_pairs_join_each_side_to_the_reference_and_to_its_control():
+    runs = dict.fromkeys(["tf", "torch", "keras-jax", "keras-tf", "tf-control", "keras-jax-control"])
+    assert drift.pairs_of(runs) == {"tf-torch": ("tf", "torch"), "tf-keras-jax": ("tf", "keras-jax"),
+                                    "tf-keras-tf": ("tf", "keras-tf"), "tf-control": ("tf", "tf-control"),
+                                    "keras-jax-control": ("keras-jax", "keras-jax-control")}
+    assert drift.pairs_of(dict.fromkeys(["keras-jax", "keras-torch"])) == {
+        "keras-jax-keras-torch": ("keras-jax", "keras-torch")}  # without TensorFlow the first side is the reference
+    assert drift.PAIR_NAMES["tf-keras-jax"] == "TensorFlow vs Keras on JAX"
+    assert drift.PAIR_NAMES["keras-torch-control"] == "Keras on PyTorch vs its control"
+    assert drift.pair_sides("keras-tf-keras-jax") == ("keras-tf", "keras-jax")
+
+
+def test_each_arm_is_judged_against_the_noise_floor():
+    """PyTorch 2x and Keras on JAX 3x the controls' drift: within; Keras on JAX ran no control, so the native
+    controls stand in. Keras on PyTorch 1000x: beyond from step 1, and 1e-3 apart at step 2."""
+    measured = drift.measure(arm_runs({"torch": 2.0, "keras-jax": 3.0, "keras-torch": 1000.0},
+                                      controls=("tf", "torch", "keras-torch")))
+    verdicts = measured["verdicts"]
+    assert list(verdicts) == ["tf-torch", "tf-keras-jax", "tf-keras-torch"]
+    assert measured["verdict"] == verdicts["tf-torch"] and verdicts["tf-torch"]["controls"] == ["tf-control",
+                                                                                                 "torch-control"]
+    assert verdicts["tf-torch"]["within_noise"] is True
+    assert verdicts["tf-torch"]["median_ratio"] == pytest.approx(2.0, rel=1e-3)
+    jax = verdicts["tf-keras-jax"]
+    assert jax["within_noise"] is True and jax["borrowed"] and jax["controls"] == ["tf-control", "torch-control"]
+    assert jax["median_ratio"] == pytest.approx(3.0, rel=1e-3)
+    assert jax["sentence"].startswith("TensorFlow and Keras on JAX drift apart no more than the native sides")
+    assert "Keras on JAX ran no control" in jax["sentence"]
+    far = verdicts["tf-keras-torch"]
+    assert far["within_noise"] is False and far["exceeds_from_step"] == 1 and not far["borrowed"]
+    assert far["controls"] == ["tf-control", "keras-torch-control"]
+    assert far["median_ratio"] == pytest.approx(1000.0, rel=0.05)
+    assert far["horizons"] == {"tf-keras-torch": 2, "tf-control": None, "keras-torch-control": None}
+    assert "TensorFlow and Keras on PyTorch drift apart more than rounding explains from step 1" in far["sentence"]
+    assert drift.sentences(measured) == [found["sentence"] for found in verdicts.values()]
+
+
+def test_the_drift_of_the_arms_is_drawn_and_reported(tmp_path):
+    measured = drift.measure(arm_runs({"torch": 2.0, "keras-jax": 3.0}, controls=("tf", "torch", "keras-jax")))
+    measured.update(control="ulp", exact=True)
+    assert drift.plot_drift(measured, tmp_path / "drift.png", "ulp").stat().st_size > 10_000
+    section = report.drift_section({"drift": measured})
+    assert all(f"**{sentence}**" in section for sentence in drift.sentences(measured))
+    assert "TensorFlow and Keras on JAX drift apart no more than each framework drifts from itself" in section
+
+
+def test_the_parity_table_flags_a_probe_beyond_the_tolerance(tmp_path):
+    probe = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    planted = {"tf": probe, "torch": probe + 1e-7, "keras-jax": probe - 4e-6, "keras-torch": probe + 3e-5}
+    for side, found in planted.items():
+        (tmp_path / side).mkdir()
+        np.save(tmp_path / side / "probe.npy", found)
+    found = parity.run_parity(tmp_path, list(planted), 1e-5, "log-probabilities")
+    assert found["reference"] == "tf" and found["passed"] is False
+    assert found["max_abs_diff"] == pytest.approx(1e-7, rel=0.5)  # the first pair's, as before
+    assert {side: row["passed"] for side, row in found["sides"].items()} == {"torch": True, "keras-jax": True,
+                                                                            "keras-torch": False}
+    assert found["sides"]["keras-torch"]["max_abs_diff"] == pytest.approx(3e-5, rel=0.05)
+    both = parity.run_parity(tmp_path, ["keras-jax", "torch"], 1e-5, "x")
+    assert both["reference"] == "keras-jax" and both["passed"] and list(both["sides"]) == ["torch"]
+    lines = report.table({"frameworks": {side: {"metrics": {}} for side in planted}, "parity": found}).splitlines()
+    assert "parity: max |tf - torch| = 1.192e-07 (tolerance 1e-05): PASSED" in lines  # as the console said before
+    assert any(line.startswith("parity: max |tf - keras-torch| = 3.") and line.endswith("FAILED") for line in lines)
+
+
 def test_seeds_are_a_count_or_a_list():
     assert seeds.parse_seeds("3") == [0, 1, 2] and seeds.parse_seeds("4,7") == [4, 7] and seeds.parse_seeds("5,") == [5]
     for bad in ("", "x", "1,1", "-1", "0"):
@@ -157,3 +235,25 @@ def test_a_grouped_pytorch_worker_keeps_tensorflow_out(monkeypatch):
     tf_order = WorkerOrder("train", "tf", "job.json", (Run("tf"), Run("tf", control=True)))
     assert worker.main([tf_order.to_argument()]) == 0
     assert marked == [True]
+
+
+def test_seeds_pair_each_arm_with_the_reference_and_its_controls(tmp_path):
+    """Keras on JAX 0.05 below TensorFlow on every seed, with no control of its own: distinguishable against the
+    native controls; PyTorch alike."""
+    def entry(value: float) -> dict:
+        return {"metrics": {"val_dice": value}}
+
+    per_seed = {seed: {"frameworks": {"tf": entry(0.95 + 0.01 * seed), "torch": entry(0.95 + 0.01 * seed),
+                                      "keras-jax": entry(0.90 + 0.01 * seed + 0.001 * (-1) ** seed)},
+                       "controls": {"tf": entry(0.95 + 0.01 * seed + 0.002 * (-1) ** seed),
+                                    "torch": entry(0.95 + 0.01 * seed - 0.002 * (-1) ** seed)}} for seed in range(4)}
+    summary = seeds.summarize(per_seed, "val_dice")
+    assert list(summary["paired"]) == ["tf-torch", "tf-keras-jax", "tf-control", "torch-control"]
+    assert summary["paired"]["tf-keras-jax"]["mean"] == pytest.approx(0.05)
+    assert "TensorFlow minus Keras on JAX val_dice is +0.0500" in summary["sentence"]
+    assert summary["sentence"].endswith("for PyTorch, the framework difference is not distinguishable from the "
+                                        "control's; for Keras on JAX, the framework difference is distinguishable "
+                                        "from the control's.")
+    text = seeds.seeds_report({"task": "unet", "seeds": {**summary, "verdicts": {}}})
+    assert "| Keras on JAX | 0.9150 |" in text and "| TensorFlow - Keras on JAX | 0.0500 |" in text
+    assert seeds.plot_seeds(summary, tmp_path / "seeds.png").is_file()

@@ -127,6 +127,31 @@ def test_reruns_give_the_same_losses(side, tmp_path):
     assert len(first) == 4 and first == second, np.max(np.abs(np.subtract(first, second)))
 
 
+def test_an_arm_gets_its_parity_drift_verdict_and_a_finished_resume(tmp_path):
+    """TensorFlow and Keras on JAX with their 1-ulp controls (about 30 s): the arm's probe within the tolerance, its
+    drift from TensorFlow judged against the controls, named in the console; --resume then finds nothing to do."""
+    import json
+
+    out = tmp_path / "arms"
+    completed = run_cli("--task", "mlp", "--frameworks", "tf,keras-jax", "--epochs", "1", "--sample-size", "300",
+                        "--control", "ulp", "--out", str(out))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    parity = results["parity"]
+    assert parity["reference"] == "tf" and parity["passed"] is True and list(parity["sides"]) == ["keras-jax"]
+    assert 0 <= parity["sides"]["keras-jax"]["max_abs_diff"] <= parity["tolerance"] == 1e-5
+    drift = results["drift"]
+    assert list(drift["pairs"]) == ["tf-keras-jax", "tf-control", "keras-jax-control"]
+    assert drift["pairs"]["tf-keras-jax"]["weights"][0] == 0.0  # the same canonical initial weights
+    verdict = drift["verdicts"]["tf-keras-jax"]
+    assert verdict == drift["verdict"] and isinstance(verdict["within_noise"], bool) and not verdict["borrowed"]
+    assert verdict["steps_compared"] == 2 and verdict["sentence"].startswith("TensorFlow and Keras on JAX drift apart")
+    assert f"parity: max |tf - keras-jax| = {parity['max_abs_diff']:.3e}" in completed.stdout
+    assert "equal up to rounding? " + verdict["sentence"] in completed.stdout
+    finished = run_cli("--resume", str(out))
+    assert finished.returncode == 2 and "nothing to resume (the run had finished)" in finished.stderr
+
+
 def test_resume_refuses_a_folder_without_a_run(tmp_path):
     completed = run_cli("--resume", str(tmp_path))
     assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1
