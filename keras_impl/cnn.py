@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from shared.tasks import CNNSpec
@@ -15,11 +14,12 @@ class CNN(keras.Model):
                  classes: int):
         super().__init__(name="cnn")
         c1, c2 = channels  # Keras infers each layer's input width on the first call
-        self.conv1 = keras.layers.Conv2D(c1, kernel_size, padding="same", name="conv1")
-        self.conv2 = keras.layers.Conv2D(c2, kernel_size, padding="same", name="conv2")
+        # Kernels start at zero: the canonical weights are loaded next (a random initializer costs JAX a compile).
+        self.conv1 = keras.layers.Conv2D(c1, kernel_size, padding="same", name="conv1", kernel_initializer="zeros")
+        self.conv2 = keras.layers.Conv2D(c2, kernel_size, padding="same", name="conv2", kernel_initializer="zeros")
         self.flatten = keras.layers.Flatten()
-        self.fc1 = keras.layers.Dense(hidden, name="fc1")
-        self.fc2 = keras.layers.Dense(classes, name="fc2")
+        self.fc1 = keras.layers.Dense(hidden, name="fc1", kernel_initializer="zeros")
+        self.fc2 = keras.layers.Dense(classes, name="fc2", kernel_initializer="zeros")
         # Flatten on NHWC gives (H, W, C) order; keras_impl/weights.py permutes fc1's rows from PyTorch's (C, H, W).
         self.flattened_inputs = {"fc1": feature_map}
 
@@ -32,7 +32,7 @@ class CNN(keras.Model):
 
 
 def build(spec: CNNSpec) -> CNN:
-    """Keras creates weights on the first call; the harness then loads the canonical weights."""
+    """Keras creates the weights on a symbolic first call (nothing runs); the harness then loads the canonical ones."""
     model = CNN(spec.channels, spec.kernel_size, spec.feature_map, spec.hidden, spec.classes)
-    model(np.zeros((1, spec.image_size, spec.image_size, 1), np.float32))  # one grey channel, as MNIST
+    model(keras.Input((spec.image_size, spec.image_size, 1), batch_size=1))  # one grey channel, as MNIST
     return model

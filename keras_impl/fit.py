@@ -93,7 +93,7 @@ def gradients(model: keras.Model, loss: Callable, images: np.ndarray, targets: n
             outputs, _ = model.stateless_call(values, fixed, images, training=True)
             return loss(ops.cast(outputs, "float32"), targets)
 
-        value, grads = jax.value_and_grad(loss_of)(trainable)
+        value, grads = jax.jit(jax.value_and_grad(loss_of))(trainable)  # one XLA program, not one per op
     elif engine == "torch":
         import torch  # this engine's own process only
 
