@@ -16,7 +16,7 @@ from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
 from harness.diagnose import run as diagnose
 from harness.drift import CONTROLS
-from harness.flags import ArgumentParser, check_arms, check_counts, frameworks
+from harness.flags import ArgumentParser, add_unet_flags, check_arms, check_counts, frameworks
 from harness.jobs import SideFailed, Terminated, stop_on_sigterm
 from harness.predict import run as predict
 from harness.registry import REGISTRY
@@ -25,14 +25,13 @@ from harness.surface import NATIVE, SIDES
 from shared.distributed import check_divisible
 from shared.errors import UserError, os_error_line
 from shared.execution import DEVICES, PRECISIONS
-from shared.recipes import DESCRIPTIONS, RECIPES, recipe_line, recipe_values
-from shared.schedules import SCHEDULES
+from shared.recipes import recipe_line, recipe_values
 from shared.tasks import TASKS, TaskSpec, UNetSpec, make_spec, parse_image_size, size_text
 
 # Flags that set a field of the task's spec; a flag whose field the task lacks is refused.
 SPEC_FLAGS = ("epochs", "batch_size", "lr", "seed", "sample_size", "validation_size", "image_size",
               "base_filters", "optimizer", "variant", "workers", "schedule", "warmup_epochs", "save_best",
-              "init_weights")
+              "init_weights", "mask_threshold", "split_by")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--optimizer", choices=["sgd", "adam"])
     add("--variant", choices=["padded", "original"], help="U-Net variant")
     add("--workers", type=int, help="data-loading workers per side")
-    add("--recipe", choices=list(RECIPES),
-        help="unet: a named set of settings, each flag given still wins: "
-             + "; ".join(f"{name}: {text}" for name, text in DESCRIPTIONS.items()) + " (default: seed)")
-    add("--schedule", choices=SCHEDULES, help="unet: the learning rate per step (default: constant)")
-    add("--warmup-epochs", type=int, help="unet: linear learning-rate warm-up over these epochs' steps")
-    add("--save-best", choices=["val_dice", "val_loss"],
-        help="unet: also keep the weights of the best epoch by this validation metric (best.*)")
-    add("--init-weights", type=Path, metavar="FILE",
-        help="unet: start from these canonical weights (a run's model.safetensors, either side) instead of the "
-             "seeded initialisation")
+    add_unet_flags(parser)
     full = UNetSpec.full_size
     add("--full-size", action="store_true",
         help=f"unet at full size: --image-size {size_text(full['padded']['image_size'])} (TorchBench's U-Net; "
@@ -122,10 +112,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     spec = make_spec(args.task, **overrides)
     task = REGISTRY[spec.name]
     check_arms(args, sides, NATIVE, task.trains)
-    if getattr(spec, "init_weights", None):
-        task.initial_weights(spec)  # a missing file or a mismatched tensor: one line, before any side starts
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
+    if args.data_dir is not None and not args.data_dir.exists():
+        raise UserError(f"{args.data_dir}: no such folder (--data-dir)")
+    if task.fit_data is not None:  # what the data decides (a grayscale folder set: one input channel)
+        spec = task.fit_data(spec, args.data_dir, args.download)
+    if getattr(spec, "init_weights", None):
+        task.initial_weights(spec)  # a missing file or a mismatched tensor: one line, before any side starts
     if args.benchmark:
         benchmark_run.check_benchmark_args(args, spec, task.trains)
     if args.seeds is not None and (args.benchmark or args.diagnose is not None or args.seed is not None):
@@ -148,8 +142,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         raise UserError(f"--precision does not apply to task {args.task!r}: it trains nothing")
     if args.precision == "fp16" and args.device != "cuda":
         raise UserError("--precision fp16 needs --device cuda: CPUs have no fast float16 arithmetic (use bf16)")
-    if args.data_dir is not None and not args.data_dir.exists():
-        raise UserError(f"{args.data_dir}: no such folder (--data-dir)")
     return args, spec, sides
 
 

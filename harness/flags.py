@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from shared.errors import UserError
+from shared.recipes import DESCRIPTIONS, RECIPES
+from shared.schedules import SCHEDULES
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -28,6 +31,27 @@ def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
         raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
                                                 else "expected a comma-separated list"))
     return list(dict.fromkeys(values))
+
+
+def add_unet_flags(parser: argparse.ArgumentParser) -> None:
+    """The U-Net's flags of training (recipe, schedule, best and initial weights) and of your own folder set."""
+    add = parser.add_argument
+    add("--recipe", choices=list(RECIPES),
+        help="unet: a named set of settings, each flag given still wins: "
+             + "; ".join(f"{name}: {text}" for name, text in DESCRIPTIONS.items()) + " (default: seed)")
+    add("--schedule", choices=SCHEDULES, help="unet: the learning rate per step (default: constant)")
+    add("--warmup-epochs", type=int, help="unet: linear learning-rate warm-up over these epochs' steps")
+    add("--save-best", choices=["val_dice", "val_loss"],
+        help="unet: also keep the weights of the best epoch by this validation metric (best.*)")
+    add("--init-weights", type=Path, metavar="FILE",
+        help="unet: start from these canonical weights (a run's model.safetensors, either side) instead of the "
+             "seeded initialisation")
+    add("--mask-threshold", type=float, metavar="T",
+        help="unet, your own folder set (--data-dir with images/ and masks/): mask values >= T are foreground "
+             "(default: non-zero, and a mask may hold two values only)")
+    add("--split-by", metavar="REGEX",
+        help="unet, your own folder set: the part of a file name that groups images (a patient, a slide; the first "
+             "group of the expression if it has one); no group is on both sides of the split (default: by file)")
 
 
 # The ranges of the flags that set no spec field (shared/tasks.py LIMITS has the others): a thread count far beyond

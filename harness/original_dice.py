@@ -10,13 +10,13 @@ from typing import Callable
 import numpy as np
 
 from shared.callbacks import upsample
-from shared.data.carvana import Sample, TrainImageDataset, read_mask_bits
+from shared.data.carvana import TrainImageDataset
 from shared.metrics import dice
 
 
-def photo_dice(probability: np.ndarray, sample: Sample, threshold: float) -> float:
+def photo_dice(probability: np.ndarray, dataset: TrainImageDataset, index: int, threshold: float) -> float:
     """One photo's Dice at its original size: (H_out, W_out) probabilities against its full-size mask."""
-    truth = read_mask_bits(sample.mask)  # (height, width) as in train_masks/
+    truth = dataset.original_mask(index)  # (height, width) as in train_masks/ (or a folder set's masks/)
     predicted = upsample(probability, (truth.shape[1], truth.shape[0])) > threshold
     return dice(predicted, truth)
 
@@ -31,6 +31,6 @@ def original_size_dice(dataset: TrainImageDataset, predict: Callable[[np.ndarray
         for start in range(0, len(dataset), batch_size):
             indices = range(start, min(start + batch_size, len(dataset)))
             probabilities = predict(np.stack([dataset.get(i)[0] for i in indices]))  # (n, H_out, W_out)
-            scores += pool.map(photo_dice, probabilities, [dataset.samples[i] for i in indices],
+            scores += pool.map(photo_dice, probabilities, [dataset] * len(indices), indices,
                                [threshold] * len(indices))
     return float(np.mean(scores))

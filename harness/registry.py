@@ -13,7 +13,7 @@ import numpy as np
 from harness import task_reports
 from harness.benchmark import flops
 from harness.report import TaskReport
-from harness.runners import digits, lessons, unet
+from harness.runners import digits, folders, lessons, unet
 from harness.surface import Surface, open_surface
 from shared import weights
 from shared.errors import UserError
@@ -30,10 +30,10 @@ def digits_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray
 
 
 def photos_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed, seeded batch of random photos (N, H, W, 3) and masks (N, H_out, W_out, 1): a blob per image, so
+    """A fixed, seeded batch of random photos (N, H, W, C) and masks (N, H_out, W_out, 1): a blob per image, so
     Dice is not degenerate."""
     rng = np.random.default_rng([seed, batch_size])
-    images = rng.standard_normal((batch_size, *spec.image_shape, 3)).astype(np.float32)
+    images = rng.standard_normal((batch_size, *spec.image_shape, spec.in_channels)).astype(np.float32)
     height, width = spec.output_shape
     y, x = np.mgrid[:height, :width] / np.array([height, width])[:, None, None]  # each axis in [0, 1)
     centres = rng.uniform(0.3, 0.7, (batch_size, 2))
@@ -63,6 +63,7 @@ class Task:
     tolerances: dict[str, float] = field(default_factory=dict)  # how far the sides may differ (notes below)
     step_bytes: Callable | None = None  # (spec, batch) -> about the activations' memory of a train step
     parts: tuple[str, ...] = ()  # a lesson's further side modules, after its own (autograd's graph_modes.py)
+    fit_data: Callable | None = None  # (spec, data_dir, download) -> the spec the data asks for (its input channels)
 
     @property
     def trains(self) -> bool:
@@ -133,6 +134,7 @@ REGISTRY: dict[str, Task] = {task.name: task for task in (
          unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
          unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice",
          prediction="masks", final_weights="model.safetensors", step_bytes=flops.unet_step_bytes,
+         fit_data=folders.fit_data,
          tolerances={"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
                      "trained_weights": 1e-4, "reference_loss": 1e-5, "data_parallel_step": 1e-5,
                      "data_parallel_epoch": 1e-3, "float64": 1e-10}),

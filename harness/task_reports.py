@@ -16,6 +16,7 @@ from harness.report import (
     plot_neuron_surface,
 )
 from harness.runners.folders import folder_lines
+from shared.data.folders import SOURCE_NAME
 from shared.graph_drawing import draw, draw_beside
 from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
 from shared.recipes import recipe_line
@@ -207,7 +208,8 @@ def unet_report(results: dict, out: Path) -> TaskReport:
     config, data = results["config"], results.get("data", {})
     momentum = f" momentum {config['momentum']}" if config["optimizer"] == "sgd" else ""
     explanation = (
-        f"A U-Net learns the car mask of each photo (BCE + soft Dice loss; Dice of the {config['threshold']}-"
+        f"A U-Net learns the {'foreground' if data.get('source') == SOURCE_NAME else 'car'} mask of each photo "
+        f"(BCE + soft Dice loss; Dice of the {config['threshold']}-"
         "thresholded prediction as the metric). Both sides start from the same canonical weights and see the same "
         "augmented batches in the same order; the TensorFlow step is one traced tf.function, the PyTorch step "
         "the eager loop. Each side writes TensorBoard logs, its model in its own format and the canonical "

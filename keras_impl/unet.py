@@ -4,7 +4,6 @@ Two variants: padded, and Ronneberger's original with valid convolutions."""
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from shared.tasks import UNetSpec
@@ -47,9 +46,10 @@ class DoubleConv(keras.layers.Layer):
         super().__init__(name=name)
         # Keras' momentum weighs the old running statistics; PyTorch's weighs the new batch. The names join with "_"
         # (keras_impl/weights.py reads it as the canonical "."): Keras on PyTorch keys torch parameters by them.
-        self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv1")
+        # Kernels start at zero: the canonical weights are loaded next (a random initializer costs JAX a compile).
+        self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv1", kernel_initializer="zeros")
         self.bn1 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}_bn1")
-        self.conv2 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv2")
+        self.conv2 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv2", kernel_initializer="zeros")
         self.bn2 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}_bn2")
 
     def call(self, x, training: bool = False):
@@ -69,24 +69,27 @@ class UNet(keras.Model):
     """Contracting path enc1..enc{depth+1} with 2x2 max-pooling, expanding path up{l} (2x2 transposed conv)
     + skip + dec{l}, and a 1x1 head to one logit per pixel."""
 
-    def __init__(self, base_filters: int, depth: int, padding: str, bn_eps: float, bn_momentum: float, **kwargs):
+    def __init__(self, in_channels: int, base_filters: int, depth: int, padding: str, bn_eps: float,
+                 bn_momentum: float, **kwargs):
         super().__init__(**{"name": "unet", **kwargs})
-        self.arguments = {"base_filters": base_filters, "depth": depth, "bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        # Keras sizes enc1 from the first input it sees (build); in_channels is kept to rebuild a saved model.
+        self.arguments = {"in_channels": in_channels, "base_filters": base_filters, "depth": depth, "bn_eps": bn_eps,
+                          "bn_momentum": bn_momentum}
         widths = unet_widths(base_filters, depth)
         self.depth = depth
         for level, width in enumerate(widths, start=1):
             setattr(self, f"enc{level}", DoubleConv(width, padding, bn_eps, bn_momentum, name=f"enc{level}"))
         for level in range(depth, 0, -1):
             setattr(self, f"up{level}", keras.layers.Conv2DTranspose(widths[level - 1], 2, strides=2,
-                                                                     name=f"up{level}"))
+                                                                     name=f"up{level}", kernel_initializer="zeros"))
             setattr(self, f"dec{level}", DoubleConv(widths[level - 1], padding, bn_eps, bn_momentum,
                                                     name=f"dec{level}"))
-        self.head = keras.layers.Conv2D(1, 1, name="head")
+        self.head = keras.layers.Conv2D(1, 1, name="head", kernel_initializer="zeros")
         self.pool = keras.layers.MaxPooling2D(2)
 
     def call(self, x, training: bool = False):
         skips = []
-        for level in range(1, self.depth + 1):  # (N, H, W, 3) -> ... halving H, W at each level
+        for level in range(1, self.depth + 1):  # (N, H, W, C) -> ... halving H, W at each level
             x = getattr(self, f"enc{level}")(x, training=training)
             skips.append(x)
             x = self.pool(x)
@@ -106,21 +109,22 @@ class UNet(keras.Model):
 class UNetOriginal(UNet):
     """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
 
-    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
-        super().__init__(base_filters, depth, "valid", bn_eps, bn_momentum, **kwargs)
+    def __init__(self, in_channels: int, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
+        super().__init__(in_channels, base_filters, depth, "valid", bn_eps, bn_momentum, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="twinnets")
 class UNetPadded(UNet):
     """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
 
-    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
-        super().__init__(base_filters, depth, "same", bn_eps, bn_momentum, **kwargs)
+    def __init__(self, in_channels: int, base_filters: int, depth: int, bn_eps: float, bn_momentum: float, **kwargs):
+        super().__init__(in_channels, base_filters, depth, "same", bn_eps, bn_momentum, **kwargs)
 
 
 def build(spec: UNetSpec) -> UNet:
-    """Keras creates weights on the first call; the harness then loads the canonical weights."""
+    """Keras creates the weights when it builds the model for an input shape (a symbolic call: nothing runs, which on
+    JAX saves compiling every op once); the harness then loads the canonical weights."""
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
-    model = variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
-    model(np.zeros((1, *spec.image_shape, 3), np.float32))  # (1, H, W, 3)
+    model = variant(spec.in_channels, spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
+    model(keras.Input((*spec.image_shape, spec.in_channels), batch_size=1))  # (1, H, W, C), symbolic
     return model

@@ -12,7 +12,7 @@ import numpy as np
 from shared import distributed
 from shared.atomic import write_json
 from shared.checkpoint import Checkpointer
-from shared.data import carvana
+from shared.data import carvana, folders
 from shared.errors import UserError
 from shared.history import TrainingLog
 from shared.init import init_weights
@@ -80,7 +80,12 @@ class Engine(Protocol):
 
 def carvana_sets(spec: UNetSpec, data_dir: str | os.PathLike) -> tuple[carvana.TrainImageDataset,
                                                                        carvana.TrainImageDataset | None]:
-    """The training set (augmented, keyed by (epoch, index)) and the validation set (or None) of harness.run_unet."""
+    """The training set (augmented, keyed by (epoch, index)) and the validation set (or None) of harness.run_unet:
+    Carvana's, or your own folder set's."""
+    if folders.find_folder_set(data_dir) is not None:
+        _, train_pairs, valid_pairs = folders.folder_split(spec, data_dir)
+        return (folders.folder_dataset(spec, train_pairs, spec.augment),
+                folders.folder_dataset(spec, valid_pairs) if valid_pairs else None)
     layout = carvana.resolve_carvana(data_dir, include_test=False)
     train_samples, valid_samples = carvana.get_train_files(layout, spec.sample_size, spec.validation_size, spec.seed)
     pad = spec.pad  # 0 for the padded U-Net
@@ -93,7 +98,7 @@ def carvana_sets(spec: UNetSpec, data_dir: str | os.PathLike) -> tuple[carvana.T
 
 def load_samples(dataset: carvana.TrainImageDataset, indices: np.ndarray,
                  epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stacked samples of a shared dataset: images (n, H, W, 3), masks (n, H_out, W_out)."""
+    """Stacked samples of a shared dataset: images (n, H, W, C), masks (n, H_out, W_out)."""
     pairs = [dataset.get(int(index), epoch) for index in indices]
     return np.stack([image for image, _ in pairs]), np.stack([mask for _, mask in pairs])
 

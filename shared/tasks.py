@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,13 +46,15 @@ class TaskSpec:
 
 
 # Fields that must be > 0 whenever a task has them.
-POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "sample_size", "log_interval"}
+POSITIVE_FIELDS = {"epochs", "batch_size", "lr", "image_size", "base_filters", "sample_size", "log_interval",
+                   "mask_threshold"}
 # The range of every numeric field a flag sets (finite, always): wide enough for any real run, narrow enough that
 # a typo (--epochs 1e9, --lr 1e6, --seed -1) is refused in one line instead of running for days or failing deep
 # inside a framework. numpy seeds are unsigned 32-bit.
 LIMITS = {"seed": (0, 2**32 - 1), "epochs": (1, 100_000), "batch_size": (1, 65_536), "lr": (0, 1e10),
           "image_size": (1, 65_536), "base_filters": (1, 4_096), "sample_size": (1, 10**9), "log_interval": (1, 10**9),
-          "validation_size": (0, 1), "workers": (0, 256), "warmup_epochs": (0, 100_000)}
+          "validation_size": (0, 1), "workers": (0, 256), "warmup_epochs": (0, 100_000), "in_channels": (1, 3),
+          "mask_threshold": (0, 2**32)}
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ class UNetSpec(TaskSpec):
     recipe: str = "seed"  # the named set of settings the run started from (shared/recipes.py); explicit flags win
     save_best: str | None = None  # "val_dice" or "val_loss": also keep the best epoch's weights (best.*)
     init_weights: str | None = None  # a canonical .safetensors file to start from instead of the seeded init
+    # Your own folder of images/ and masks/ (shared/data/folders.py; docs/data.md):
+    in_channels: int = 3  # input channels: RGB; 1 when most of a folder set's images are grayscale (set from the data)
+    mask_threshold: float | None = None  # foreground where a mask's value >= this; None: non-zero, two values at most
+    split_by: str | None = None  # a regular expression: the part of a file name that groups images (a patient)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_size", normalize_image_size(self.image_size))  # frozen: set once, here
@@ -240,7 +247,7 @@ class UNetSpec(TaskSpec):
 
 
 def check_training_options(spec: UNetSpec) -> None:
-    """The schedule, recipe, best-model and initial-weights fields, each refused in one line when invalid."""
+    """The schedule, recipe, best-model, input channel and --split-by fields, each refused in one line when invalid."""
     if spec.schedule not in SCHEDULES:
         raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {spec.schedule!r}")
     if spec.recipe not in RECIPES:
@@ -256,6 +263,12 @@ def check_training_options(spec: UNetSpec) -> None:
         raise UserError(f"--save-best must be val_dice or val_loss, got {spec.save_best!r}")
     if spec.save_best and spec.validation_size == 0:
         raise UserError(f"--save-best {spec.save_best} needs validation photos: leave --validation-size above 0")
+    if spec.in_channels not in (1, 3):
+        raise UserError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {spec.in_channels}")
+    try:
+        re.compile(spec.split_by or "")
+    except re.error as error:
+        raise UserError(f"--split-by {spec.split_by!r} is not a regular expression ({error})") from None
 
 
 def unet_output_size(input_size: int, depth: int) -> int | None:

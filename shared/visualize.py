@@ -18,6 +18,7 @@ def mask_panel(image: np.ndarray, true_mask: np.ndarray, predicted: np.ndarray, 
     height, width = true_mask.shape
     border = (image.shape[0] - height) // 2  # as wide on both axes
     image = image[border:border + height, border:border + width]
+    image = np.repeat(image, 3 // image.shape[-1], -1)  # a grayscale image (H, W, 1) shown as RGB
     binary = (predicted > threshold).astype(np.float32)
     panels = [image, np.repeat(true_mask[..., None], 3, -1), np.repeat(binary[..., None], 3, -1),
               overlay(image, binary)]

@@ -204,11 +204,11 @@ def double_conv(name: str, n_in: int, n_out: int) -> dict[str, Param]:
 
 def unet_layout(spec: UNetSpec) -> dict[str, Param]:
     """enc1..enc{depth+1} down the contracting path, up{l}/dec{l} back up, head 1x1 to one logit.
-    The padded and the original (valid-convolution) variants share this layout."""
+    The padded and the original (valid-convolution) variants share this layout; enc1 takes spec.in_channels."""
     widths = unet_widths(spec.base_filters, spec.depth)
     layout: dict[str, Param] = {}
     for level, width in enumerate(widths, start=1):
-        layout.update(double_conv(f"enc{level}", 3 if level == 1 else widths[level - 2], width))
+        layout.update(double_conv(f"enc{level}", spec.in_channels if level == 1 else widths[level - 2], width))
     for level in range(spec.depth, 0, -1):
         layout.update(conv_transpose2d(f"up{level}", widths[level], widths[level - 1], 2))
         layout.update(double_conv(f"dec{level}", 2 * widths[level - 1], widths[level - 1]))

@@ -43,12 +43,13 @@ class UNet(nn.Module):
     """Contracting path enc1..enc{depth+1} with 2x2 max-pooling, expanding path up{l} (2x2 transposed conv)
     + skip + dec{l}, and a 1x1 head to one logit per pixel."""
 
-    def __init__(self, base_filters: int, depth: int, padding: int, bn_eps: float, bn_momentum: float):
+    def __init__(self, in_channels: int, base_filters: int, depth: int, padding: int, bn_eps: float,
+                 bn_momentum: float):
         super().__init__()
         widths = unet_widths(base_filters, depth)
         self.depth = depth
         for level, width in enumerate(widths, start=1):
-            n_in = 3 if level == 1 else widths[level - 2]
+            n_in = in_channels if level == 1 else widths[level - 2]
             self.add_module(f"enc{level}", DoubleConv(n_in, width, padding, bn_eps, bn_momentum))
         for level in range(depth, 0, -1):
             self.add_module(f"up{level}", nn.ConvTranspose2d(widths[level], widths[level - 1], 2, stride=2))
@@ -58,7 +59,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
-        for level in range(1, self.depth + 1):  # (N, 3, H, W) -> ... halving H, W at each level
+        for level in range(1, self.depth + 1):  # (N, C, H, W) -> ... halving H, W at each level
             x = getattr(self, f"enc{level}")(x)
             skips.append(x)
             x = F.max_pool2d(x, 2)
@@ -73,17 +74,17 @@ class UNet(nn.Module):
 class UNetOriginal(UNet):
     """Ronneberger et al. 2015: valid 3x3 convolutions, crop-and-concatenate skips; 572x572 in, 388x388 out."""
 
-    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
-        super().__init__(base_filters, depth, padding=0, bn_eps=bn_eps, bn_momentum=bn_momentum)
+    def __init__(self, in_channels: int, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
+        super().__init__(in_channels, base_filters, depth, padding=0, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
 
 class UNetPadded(UNet):
     """The common variant: 'same' 3x3 convolutions, so the mask has the input's size and skips need no crop."""
 
-    def __init__(self, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
-        super().__init__(base_filters, depth, padding=1, bn_eps=bn_eps, bn_momentum=bn_momentum)
+    def __init__(self, in_channels: int, base_filters: int, depth: int, bn_eps: float, bn_momentum: float):
+        super().__init__(in_channels, base_filters, depth, padding=1, bn_eps=bn_eps, bn_momentum=bn_momentum)
 
 
 def build(spec: UNetSpec) -> UNet:
     variant = UNetPadded if spec.variant == "padded" else UNetOriginal
-    return variant(spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)
+    return variant(spec.in_channels, spec.base_filters, spec.depth, spec.bn_eps, spec.bn_momentum)

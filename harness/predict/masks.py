@@ -1,7 +1,8 @@
 """The U-Net's prediction on one side: every photo through the side's own image loader (DataLoader workers, tf.data
 map), the mask upsampled to the photo's original size and thresholded as the training run's submission does,
-run-length encoded and streamed into the resumable submission (harness/predict/rows.py); overlays for the first
-photos; photos/s and resident memory measured on the way."""
+run-length encoded and streamed into the resumable submission (harness/predict/rows.py), and, for your own folder of
+images, written as a PNG at the image's size too; overlays for the first photos; photos/s and resident memory measured
+on the way."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,7 @@ from harness.predict.rows import ResumableRows
 from harness.report import SIDE_NAMES
 from shared.atomic import atomic_path
 from shared.callbacks import upsample
+from shared.data import folders
 from shared.data.carvana.decode import read_photo
 from shared.errors import DataError
 from shared.rle import rle_encode
@@ -36,14 +38,16 @@ FACTS = 4  # what travels with each photo through a loader: its number, readable
 class PhotoDataset:
     """The photos from number `start` on, as the sides' image loaders take a dataset (get(index, epoch) -> a photo
     and its facts). A photo is resized as the training run's test photos are (shared/callbacks.py), with the original
-    U-Net's mirrored border. It travels flattened: each side's loader moves image axes into its own layout (NCHW for
+    U-Net's mirrored border, in the run's channels (a grayscale model reads every photo as grayscale). It travels
+    flattened: each side's loader moves image axes into its own layout (NCHW for
     PyTorch), and a flat vector has none to move, so a batch comes back in the canonical NHWC by a reshape on either
     side. An unreadable photo raises its DataError, or with skip_bad travels as zeros marked unreadable."""
 
     def __init__(self, paths: list[str], start: int, spec: UNetSpec, skip_bad: bool):
         self.paths, self.start, self.skip_bad = paths, start, skip_bad
         self.size, self.pad = spec.output_shape[::-1], spec.pad  # PIL's (width, height) the photo is resized to
-        self.shape = (*spec.image_shape, 3)  # what the net takes: the photo and its border
+        self.mode = folders.MODES[spec.in_channels]
+        self.shape = (*spec.image_shape, spec.in_channels)  # what the net takes: the photo and its border
 
     def __len__(self) -> int:
         return len(self.paths) - self.start
@@ -51,13 +55,14 @@ class PhotoDataset:
     def get(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         number = self.start + index
         try:
-            photo, (width, height) = read_photo(self.paths[number], self.size)
+            photo, (width, height) = read_photo(self.paths[number], self.size, self.mode)
             readable = 1
         except DataError:
             if not self.skip_bad:
                 raise
-            photo, width, height, readable = np.zeros((*self.size[::-1], 3), np.uint8), 0, 0, 0
-        image = mirror_pad(photo.astype(np.float32) / 255.0, self.pad)  # (H_in, W_in, 3) in [0, 1]
+            photo, width, height, readable = np.zeros((*self.size[::-1], self.shape[-1]), np.uint8), 0, 0, 0
+        photo = photo.reshape(*photo.shape[:2], self.shape[-1])  # (H, W) of a grayscale photo -> (H, W, 1)
+        image = mirror_pad(photo.astype(np.float32) / 255.0, self.pad)  # (H_in, W_in, C) in [0, 1]
         return image.reshape(1, 1, -1), np.array([number, readable, width, height], np.float32)
 
 
@@ -92,11 +97,14 @@ class MemoryWatch:
 
 
 def mask_row(probability: np.ndarray, path: str, size: tuple[int, int], threshold: float,
-             overlay: tuple[Path, int] | None) -> tuple[str, str | None]:
+             overlay: tuple[Path, int] | None, png_folder: Path | None = None) -> tuple[str, str | None]:
     """One photo's submission row: the probabilities upsampled to its original (width, height) and thresholded as
     the training run's submission does (shared/callbacks.py), run-length encoded, quoted as the csv module quotes
-    (Kaggle's names need none); and its overlay, for the first photos. Runs in the encoding threads."""
+    (Kaggle's names need none); its overlay, for the first photos; and the mask as <png_folder>/<stem>.png (0/255),
+    written before its row counts, so a resumed run writes it again. Runs in the encoding threads."""
     mask = upsample(probability, size) > threshold
+    if png_folder is not None:
+        write_mask_png(png_folder / f"{Path(path).stem}.png", mask)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow((Path(path).name, rle_encode(mask)))
     return buffer.getvalue(), None if overlay is None else str(write_overlay(*overlay, path, mask))
@@ -137,6 +145,8 @@ class MaskStream:
         self.paths = Path(job["photos"]).read_text().splitlines()
         self.memory, self.side = MemoryWatch(), SIDE_NAMES[surface.side]
         self.previews = [str(p) for p in (out_dir / "preview").glob("*.png")]
+        # Your own folder's masks as PNG files too, beside the run-length CSV.
+        self.png_folder = out_dir / "masks" if job["source"].get("source") == folders.SOURCE_NAME else None
         self.rows = self.bar = None
         self.clock = time.perf_counter()
 
@@ -178,7 +188,8 @@ class MaskStream:
                        "seconds": state["seconds"], "predict_seconds": state["predict_seconds"],
                        "first_batch_s": state["first_batch_s"], "setup_s": setup_s},
             "memory": self.memory.result(),
-            "artifacts": {"submission": str(submission), "previews": sorted(set(self.previews))},
+            "artifacts": {"submission": str(submission), "previews": sorted(set(self.previews)),
+                          **({"masks": str(self.png_folder)} if self.png_folder else {})},
         }
 
     def stream(self, model, loader, dataset: PhotoDataset, pool: ThreadPoolExecutor) -> None:
@@ -199,7 +210,7 @@ class MaskStream:
                     continue
                 overlay = (self.out_dir / "preview", int(number)) if number < preview else None
                 futures.append(pool.submit(mask_row, probability, paths[number], (int(width), int(height)),
-                                           threshold, overlay))
+                                           threshold, overlay, self.png_folder))
             # Written before the next batch is predicted: encoding threads that overlapped the net would take the
             # cores its own threads wait for at every op (PyTorch's slow down many times over on 2 cores).
             self.write(Batch(futures, skipped, int(facts[-1, 0]) + 1, len(facts), predict_s))
@@ -232,6 +243,14 @@ def write_overlay(folder: Path, number: int, path: str, mask: np.ndarray) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, suffix=".png") as temporary:
         Image.fromarray(picture).save(temporary)
+    return target
+
+
+def write_mask_png(target: Path, mask: np.ndarray) -> Path:
+    """A predicted mask at its image's size as an 8-bit PNG, 255 foreground and 0 background, written atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, suffix=".png") as temporary:
+        Image.fromarray(mask.astype(np.uint8) * 255, "L").save(temporary, "PNG")
     return target
 
 

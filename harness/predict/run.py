@@ -51,8 +51,8 @@ def prepare_photos(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], 
     if args.images is not None:
         photos, source = setup.list_images(args.images), {"source": "--images",
                                                           "location": [str(p) for p in args.images]}
-    elif args.data_dir is not None:
-        photos, source = setup.test_photos(args.data_dir), {"source": "carvana", "location": str(args.data_dir)}
+    elif args.data_dir is not None:  # your own folder of images (written as PNG masks too), or Carvana's test set
+        photos, source = setup.data_dir_photos(args.data_dir)
     else:
         photos = setup.run_test_photos(run)
         source = {"source": run.data.get("source", "carvana"), "location": str(photos[0].parent) if photos else None}

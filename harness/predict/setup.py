@@ -13,16 +13,16 @@ from pathlib import Path
 from harness.registry import task_of
 from harness.report import SIDE_NAMES
 from harness.surface import SIDES
-from shared.data import synthetic_cars
+from shared.data import folders, synthetic_cars
 from shared.data.carvana import layout as carvana_layout
 from shared.errors import DataError, UserError
 from shared.tasks import TASKS, TaskSpec, make_spec
 from shared.weights import Param, first_mismatch, load_weights_file
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+PHOTO_SUFFIXES = folders.SUFFIXES  # PNG, JPEG, TIFF, GIF, BMP
 # Flags of a training run that do not apply to a prediction: its settings are the run's own.
 NOT_FOR_PREDICTION = ("epochs", "lr", "seed", "sample_size", "validation_size", "base_filters", "optimizer", "variant",
-                      "seeds", "diagnose", "resume")
+                      "seeds", "diagnose", "resume", "mask_threshold", "split_by")
 DEFAULTS_ONLY = {"benchmark": False, "download": False, "nproc": 1, "precision": "fp32"}
 
 
@@ -196,13 +196,22 @@ def list_images(paths: list[Path]) -> list[Path]:
                 inside = sorted(Path(e.path) for e in entries if e.is_file() and not e.name.startswith(".")
                                 and e.name.lower().endswith(PHOTO_SUFFIXES))
             if not inside:
-                raise DataError(path, "no JPEG or PNG photos in this folder (--images)")
+                raise DataError(path, "no PNG, JPEG, TIFF, GIF or BMP photos in this folder (--images)")
             found += inside
         elif path.is_file():
             found.append(path)
         else:
             raise DataError(path, "no such file or folder (--images)")
     return found
+
+
+def data_dir_photos(data_dir: Path) -> tuple[list[Path], dict]:
+    """--data-dir's photos and where they came from: your own folder's images/ (or imgs/, or the images directly in
+    the folder; any masks/ beside them are not read), else the test photos of a Kaggle-layout folder."""
+    images = folders.prediction_images(data_dir) if data_dir.is_dir() else None
+    if images is not None:
+        return images, {"source": folders.SOURCE_NAME, "location": str(data_dir)}
+    return test_photos(data_dir), {"source": "carvana", "location": str(data_dir)}
 
 
 def test_photos(data_dir: Path) -> list[Path]:
@@ -224,8 +233,11 @@ def test_photos(data_dir: Path) -> list[Path]:
 
 
 def run_test_photos(run: TrainedRun) -> list[Path]:
-    """The test folder of the run's dataset; the embedded synthetic set is generated again if its cache is gone."""
+    """The test folder of the run's dataset (a folder set's own images, having no test folder); the embedded synthetic
+    set is generated again if its cache is gone."""
     location = run.data.get("location")
+    if location and Path(location).is_dir() and run.data.get("source") == folders.SOURCE_NAME:
+        return folders.prediction_images(Path(location)) or []
     if location and Path(location).is_dir():
         return test_photos(Path(location))
     if run.data.get("source") == synthetic_cars.SOURCE_NAME:

@@ -1,5 +1,6 @@
-"""The U-Net on one side: the Carvana files checked once, the split by car, the probe, the four callbacks, training
-in one process or data-parallel, and the mask agreement of the two sides' predictions."""
+"""The U-Net on one side: the Carvana files (or your own folder set) checked once, the split by car (by file or
+group), the probe, the four callbacks, training in one process or data-parallel, and the mask agreement of the two
+sides' predictions."""
 from __future__ import annotations
 
 import functools
@@ -11,10 +12,11 @@ import numpy as np
 
 from harness.drift import DriftRecorder
 from harness.original_dice import original_size_dice
+from harness.runners.folders import prepare_folder
 from harness.surface import Surface
 from shared import distributed
 from shared.callbacks import BestModelSaverCallback, PredictionsSaverCallback, best_model_entry
-from shared.data import carvana, synthetic_cars
+from shared.data import carvana, folders, synthetic_cars
 from shared.execution import Execution
 from shared.loaders import Loaders
 from shared.rle import read_rle_csv
@@ -23,8 +25,12 @@ from shared.weights import Weights, load_weights_file
 
 
 def prepare_carvana(spec: UNetSpec, data_dir: Path | None, download: bool) -> dict:
-    """The real Carvana files (a folder, its zips, or a download), or the generated synthetic-carvana set, checked
-    once in the parent before any side starts; the result (plain JSON) tells each side where to load them from."""
+    """The real Carvana files (a folder, its zips, or a download), your own folder of images/ and masks/, or the
+    generated synthetic-carvana set, checked once in the parent before any side starts; the result (plain JSON) tells
+    each side where to load them from."""
+    found = folders.survey(data_dir, spec.split_by) if data_dir is not None and not download else None
+    if found is not None:
+        return {"data_dir": str(data_dir), "description": prepare_folder(spec, found)}
     if download:
         data_dir = carvana.DatasetFetcher().download_dataset(carvana.default_download_dir())
     if data_dir is None:
@@ -50,7 +56,12 @@ def prepare_carvana(spec: UNetSpec, data_dir: Path | None, download: bool) -> di
 @functools.lru_cache(maxsize=1)
 def split_of(spec: UNetSpec, data_dir: str) -> "CarvanaSplit":
     """The split of this process's runs: a side and its control read the same photos, decoded once."""
-    return CarvanaSplit(spec, data_dir)
+    return make_split(spec, data_dir)
+
+
+def make_split(spec: UNetSpec, data_dir: str) -> "CarvanaSplit":
+    """A folder set's split, or Carvana's (its own layout, or the embedded synthetic set)."""
+    return FolderSplit(spec, data_dir) if folders.find_folder_set(data_dir) else CarvanaSplit(spec, data_dir)
 
 
 class CarvanaSplit:
@@ -69,9 +80,12 @@ class CarvanaSplit:
         """One dataset per photo set, so its cache of decoded photos serves every run of this process."""
         key = (tuple(samples), augment)
         if key not in self.datasets:
-            self.datasets[key] = carvana.TrainImageDataset(samples, self.spec.output_shape, augment=augment,
-                                                           seed=self.spec.seed, pad=self.spec.pad)
+            self.datasets[key] = self.make_dataset(samples, augment)
         return self.datasets[key]
+
+    def make_dataset(self, samples: list, augment: bool) -> carvana.TrainImageDataset:
+        return carvana.TrainImageDataset(samples, self.spec.output_shape, augment=augment, seed=self.spec.seed,
+                                         pad=self.spec.pad)
 
     def train_set(self) -> carvana.TrainImageDataset:
         return self.dataset(self.train, augment=self.spec.augment)
@@ -92,9 +106,23 @@ class CarvanaSplit:
         return [probe_set.get(int(i)) for i in picks]
 
 
+class FolderSplit(CarvanaSplit):
+    """CarvanaSplit's twin for your own folder of images/ and masks/: split by file, or by the group --split-by finds
+    in a file name; no test photos; each image read in the spec's channels, from its own size."""
+
+    def __init__(self, spec: UNetSpec, data_dir: str):
+        self.spec = spec
+        self.layout, self.train, self.valid = folders.folder_split(spec, data_dir)
+        self.test: list = []
+        self.datasets: dict[tuple, carvana.TrainImageDataset] = {}
+
+    def make_dataset(self, samples: list, augment: bool) -> folders.FolderDataset:
+        return folders.folder_dataset(self.spec, samples, augment)
+
+
 def train_photos(spec: UNetSpec, data: dict) -> tuple[carvana.TrainImageDataset, str]:
     """What the benchmark's pipeline row loads: the augmented training photos, and what an epoch of them is."""
-    train_set = CarvanaSplit(spec, data["data_dir"]).train_set()
+    train_set = make_split(spec, data["data_dir"]).train_set()
     return train_set, f"{len(train_set)} photos decoded, resized and augmented per epoch"
 
 
@@ -124,14 +152,17 @@ def unet_result(surface: Surface, spec: UNetSpec, split: CarvanaSplit, out_dir: 
     """The side's results.json entry after training; the preview's predicted masks go to preview.npz."""
     preview = split.preview()
     images = np.stack([image for image, _ in preview])
-    np.savez_compressed(out_dir / "preview.npz", images=images, masks=np.stack([mask for _, mask in preview]),
-                        predicted=surface.task.predict(model, images))
+    np.savez_compressed(out_dir / "preview.npz", images=np.repeat(images, 3 // images.shape[-1], -1),  # shown in RGB
+                        masks=np.stack([mask for _, mask in preview]), predicted=surface.task.predict(model, images))
     final, best = run["history"][-1], best_model_entry(out_dir / "best")
     validated = {}
     if split.valid:  # Kaggle's metric, at the photos' original size, is computed once, at the end (not every epoch)
-        original = original_size_dice(split.dataset(split.valid), lambda images: surface.task.predict(model, images),
-                                      spec.threshold, spec.batch_size)
-        validated = {"val_dice": final["val_dice"], "val_dice_original": original, "val_loss": final["val_loss"]}
+        valid_set = split.dataset(split.valid)
+        original = original_size_dice(valid_set, lambda images: surface.task.predict(model, images), spec.threshold,
+                                      spec.batch_size)
+        validated = {"val_dice": final["val_dice"], "val_dice_original": original, "val_loss": final["val_loss"],
+                     # what predicting every pixel foreground scores: the model must beat it (docs/data.md)
+                     "val_dice_all_foreground": folders.all_foreground_dice(valid_set.decode_all())}
     return {
         "history": run["history"],
         "batch_losses": run["batch_losses"],
@@ -205,7 +236,7 @@ def run_unet_distributed(surface: Surface, spec: UNetSpec, initial: Weights, out
     MultiWorkerMirroredStrategy): every process trains its share of each global batch; the chief (rank 0)
     alone runs the callbacks, writes checkpoints, weights and the submission, and returns the result (None
     on the other ranks)."""
-    task, split = surface.task, CarvanaSplit(spec, data["data_dir"])
+    task, split = surface.task, make_split(spec, data["data_dir"])
     model = task.build(spec)
     task.load_weights(model, initial)
     probe = task.forward(model, split.probe_images())

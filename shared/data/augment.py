@@ -1,6 +1,6 @@
 """Joint image/mask augmentation in numpy (flip, shift/scale, HSV jitter), the same on both framework sides.
 
-Images are HxWx3 float32 in [0, 1] and masks HxW float32 in {0, 1}, in and out. Every random
+Images are HxWxC float32 in [0, 1] (C = 3, or 1 for grayscale) and masks HxW float32 in {0, 1}, in and out. Every random
 choice comes from the numpy generator passed in, which the datasets seed by (seed, epoch, index),
 so an augmented sample is identical in TensorFlow and PyTorch and in any data-loading worker.
 """
@@ -28,7 +28,7 @@ DEFAULT_RANGES = AugmentRanges()
 
 
 def hflip(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror the image (H, W, 3) and its mask (H, W) left to right."""
+    """Mirror the image (H, W, C) and its mask (H, W) left to right."""
     return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
 
 
@@ -65,8 +65,8 @@ def shift_scale(image: np.ndarray, mask: np.ndarray, dx: float, dy: float,
 
     y0, y1, wy0, wy1 = _linear_weights(ys, h)
     x0, x1, wx0, wx1 = _linear_weights(xs, w)
-    rows = image[y0] * wy0[:, None, None] + image[y1] * wy1[:, None, None]  # (H, W, 3)
-    out = rows[:, x0] * wx0[None, :, None] + rows[:, x1] * wx1[None, :, None]  # (H, W, 3)
+    rows = image[y0] * wy0[:, None, None] + image[y1] * wy1[:, None, None]  # (H, W, C)
+    out = rows[:, x0] * wx0[None, :, None] + rows[:, x1] * wx1[None, :, None]  # (H, W, C)
     out = np.clip(out, 0.0, 1.0).astype(np.float32)
 
     iy = np.rint(ys).astype(np.int64)
@@ -116,7 +116,8 @@ def hsv_jitter(image: np.ndarray, dh: float, ds: float, dv: float) -> np.ndarray
 
 def random_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
                    ranges: AugmentRanges = DEFAULT_RANGES) -> tuple[np.ndarray, np.ndarray]:
-    """Flip, shift/scale (image and mask together) and HSV jitter (image only), all drawn from rng.
+    """Flip, shift/scale (image and mask together) and HSV jitter (image only; brightness alone for grayscale), all
+    drawn from rng.
 
     Every parameter is drawn, in a fixed order, whether or not it ends up changing anything,
     so the generator's stream, and thus the result, depends only on how rng was seeded.
@@ -133,5 +134,8 @@ def random_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     if flip:
         image, mask = hflip(image, mask)
     image, mask = shift_scale(image, mask, dx, dy, scale)
-    image = hsv_jitter(image, dh, ds, dv)
+    if image.shape[-1] == 3:
+        image = hsv_jitter(image, dh, ds, dv)
+    else:  # a grey pixel has no hue and no saturation: HSV jitter of its RGB copy only scales its brightness
+        image = np.clip(image * np.float32(1.0 + dv), 0.0, 1.0).astype(np.float32)
     return image, mask

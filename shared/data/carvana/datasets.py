@@ -9,7 +9,7 @@ import numpy as np
 
 from shared.data.augment import random_augment
 from shared.data.batches import epoch_rng
-from shared.data.carvana.decode import _load_pair, original_size, read_image
+from shared.data.carvana.decode import _load_pair, original_size, read_image, read_mask_bits
 from shared.data.carvana.decoded import decoded_path, load_decoded, save_decoded
 from shared.data.carvana.split import Sample
 from shared.errors import UserError
@@ -52,6 +52,8 @@ class TrainImageDataset:
     (shared/data/carvana/decoded.py), so the next process reading this set at this size loads one file.
     """
 
+    channels = 3  # of the images: RGB photos (a grayscale folder set's are 1)
+
     def __init__(self, samples: Sequence[Sample], image_size: int | tuple[int, int], augment: bool = False,
                  seed: int = 0, cache_bytes: int = CACHE_BUDGET_BYTES, pad: int = 0):
         self.shape = _checked_shape(image_size)  # (H, W) of the resized photo and of its mask
@@ -60,36 +62,53 @@ class TrainImageDataset:
         self.image_size = image_size
         self.augment = augment
         self.seed = seed
-        per_sample = self.shape[0] * self.shape[1] * 4  # uint8 RGB + uint8 mask
+        per_sample = self.shape[0] * self.shape[1] * (self.channels + 1)  # uint8 image + uint8 mask
         fits = per_sample * len(self.samples) <= cache_bytes
-        self._kept_at = decoded_path(self.samples, self.shape) if fits else None  # None: nothing kept on disk
+        self._kept_at = decoded_path(self.samples, self.shape, self.kind()) if fits else None  # None: not on disk
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = (
-            load_decoded(self._kept_at, len(self.samples), self.shape) if fits else None)
+            load_decoded(self._kept_at, len(self.samples), self.shape, self.channels) if fits else None)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def kind(self) -> str:
+        """What else, besides the files and the size, the decoded arrays depend on (part of the cache's name)."""
+        return ""
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """One sample decoded and resized: image uint8 (H, W, C), mask uint8 (H, W) in {0, 1}."""
+        return _load_pair(self.samples[index], self.shape[::-1])  # PIL sizes are (width, height)
+
+    def original_mask(self, index: int) -> np.ndarray:
+        """A sample's mask at its own size, uint8 (height, width) in {0, 1} (Dice at the original size)."""
+        return read_mask_bits(self.samples[index].mask)
+
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        pair = _load_pair(self.samples[index], self.shape[::-1])  # PIL sizes are (width, height)
+        pair = self.load(index)
         if self._cache is not None:
             self._cache[index] = pair
             if len(self._cache) == len(self.samples):  # the whole set decoded: keep it for the next process
                 save_decoded(self._kept_at, self._cache, len(self.samples))
         return pair
 
+    def decode_all(self) -> list[np.ndarray]:
+        """Decode every sample now (an unreadable file fails here, in one line), kept as the cache allows; the masks
+        (uint8 (H, W) in {0, 1}), in order."""
+        return [self._decoded(index)[1] for index in range(len(self.samples))]
+
     def get(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(image (H, W, 3) float32 in [0, 1], mask (H, W) float32 in {0, 1}) of one sample in one epoch."""
+        """(image (H, W, C) float32 in [0, 1], mask (H, W) float32 in {0, 1}) of one sample in one epoch."""
         if not 0 <= index < len(self.samples):
             raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
         image_u8, mask_u8 = self._decoded(index)
-        image = image_u8.astype(np.float32) / 255.0  # (H, W, 3)
+        image = image_u8.astype(np.float32) / 255.0  # (H, W, C)
         mask = mask_u8.astype(np.float32)  # (H, W)
         if self.augment:
             image, mask = random_augment(image, mask, epoch_rng(self.seed, epoch, index))
         if self.pad:
-            image = mirror_pad(image, self.pad)  # (H + 2 pad, W + 2 pad, 3); the mask stays (H, W)
+            image = mirror_pad(image, self.pad)  # (H + 2 pad, W + 2 pad, C); the mask stays (H, W)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -90,25 +90,39 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     return _load_rgb(Path(path), size).astype(np.float32) / 255.0
 
 
-def read_photo(path: str | os.PathLike, size: tuple[int, int] | None = None,
-               mode: str = "RGB") -> tuple[np.ndarray, tuple[int, int]]:
-    """Any photo PIL reads (JPEG, PNG, ...), for prediction: uint8 (H, W, 3) ("RGB") or (H, W) ("L"), turned
-    upright as its EXIF orientation says, resized to size=(w, h) the way read_image does (JPEG draft, then bilinear);
-    and its upright (width, height), the size its mask is predicted at. Unreadable: DataError naming it."""
+def read_photo(path: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "RGB",
+               upright: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """Any photo PIL reads (JPEG, PNG, TIFF, ...), for prediction: uint8 (H, W, 3) ("RGB") or (H, W) ("L"), turned
+    upright as its EXIF orientation says (unless upright=False: a training image, whose mask was drawn on the stored
+    pixels), 16-bit and float images stretched onto 0..255 (_eight_bit), resized to size=(w, h) the way read_image
+    does (JPEG draft, then bilinear); and its upright (width, height), the size its mask is predicted at. Unreadable:
+    DataError naming it."""
     path = Path(path)
     with _decoding(path, "photo"), Image.open(path) as img:
         width, height = img.size
-        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if upright else 1
         if size is not None:
             img.draft(mode, size)
         img.load()  # decode now, so a truncated file fails here, inside _decoding
         if orientation != 1:
             img = ImageOps.exif_transpose(img)
-        img = img.convert(mode)
+        img = _eight_bit(img).convert(mode)
         if size is not None and img.size != tuple(size):
             img = img.resize(tuple(size), Image.BILINEAR)
         upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # turned by 90 degrees
         return np.asarray(img, dtype=np.uint8), upright
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grayscale image stretched from its own darkest to its brightest value onto 0..255
+    (Pillow's convert would clip at 255, and a microscope's 12 bits in a 16-bit file would look black); others as
+    they are."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
 
 
 _EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held

@@ -18,11 +18,12 @@ from shared.data.carvana.split import Sample
 FORMAT = 1  # bump when what a file holds changes, so older files are never read as the new kind
 
 
-def decoded_path(samples: Sequence[Sample], shape: tuple[int, int]) -> Path | None:
+def decoded_path(samples: Sequence[Sample], shape: tuple[int, int], kind: str = "") -> Path | None:
     """Where the set's decoded samples at (height, width) `shape` are kept: named by a digest of the shape and of
-    every photo's and mask's path, size and modification time, so an edited or replaced file is decoded again.
-    None when a file cannot be read (decoding it raises the one-line error)."""
-    digest = hashlib.sha256(f"{FORMAT} {shape}".encode())
+    every photo's and mask's path, size and modification time, so an edited or replaced file is decoded again; and
+    by `kind` (a folder set's mode and mask threshold: the same files read otherwise). None when a file cannot be
+    read (decoding it raises the one-line error)."""
+    digest = hashlib.sha256(f"{FORMAT} {shape}{f' {kind}' if kind else ''}".encode())
     try:
         for sample in samples:
             for path in (sample.image, sample.mask):
@@ -33,7 +34,8 @@ def decoded_path(samples: Sequence[Sample], shape: tuple[int, int]) -> Path | No
     return _cache_root() / "decoded" / f"{digest.hexdigest()[:24]}.npz"
 
 
-def load_decoded(path: Path | None, count: int, shape: tuple[int, int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def load_decoded(path: Path | None, count: int, shape: tuple[int, int],
+                 channels: int = 3) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The samples kept at `path` by index ({} when there is no such file, or it is unreadable or of another set:
     the photos are then decoded again)."""
     if path is None or not path.is_file():
@@ -43,13 +45,13 @@ def load_decoded(path: Path | None, count: int, shape: tuple[int, int]) -> dict[
             photos, masks = kept["photos"], kept["masks"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return {}
-    if photos.shape != (count, *shape, 3) or masks.shape != (count, *shape) or photos.dtype != np.uint8:
+    if photos.shape != (count, *shape, channels) or masks.shape != (count, *shape) or photos.dtype != np.uint8:
         return {}
     return {index: (photos[index], masks[index]) for index in range(count)}
 
 
 def save_decoded(path: Path | None, decoded: dict[int, tuple[np.ndarray, np.ndarray]], count: int) -> None:
-    """Keep a whole set's decoded samples (uint8 photos (N, H, W, 3), masks (N, H, W)) at `path`, written under a
+    """Keep a whole set's decoded samples (uint8 photos (N, H, W, C), masks (N, H, W)) at `path`, written under a
     temporary name and renamed; a read-only or full cache folder only means decoding again next time."""
     if path is None or len(decoded) != count:
         return
