@@ -197,6 +197,7 @@ def _resident_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+@pytest.mark.slow  # about a minute: 2,000 photos decoded and predicted
 def test_predicting_2000_full_size_photos_keeps_memory_bounded(tmp_path):
     """The submission is streamed: resident memory after 2,000 photos of 1918x1280 stays within 300 MB of
     what it was after the first 100."""
