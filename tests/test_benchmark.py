@@ -188,18 +188,25 @@ def test_bf16_batch_norm_trains_on_the_tensorflow_side():
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+@pytest.mark.slow  # about 100 s on 2 idle cores: eight worker processes
 def test_tiny_benchmark_writes_every_row(tmp_path):
-    """mlp, one mode per side, fp32 and bf16, 1 warm-up and 3 timed steps: every row in results.json (a sweep
-    of batch sizes is the same rows again; plan_rows is tested with several above)."""
+    """mlp, one mode per side (Keras on PyTorch beside the two native sides), fp32 and bf16, 1 warm-up and 3 timed
+    steps: every row in results.json, and the Keras API's cost on PyTorch with its interval (a sweep of batch sizes
+    is the same rows again; plan_rows is tested with several above)."""
     out = tmp_path / "bench"
-    completed = run_cli("--task", "mlp", "--benchmark", "--modes", "tf:function,torch:eager",
+    completed = run_cli("--task", "mlp", "--benchmark", "--frameworks", "tf,torch,keras-torch",
+                        "--modes", "tf:function,torch:eager,keras-torch:eager",
                         "--precisions", "fp32,bf16", "--warmup", "1", "--steps", "3", "--batch-sizes", "16",
                         "--threads", "1", "--out", str(out), cache=tmp_path / "cache", timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["parity"]["passed"] and results["parity"]["parameters"] == {"tf": 199210, "torch": 199210}
+    sides = ("tf", "torch", "keras-torch")
+    assert results["parity"]["passed"] and results["parity"]["parameters"] == dict.fromkeys(sides, 199210)
+    assert results["parity"]["arms"]["keras-torch"]["against"] == "tf"
+    assert results["parity"]["arms"]["keras-torch"]["max_abs_diff"] <= 1e-5
     rows = {(r["side"], r["mode"], r["precision"], r["batch_size"]) for r in results["rows"]}
-    assert rows == {(side, mode, precision, batch) for side, mode in (("tf", "function"), ("torch", "eager"))
+    assert rows == {(side, mode, precision, batch)
+                    for side, mode in (("tf", "function"), ("torch", "eager"), ("keras-torch", "eager"))
                     for precision in ("fp32", "bf16") for batch in (16,)}
     for row in results["rows"]:
         stats = row["stats"]
@@ -212,7 +219,9 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
     for batch in ("16",):
         assert (results["flops"][batch]["agree_within_1pct"]
                 and results["flops"][batch]["counted_by"] == "PyTorch FlopCounterMode")
-    assert set(results["matmul_peak"]) == {"tf", "torch", "numpy"}  # each one's own rate, kept as a fact
+        # Keras' step on PyTorch, counted the same way: the same convolutions and products as the native step
+        assert results["flops"][batch]["counted"]["keras-torch"] == results["flops"][batch]["analytic"]
+    assert set(results["matmul_peak"]) == {*sides, "numpy"}  # each one's own rate, kept as a fact
     machine = results["machine_peak"]["fp32"]["gflop_per_s"]
     assert machine == max(peaks["fp32"]["gflop_per_s"] for peaks in results["matmul_peak"].values())
     assert [size["n"] for size in results["matmul_peak"]["torch"]["fp32"]["sizes"]][:2] == [512, 1024]
@@ -221,18 +230,26 @@ def test_tiny_benchmark_writes_every_row(tmp_path):
             row["gflop_per_s"] / results["machine_peak"][row["precision"]]["gflop_per_s"])
     assert {c["precision"] for c in results["comparisons"]} == {"fp32", "bf16"}
     assert all(c["resamples"] == 2000 and c["low"] <= c["ratio"] <= c["high"] for c in results["comparisons"])
+    ratios = results["arm_ratios"]  # keras-torch eager / torch eager, per precision
+    assert [(r["kind"], r["precision"], r["numerator"]["side"], r["denominator"]["side"]) for r in ratios] == [
+        ("api", precision, "keras-torch", "torch") for precision in ("fp32", "bf16")]
+    assert all(0 < r["low"] <= r["ratio"] <= r["high"] < math.inf for r in ratios)
+    assert results["failed_rows"] == []
     fairness = results["fairness"]["sides"]
-    assert set(fairness) == {"tf", "torch"} and results["fairness"]["same_tf32_policy"]
+    assert set(fairness) == set(sides) and results["fairness"]["same_tf32_policy"]
     assert fairness["torch"]["settings"]["tf32_matmul"] is False and fairness["tf"]["settings"]["intra_op_threads"] == 1
+    assert fairness["keras-torch"]["settings"]["keras_backend"] == "torch"
     assert results["precision_checks"] == []  # 5 steps per row: fewer than the 20 the bf16 loss check compares
-    assert (set(results["pipeline"]) == {"tf", "torch"}
+    assert (set(results["pipeline"]) == set(sides)
             and all(p["samples_per_s"] > 0 for p in results["pipeline"].values()))
     for png in ("benchmark_throughput.png", "benchmark_step_times.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
     report = (out / "report.md").read_text()
     assert "passed" in report and "reference loop" in report and "p10-p90" in report
     assert "## Fairness manifest" in report and "## Faster?" in report and "Machine peak: fp32" in report
+    assert "## Keras 3's engines" in report and "the Keras API's cost on PyTorch (fp32, batch 16)" in report
     assert "parity passed" in completed.stdout and "samples/s" in completed.stdout
+    assert "Keras on PyTorch: max |keras-torch - tf|" in completed.stdout
 
 
 @pytest.mark.parametrize("flags, message", [

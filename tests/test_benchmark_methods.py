@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import compare
+from harness.benchmark import arms, load, report, summary
 from harness.benchmark import golden as benchmark_golden
-from harness.benchmark import load, report, summary
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import presets as benchmark_presets
 from harness.benchmark import rows as benchmark
@@ -23,6 +23,7 @@ from harness.benchmark import run as benchmark_run
 from harness.benchmark import stats as benchmark_stats
 from harness.benchmark.fairness import manifest
 from harness.benchmark.rows import Row
+from harness.jobs import SideFailed
 from shared.errors import UserError
 from shared.tasks import make_spec
 
@@ -169,6 +170,9 @@ def test_the_torchbench_preset_builds_its_640x960_spec():
      "written for base_filters=4, image_size=32"),
     (["--task", "mlp", "--benchmark", "--frameworks", "torch", "--golden", "tests/golden/unet-small.safetensors"],
      "written for --task unet, not mlp"),
+    (["--task", "mlp", "--benchmark", "--frameworks", "keras-jax"], "an arm is timed only next to a side"),
+    (["--task", "mlp", "--benchmark", "--frameworks", "tf,keras-jax", "--golden", "x.safetensors"],
+     "leave keras-jax out of --frameworks"),
 ])
 def test_bad_issue14_flags_get_one_line(flags, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(benchmark_golden.Path(compare.__file__).parent)
@@ -369,3 +373,122 @@ def test_a_busy_row_makes_its_comparisons_untrusted_and_the_header_says_so():
     assert machine["busy"] and machine["busy_rows"] == ["b"] and machine["largest_other_share"] == 0.45
     assert load.busy_line(machine).startswith("machine busy: other processes took up to 45% of the CPU during 1 row")
     assert load.busy_line(load.machine_load([{"row_name": "a", "other_cpu_share": 0.01}])) is None
+
+
+# ---- the Keras arms --------------------------------------------------------------------------------------------
+
+def test_arm_ratios_are_step_time_ratios_with_bootstrap_intervals():
+    """The API's cost (an arm over its engine's native side) and the engine's cost (an arm over Keras on TensorFlow),
+    as ratios of median step times, numerator over denominator, each with its bootstrap interval."""
+    rng = np.random.default_rng(3)
+    medians = {("tf", "function"): 0.10, ("torch", "eager"): 0.08, ("keras-tf", "function"): 0.12,
+               ("keras-tf", "xla"): 0.07, ("keras-jax", "jit"): 0.09, ("keras-torch", "eager"): 0.16,
+               ("keras-torch", "compile"): 0.50}
+    results = [summary_row(side, mode, m, times=list(m * (1 + 0.01 * rng.standard_normal(20))))
+               for (side, mode), m in medians.items()]
+    rows = summary.summarize_rows(results, {"4": {"used": 1e9}}, {})
+    found = arms.arm_ratios(rows)
+    assert [(r["kind"], r["numerator"], r["denominator"]) for r in found] == [
+        ("api", {"side": "keras-torch", "mode": "eager"}, {"side": "torch", "mode": "eager"}),
+        ("api", {"side": "keras-tf", "mode": "function"}, {"side": "tf", "mode": "function"}),
+        ("engine", {"side": "keras-jax", "mode": "jit"}, {"side": "keras-tf", "mode": "function"}),
+        ("engine", {"side": "keras-torch", "mode": "eager"}, {"side": "keras-tf", "mode": "function"})]
+    by_row = {(r["side"], r["mode"]): r for r in rows}
+    for ratio, expected in zip(found, (2.0, 1.2, 0.75, 4 / 3)):
+        top, bottom = (by_row[(ratio[key]["side"], ratio[key]["mode"])] for key in ("numerator", "denominator"))
+        assert ratio["ratio"] == pytest.approx(np.median(top["times_s"]) / np.median(bottom["times_s"]))
+        assert ratio["ratio"] == pytest.approx(expected, rel=0.02)
+        assert 0 < ratio["low"] < ratio["ratio"] < ratio["high"] < np.inf and ratio["distinguishable"]
+        assert ratio["resamples"] == 2000 and ratio["samples"] == [20, 20] and ratio["over"] == "timed steps"
+    assert arms.ratio_line(found[0]).startswith(
+        "the Keras API's cost on PyTorch (fp32, batch 4): Keras on PyTorch eager (Keras' default) / PyTorch eager "
+        "step time 2.00x (95% interval ")
+    assert [r["kind"] for r in arms.arm_ratios([r for r in rows if r["side"].startswith("keras-")])] == ["engine"] * 2
+    assert arms.arm_ratios([r for r in rows if r["side"] != "keras-tf"]) == found[:1]
+
+
+def fake_surface(side: str) -> SimpleNamespace:
+    """What run_row asks of a side, without a framework."""
+    side_benchmark = SimpleNamespace(configure_fairness=lambda execution, tf32: {"tf32_matmul": tf32},
+                                     peak_device_memory=lambda execution: None, build_info=lambda: {"keras": "3"},
+                                     fairness_settings=lambda execution: {"variables": {}})
+    return SimpleNamespace(side=side, runtime=SimpleNamespace(configure_execution=lambda execution: execution),
+                           module=lambda name: side_benchmark)
+
+
+def test_a_program_an_engine_cannot_run_is_a_one_line_row_and_the_others_go_on(monkeypatch, tmp_path):
+    """An arm's row that raises (torch.compile refusing the program) is its error's first line; a worker that dies
+    is its exit status; a native side's error still stops the benchmark."""
+    def refuse(*args):
+        raise RuntimeError("torch.compile failed: Dynamo could not trace\n  File x.py, line 1\nmore")
+
+    monkeypatch.setitem(benchmark.ROW_KINDS, "step", refuse)
+    spec, row = make_spec("mlp"), Row("keras-torch", "step", "compile", "fp32", 4)
+    result, probe = benchmark.run_row(fake_surface("keras-torch"), spec, row, {"device": "cpu"}, None)
+    assert probe is None and result["failure"] == "RuntimeError: torch.compile failed: Dynamo could not trace"
+    assert result["fairness"]["harness_set"] == {"tf32_matmul": False}  # the rest of the row's record is kept
+    failed = arms.failed_rows([{**result, "row_name": row.name}])
+    line = arms.failure_line(failed[0])
+    assert line == ("Keras on PyTorch torch.compile (jit_compile) fp32 batch 4 (step row) could not run: "
+                    "RuntimeError: torch.compile failed: Dynamo could not trace")
+    with pytest.raises(RuntimeError):
+        benchmark.run_row(fake_surface("torch"), spec, Row("torch", "step", "compile", "fp32", 4), {"device": "cpu"},
+                          None)
+
+    def crash(order, nproc=1, threads=1):
+        raise SideFailed(f"the {order.side} side failed with exit status -11 (its traceback is above)")
+
+    monkeypatch.setattr(benchmark_run, "launch_worker", crash)
+    run = benchmark_run.RowRunner(spec, None, tmp_path, {}, 1, 2, 1)
+    crashed = run(1, row)
+    assert "exit status -11" in crashed["failure"] and run.of_kind("step") == []
+    assert len(arms.failure_line(arms.failed_rows([crashed])[0]).splitlines()) == 1
+    with pytest.raises(SideFailed):
+        run(2, Row("torch", "step", "eager", "fp32", 4))
+
+
+def arm_parity_row(digest: str = "a") -> dict:
+    return {"parameters": 10, "weights_sha256": digest, "flops": {}, "first_step_loss": 2.3}
+
+
+def test_each_arm_is_gated_against_the_tf_side_and_an_arm_without_parity_is_left_out():
+    probe = np.zeros((2, 10), np.float32)
+    rows = {side: arm_parity_row() for side in ("tf", "torch", "keras-jax", "keras-torch")}
+    probes = {"tf": probe, "torch": probe + 2e-7, "keras-jax": probe + 1e-7, "keras-torch": probe + 1e-3}
+    gate = arms.gate(rows, probes, 1e-5, {})
+    assert gate["reference"] == "tf" and gate["native"]["passed"] and gate["arms"]["keras-jax"]["passed"]
+    assert not gate["passed"] and gate["problems"] == [
+        "keras-torch: forward output differs from tf's by 0.001 (tolerance 1e-05)"]
+    assert gate["max_abs_diff"] == pytest.approx(2e-7)  # tf against torch, as without arms
+    rows["keras-torch"] = arm_parity_row("b")
+    probes["keras-torch"] = probe
+    assert arms.gate(rows, probes, 1e-5, {})["problems"] == ["keras-torch: its canonical weights differ from tf's "
+                                                             "(sha256)"]
+    # keras-torch could not build the model: left out of the timing, said in one line; the others are gated
+    del rows["keras-torch"]
+    gate = arms.gate(rows, probes, 1e-5, {"keras-torch": "KeyError: 'parameter name can't contain \".\"'"})
+    assert gate["passed"] and gate["not_run"] == {"keras-torch": "KeyError: 'parameter name can't contain \".\"'"}
+    assert arms.gate_lines(gate)[-1].startswith("  Keras on PyTorch: not timed, its parity row failed: KeyError")
+    assert any("identical." in line for line in arms.equal_work_lines(gate))
+    alone = arms.gate({"torch": rows["torch"], "keras-jax": rows["keras-jax"]}, probes, 1e-5, {})
+    assert alone["passed"] and alone["reference"] == "torch" and alone["native"] is None
+    assert alone["max_abs_diff"] == pytest.approx(1e-7)
+    lonely = arms.gate({"tf": rows["tf"]}, probes, 1e-5, {"keras-jax": "ImportError: no jax"})
+    assert not lonely["passed"] and "keras-jax could not run its parity row: ImportError: no jax" in lonely["problems"]
+
+
+def test_the_arms_take_their_modes_from_the_flags_and_the_cpu_preset():
+    args, _, sides = compare.parse_args(["--task", "unet", "--benchmark", "--frameworks", "all", "--preset", "cpu"])
+    assert sides == ["tf", "torch", "keras-tf", "keras-jax", "keras-torch"]
+    assert args.bench_modes == {"tf": ["function", "xla"], "torch": ["eager", "compile"],
+                                "keras-tf": ["function", "xla"], "keras-jax": ["jit"],
+                                "keras-torch": ["eager"]}
+    args, _, _ = compare.parse_args(["--task", "mlp", "--benchmark", "--frameworks", "torch,keras-torch",
+                                     "--modes", "eager,keras-torch:compile"])
+    assert args.bench_modes == {"torch": ["eager"], "keras-torch": ["eager", "compile"]}
+    args, _, _ = compare.parse_args(["--task", "mlp", "--benchmark"])
+    assert args.bench_modes == {"tf": ["function", "eager", "xla"], "torch": ["eager", "channels_last", "compile"]}
+    preset = benchmark_presets.PRESETS["cpu"]
+    spec = make_spec("unet", image_size=128)
+    assert "jax.jit on JAX" in benchmark_presets.describe(preset, spec, arms=True)
+    assert "Keras" not in benchmark_presets.describe(preset, spec)

@@ -3,9 +3,10 @@ autotuning, oneDNN, XLA, torch.compile, threads), the environment variables behi
 each side's runtime reports its own (fairness_settings in tf_impl/benchmark.py and torch_impl/benchmark.py)."""
 from __future__ import annotations
 
+from harness.report import SIDE_NAMES  # every arm's title (harness/surface.py ARMS)
+
 # Settings that depend on the row's mode rather than on the process: kept per mode.
 MODE_SETTINGS = ("compile", "memory_format", "jit_compile", "graph")
-SIDE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch"}
 
 
 def manifest(results: list[dict], threads: int, tf32: bool, device: str) -> dict:

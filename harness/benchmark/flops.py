@@ -26,7 +26,7 @@ def training_flops(forward: list[int]) -> int:
 def unet_forward_flops(spec: UNetSpec, batch: int) -> list[int]:
     widths = weights.unet_widths(spec.base_filters, spec.depth)
     shrink = 0 if spec.variant == "padded" else 2  # each valid 3x3 convolution loses 2 pixels
-    (height, width_px), c_in, flops = spec.image_shape, 3, []  # (H, W): Carvana's photos are not square
+    (height, width_px), c_in, flops = spec.image_shape, spec.in_channels, []  # (H, W): Carvana's photos are not square
     for level, width in enumerate(widths, start=1):
         for conv in (1, 2):
             height, width_px = height - shrink, width_px - shrink

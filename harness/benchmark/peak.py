@@ -7,12 +7,14 @@ from typing import Callable
 
 import numpy as np
 
+from harness.surface import ARMS
+
 # Square sizes tried, smallest first; a size whose one product would take longer than MAX_PRODUCT_S (predicted
 # from the size before) is skipped, so a CPU without bf16 units is measured in seconds, and a GPU gets the big ones.
 PEAK_SIZES = (512, 1024, 2048, 4096, 8192)
 MAX_PRODUCT_S = 0.5
 SECONDS_PER_SIZE = 0.5  # repeated products per size for about this long (3 at least)
-SOURCE_NAMES = {"tf": "TensorFlow", "torch": "PyTorch", "numpy": "numpy"}
+SOURCE_NAMES = {**{name: arm.title for name, arm in ARMS.items()}, "numpy": "numpy"}
 
 
 def peak_precisions(device: str) -> tuple[str, ...]:

@@ -17,6 +17,8 @@ class Preset:
     warmup: int = 10
     steps: int = 30
     modes: str | None = None  # None: every mode (--modes all)
+    arm_modes: str | None = None  # the Keras arms' modes when `modes` names only the native sides'
+    arm_note: str = ""  # what arm_modes chose, in the header of a run with arms
     pipeline: bool = True  # the loader's epoch row
     bf16_needs_units: bool = False  # bf16 rows only where the CPU has bf16 arithmetic (else minutes per step)
     reference: dict | None = None  # published figures shown next to a GPU run
@@ -36,7 +38,11 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            {"image_size": 128, "base_filters": 64, "batch_size": 4, "variant": "padded"}, warmup=1, steps=4,
            modes="tf:function,tf:xla,torch:eager,torch:compile", pipeline=False, bf16_needs_units=True,
            note="modes tf.function, XLA, eager and torch.compile; no loader epoch; bf16 only on a CPU with bf16 "
-                "units (--modes, --precisions override)"),
+                "units (--modes, --precisions override)",
+           # Left out, to finish within 10 minutes: JAX op by op (run_eagerly), ten times its jax.jit step, and
+           # torch.compile of Keras' step, over two minutes of compiling (docs/benchmark.md, "Keras 3's engines").
+           arm_modes="keras-tf:function,keras-tf:xla,keras-jax:jit,keras-torch:eager",
+           arm_note="the Keras arms: jit_compile off and on on TensorFlow, jax.jit on JAX, eager on PyTorch"),
     Preset("torchbench", "TorchBench pytorch_unet (milesial Pytorch-UNet): 3x640x959 Carvana photos, batch 1, "
                          "width 64",
            {"image_size": (640, 960), "base_filters": 64, "batch_size": 1, "variant": "padded"}, warmup=5, steps=20,
@@ -67,7 +73,9 @@ def preset_overrides(args) -> dict:
     return dict(preset.spec)
 
 
-def describe(preset: Preset, spec) -> str:
-    """The header's preset line: name, source, the size used, and what else it chose."""
+def describe(preset: Preset, spec, arms: bool = False) -> str:
+    """The header's preset line: name, source, the size used, and what else it chose (for the arms too, if any)."""
     size = f"; input {shape_text(spec.image_size)}" if hasattr(spec, "base_filters") else ""
-    return (f"preset {preset.name}: {preset.source}{size}" + (f" ({preset.note})" if preset.note else ""))
+    notes = [preset.note] + ([preset.arm_note] if arms else [])
+    notes = "; ".join(note for note in notes if note)
+    return f"preset {preset.name}: {preset.source}{size}" + (f" ({notes})" if notes else "")

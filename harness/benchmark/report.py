@@ -3,6 +3,7 @@ sums the rows up)."""
 from __future__ import annotations
 
 from harness import report
+from harness.benchmark import arms as benchmark_arms
 from harness.benchmark import fairness as benchmark_fairness
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import stats as benchmark_stats
@@ -23,7 +24,9 @@ def _mib(value) -> str:
 
 
 def table(results: dict) -> str:
-    header = (f"{'framework':<11}{'mode':<30}{'prec':<6}{'batch':>6}{'first s':>9}{'median s':>10}"
+    # the framework column as wide as its longest name ("Keras on TensorFlow"), 11 with the two native sides
+    wide = max([11] + [len(report.SIDE_NAMES[row["side"]]) + 1 for row in results["rows"]])
+    header = (f"{'framework':<{wide}}{'mode':<30}{'prec':<6}{'batch':>6}{'first s':>9}{'median s':>10}"
               f"{'p10-p90 s':>17}{'mean+-se s':>19}{'samples/s':>11}{'vs ref':>8}{'GFLOP/s':>9}{'% peak':>8}"
               f"{'RSS MiB':>9}")
     lines = [header, "-" * len(header)]
@@ -32,14 +35,14 @@ def table(results: dict) -> str:
         ratio = f"{row['reference']['throughput_ratio']:.3f}" if "reference" in row else ""
         fraction = (f"{100 * row['peak_fraction']:.1f}" + ("!" if row["peak_error"] else "")
                     if row["peak_fraction"] is not None else "-")
-        lines.append(f"{report.SIDE_NAMES[row['side']]:<11}{MODE_NAMES[row['side']][row['mode']]:<30}"
+        lines.append(f"{report.SIDE_NAMES[row['side']]:<{wide}}{MODE_NAMES[row['side']][row['mode']]:<30}"
                      f"{row['precision']:<6}{row['batch_size']:>6}{row['first_step_s']:>9.2f}{s['median_s']:>10.4f}"
                      f"{s['p10_s']:>8.4f}-{s['p90_s']:<8.4f}{s['mean_s']:>10.4f}+-{s['stderr_s']:<7.4f}"
                      f"{s['samples_per_s']:>11.1f}{ratio:>8}{row['gflop_per_s']:>9.2f}{fraction:>8}"
                      f"{_mib(row['peak_rss_bytes']):>9}")
         if "reference" in row:
             r = row["reference"]["stats"]
-            lines.append(f"{'':<11}{'  reference loop (few lines)':<30}{'fp32':<6}{row['batch_size']:>6}"
+            lines.append(f"{'':<{wide}}{'  reference loop (few lines)':<30}{'fp32':<6}{row['batch_size']:>6}"
                          f"{row['reference']['first_step_s']:>9.2f}{r['median_s']:>10.4f}"
                          f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
                          f"{r['samples_per_s']:>11.1f}")
@@ -47,6 +50,8 @@ def table(results: dict) -> str:
     lines += [f"! {error}" for error in peak_errors(results["rows"])]
     for comparison in results.get("comparisons", []):
         lines.append(comparison_line(comparison))
+    lines += [benchmark_arms.ratio_line(ratio) for ratio in results.get("arm_ratios", [])]
+    lines += [f"! {benchmark_arms.failure_line(failed)}" for failed in results.get("failed_rows", [])]
     for side, found in (results.get("scaling") or {}).items():
         lines.append(
             f"{report.SIDE_NAMES[side]:<11}data-parallel, batch {results['config']['batch_sizes'][0]}: "
@@ -82,6 +87,9 @@ def comparison_line(comparison: dict) -> str:
 def parity_source(results: dict) -> str:
     """The header's parity line: between the sides, or against a golden file."""
     config = results["config"]
+    if benchmark_arms.arms_of(config.get("frameworks", [])):
+        return ("parity: between the sides (fp32, TF32 off), each Keras arm against "
+                f"{report.SIDE_NAMES[benchmark_arms.reference_side(config['frameworks'])]}, checked before any timing")
     if config.get("golden"):
         return (f"parity: against the golden file {config['golden']} (fp32, TF32 off), checked before any timing"
                 + ("" if len(config["frameworks"]) == 1 else ", and between the two sides"))
@@ -94,6 +102,10 @@ def header(results: dict) -> str:
     versions = [f"python {env['python']}"] + ([f"tensorflow {env['tensorflow']}", f"keras {env['keras']}"]
                                               if "tf" in sides else []) + ([f"torch {env['torch']}"]
                                                                            if "torch" in sides else [])
+    if benchmark_arms.arms_of(sides):  # the engines the arms brought that the native sides did not
+        versions += [f"{name} {env.get(name)}" for name, needed in (("keras", "tf" not in sides),
+                     ("tensorflow", "keras-tf" in sides and "tf" not in sides), ("jax", "keras-jax" in sides),
+                     ("torch", "keras-torch" in sides and "torch" not in sides)) if needed]
     size = f", input {shape_text(config['image_size'])}, width {config['base_filters']}" if "base_filters" in config \
         else ""
     lines = [f"twinnets benchmark: {results['task']}{size}, batch sizes {config['batch_sizes']}, "
@@ -101,7 +113,8 @@ def header(results: dict) -> str:
              results["preset"] if results.get("preset") else "preset: none (the flags as given)",
              f"CPU {env['cpu']} ({env['cores']} cores; flags: {env['cpu_flags']}); device {config['device']}",
              f"threads: {config['threads']} intra-op, 1 inter-op, on "
-             + ("both sides" if len(sides) == 2 else f"{report.SIDE_NAMES[sides[0]]} only") + "; each row in a fresh "
+             + ("both sides" if len(sides) == 2 else "every side" if len(sides) > 2
+                else f"{report.SIDE_NAMES[sides[0]]} only") + "; each row in a fresh "
              "process", ", ".join(versions), parity_source(results)]
     lines += [f"not run here: {note}" for note in config.get("not_run", [])]
     lines += [line for line in [busy_line(results.get("machine_load", {}))] if line]
@@ -110,6 +123,8 @@ def header(results: dict) -> str:
 
 def equal_work_lines(parity: dict) -> list[str]:
     """The parity gate in words: between the two sides, and against a golden file (with the chain it shows)."""
+    if "arms" in parity:
+        return benchmark_arms.equal_work_lines(parity)
     lines = []
     sides = list(parity["parameters"])
     lines.append("- Parameters: " + ", ".join(f"{parity['parameters'][side]:,} ({report.SIDE_NAMES[side]})"
@@ -144,6 +159,8 @@ def markdown_report(results: dict) -> str:
                   f"when there are several; seed {benchmark_stats.SEED}); an interval that holds 1 is not "
                   "distinguishable:", ""]
         lines += [f"- {comparison_line(c)}." for c in results["comparisons"]] + [""]
+    if "arm_ratios" in results:
+        lines += keras_section(results)
     if results.get("reference_line"):
         lines += ["## Published reference", "", f"- {results['reference_line']}", ""]
     lines += ["## Targets", "", "| | " + " | ".join(report.SIDE_NAMES[side] for side in results["targets"]) + " |",
@@ -198,7 +215,7 @@ def markdown_report(results: dict) -> str:
         lines += ["## Input pipeline", ""]
         for side, epoch in results["pipeline"].items():
             step_only = epoch["step_only_samples_per_s"]
-            lines.append(f"- {report.SIDE_NAMES[side]} ({'DataLoader' if side == 'torch' else 'tf.data'}, "
+            lines.append(f"- {report.SIDE_NAMES[side]} ({LOADERS.get(side, 'keras.utils.PyDataset')}, "
                          f"{epoch['workers']} workers): one epoch of {epoch['samples']} samples ({epoch['loader']}) "
                          f"in {epoch['seconds']:.2f} s = {epoch['samples_per_s']:.1f} samples/s end to end, against "
                          f"{'-' if step_only is None else f'{step_only:.1f}'} samples/s for the step alone.")
@@ -213,6 +230,21 @@ def markdown_report(results: dict) -> str:
     lines += [f"environment variables: {results['environment']['variables'] or 'none set'}", "```", "",
               "![samples/s](benchmark_throughput.png)", "", "![step times](benchmark_step_times.png)", ""]
     return "\n".join(lines)
+
+
+LOADERS = {"torch": "DataLoader", "tf": "tf.data"}  # the Keras arms read a keras.utils.PyDataset
+
+
+def keras_section(results: dict) -> list[str]:
+    """report.md's section on the Keras arms: the API's and the engine's cost as step-time ratios, and any row an
+    engine could not run."""
+    lines = ["## Keras 3's engines", "",
+             "Step-time ratios, numerator over denominator (above 1: the numerator is slower), with the same "
+             "bootstrap interval as above. The API's cost: a Keras arm against its engine's native side; the "
+             "engine's cost: the same Keras program on JAX or PyTorch against TensorFlow.", ""]
+    lines += [f"- {benchmark_arms.ratio_line(ratio)}." for ratio in results["arm_ratios"]] or ["- no pair ran."]
+    lines += [f"- {benchmark_arms.failure_line(failed)}" for failed in results["failed_rows"]]
+    return lines + [""]
 
 
 def plot_throughput(results: dict, path):

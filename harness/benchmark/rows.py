@@ -17,10 +17,11 @@ from harness.benchmark import golden
 from harness.benchmark.peak import measure_matmul_rates, peak_precisions
 from harness.jobs import spec_of
 from harness.registry import Task, task_of
-from harness.surface import Surface
+from harness.surface import ARMS, Surface
 from shared import distributed
 from shared.atomic import write_json
 from shared.execution import MODES, Execution
+from shared.graph_lessons import first_line
 from shared.tasks import TaskSpec
 
 WARMUP_STEPS = 10
@@ -281,7 +282,12 @@ def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
     execution = surface.runtime.configure_execution(row.execution.replace(device=settings["device"]))
     side_benchmark = benchmark_module(surface)
     harness_set = side_benchmark.configure_fairness(execution, row.tf32(settings))  # before the model is built
-    found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)
+    try:
+        found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)
+    except Exception as error:  # noqa: BLE001 - an engine that cannot run the program: one line, the other rows go on
+        if ARMS[surface.side].native:
+            raise  # the native sides' own code: a bug to see whole
+        found, probe = {"failure": first_line(error)}, None
     result = {"row": row.to_dict(), "execution": execution.to_dict(), **found, "peak_rss_bytes": peak_rss_bytes(),
               "peak_device_bytes": side_benchmark.peak_device_memory(execution), "build": side_benchmark.build_info(),
               "fairness": {"harness_set": harness_set, "settings": side_benchmark.fairness_settings(execution)}}

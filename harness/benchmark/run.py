@@ -10,20 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from harness import parity
+from harness.benchmark import arms, presets, summary
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
-from harness.benchmark import presets, summary
 from harness.benchmark import report as benchmark_report
 from harness.benchmark import rows as benchmark
 from harness.benchmark.fairness import manifest
 from harness.benchmark.load import busy_line, cpu_snapshot, machine_load, other_share
 from harness.benchmark.stats import comparisons
-from harness.environment import benchmark_environment, cpu_info
-from harness.flags import comma_list
-from harness.jobs import WorkerOrder, launch_worker, output_folder, write_job
+from harness.environment import benchmark_environment, cpu_info, package_version
+from harness.flags import comma_list, frameworks
+from harness.jobs import SideFailed, WorkerOrder, launch_worker, output_folder, write_job
 from harness.registry import task_of, tolerance
 from harness.report import SIDE_NAMES
-from harness.surface import SIDES
+from harness.surface import ARMS, SIDES
 from shared.atomic import write_json
 from shared.errors import UserError
 from shared.execution import MODES, PRECISIONS
@@ -44,19 +44,21 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     args.bench_preset, args.bench_pipeline, args.bench_not_run = preset.name, preset.pipeline, []
     args.warmup = preset.warmup if args.warmup is None else args.warmup
     args.steps = preset.steps if args.steps is None else args.steps
-    args.modes = (preset.modes or "all") if args.modes is None else args.modes
+    preset_modes = ",".join(modes for modes in (preset.modes, preset.arm_modes) if modes) or "all"
+    args.modes = preset_modes if args.modes is None else args.modes
     for flag, least in (("warmup", 0), ("steps", 1), ("repeat", 1)):
         if getattr(args, flag) < least:
             raise UserError(f"--{flag} must be {'0 or more' if least == 0 else 'positive'}, got {getattr(args, flag)}")
     batch_sizes = comma_list(args.batch_sizes, "--batch-sizes", convert=int) if args.batch_sizes else [spec.batch_size]
     if min(batch_sizes) <= 0:
         raise UserError(f"--batch-sizes must be positive, got {args.batch_sizes}")
-    # "eager" picks eager on both sides; "tf:function" only on one.
+    # "eager" picks eager on every side that has it; "tf:function" or "keras-torch:compile" only on one.
     every_mode = sorted({mode for modes in MODES.values() for mode in modes})
     every_mode += [f"{side}:{mode}" for side, modes in MODES.items() for mode in modes]
     chosen = every_mode if args.modes == "all" else comma_list(args.modes, "--modes", every_mode)
     args.bench_batch_sizes = batch_sizes
-    args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in SIDES}
+    sides = frameworks(args.frameworks, SIDES)  # compare.py has checked them
+    args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in sides}
     args.bench_precisions = bench_precisions(args, preset)
 
 
@@ -91,9 +93,10 @@ def check_sides(spec: TaskSpec, sides: list[str], options) -> benchmark_golden.G
     golden_path, write_path = getattr(options, "golden", None), getattr(options, "write_golden", None)
     if golden_path is not None and write_path is not None:
         raise UserError("--golden checks against a file and --write-golden writes one: choose one")
+    arms.check_arm_sides(sides, golden_path is not None, write_path is not None)
     if write_path is not None and len(sides) != 2:
         raise UserError("--write-golden records both sides: leave --frameworks at tf,torch")
-    if len(sides) != 2 and golden_path is None:
+    if len(sides) < 2 and golden_path is None:
         raise UserError("--benchmark with one framework needs --golden FILE (written by --write-golden on a machine "
                         "with both): otherwise nothing shows that it does the same work as the other side")
     if golden_path is None:
@@ -119,17 +122,25 @@ class RowRunner:
         print(f"[{index}/{self.total}] {SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
               f"batch {row.batch_size}" + (f" (run {row.run})" if self.repeat > 1 else ""), end=" ... ", flush=True)
         started, before = time.perf_counter(), cpu_snapshot()
-        launch_worker(WorkerOrder("bench", row.side, str(job_path)), nproc=row.nproc,
-                      threads=max(1, self.threads // row.nproc))
-        result = self.results[row.name] = json.loads((self.folder / f"{row.name}.json").read_text())
+        try:
+            launch_worker(WorkerOrder("bench", row.side, str(job_path)), nproc=row.nproc,
+                          threads=max(1, self.threads // row.nproc))
+            result = json.loads((self.folder / f"{row.name}.json").read_text())
+        except SideFailed as failure:  # an arm's engine died (a crash, not an error it raised): its row says so
+            if ARMS[row.side].native:
+                raise
+            result = arms.failure_result(row.to_dict(), row.name, str(failure))
+        self.results[row.name] = result
         result["other_cpu_share"] = other_share(before, cpu_snapshot())
         stats = result.get("stats")
-        print(f"{time.perf_counter() - started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else ""),
-              flush=True)
+        print(f"{time.perf_counter() - started:.0f} s" + (f", median step {stats['median_s']:.4f} s" if stats else "")
+              + (f", could not run: {result['failure']}" if result.get("failure") else ""), flush=True)
         return result
 
     def of_kind(self, kind: str) -> list[dict]:
-        return [result for result in self.results.values() if result["row"]["kind"] == kind]
+        """The rows of a kind that ran (a row an engine could not run has a "failure" line instead)."""
+        return [result for result in self.results.values()
+                if result["row"]["kind"] == kind and not result.get("failure")]
 
 
 def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
@@ -153,6 +164,9 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     folder = out / "rows"
     folder.mkdir(exist_ok=True)
     env = benchmark_environment(options.threads)
+    with_arms = bool(arms.arms_of(sides))
+    if with_arms:
+        env["jax"] = package_version("jax")  # Keras on JAX's engine; the others' versions are there already
     preset = presets.PRESETS[options.bench_preset]
     config = {**spec.to_dict(), "benchmark": True, "frameworks": sides, "preset": preset.name,
               "warmup": options.warmup, "steps": options.steps,
@@ -161,7 +175,7 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
               "threads": options.threads, "device": options.device, "tf32": bool(getattr(options, "tf32", False)),
               "pipeline": options.bench_pipeline, "golden": None if golden is None else str(golden.path),
               "write_golden": None if write_path is None else str(write_path), "not_run": options.bench_not_run}
-    described = presets.describe(preset, spec)
+    described = presets.describe(preset, spec, with_arms)
     print(benchmark_report.header({"task": spec.name, "environment": env, "config": config, "preset": described}),
           flush=True)
     settings = {"warmup": options.warmup, "steps": options.steps, "batch_sizes": options.bench_batch_sizes,
@@ -170,8 +184,10 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     started = time.perf_counter()
 
     parity_rows = {row.side: run(index, row) for index, row in enumerate(rows, start=1) if row.kind == "parity"}
+    dropped = {side: result["failure"] for side, result in parity_rows.items() if result.get("failure")}
+    parity_rows = {side: result for side, result in parity_rows.items() if side not in dropped}
     probes = {side: np.load(folder / f"{result['row_name']}.probe.npy") for side, result in parity_rows.items()}
-    gate = parity_gate(task, spec, golden, parity_rows, probes)
+    gate = parity_gate(task, spec, golden, parity_rows, probes, dropped if with_arms else None)
     if not gate["passed"]:
         write_json(out / "results.json", {"task": spec.name, "mode": "benchmark", "config": config,
                                           "environment": env, "parity": gate, "rows": []})
@@ -183,9 +199,10 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     numpy_peak = benchmark_peak.numpy_peak(options.threads)  # in this process, now idle: nothing runs beside it
     print(f"numpy matrix multiply: fp32 {numpy_peak['fp32']['gflop_per_s']:.1f} GFLOP/s "
           f"(n={numpy_peak['fp32']['n']})", flush=True)
-    for index, row in enumerate(rows, start=1):
-        if row.kind != "parity":
-            run(index, row)
+    timed = [row for row in rows if row.kind != "parity" and row.side not in dropped]  # an arm without parity: none
+    run.total = len(parity_rows) + len(dropped) + len(timed)
+    for index, row in enumerate(timed, start=run.total - len(timed) + 1):
+        run(index, row)
 
     step_results = run.of_kind("step")
     device = next(iter(parity_rows.values()))["execution"]["device"]  # --device auto resolved by the sides
@@ -207,6 +224,8 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
                "pipeline": summary.pipeline_summary(run.of_kind("pipeline"), summary_rows),
                "machine_load": machine_load(list(run.results.values())),
                "wall_s": time.perf_counter() - started}
+    if with_arms:
+        results.update(arm_ratios=arms.arm_ratios(summary_rows), failed_rows=arms.failed_rows(run.results.values()))
     benchmark_report.write_reports(out, results)
     print()
     print(benchmark_report.table(results))
@@ -216,8 +235,11 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     return results
 
 
-def parity_gate(task, spec: TaskSpec, golden, parity_rows: dict, probes: dict) -> dict:
-    """Between the two sides when both ran; against the golden file when there is one (and then both)."""
+def parity_gate(task, spec: TaskSpec, golden, parity_rows: dict, probes: dict, dropped: dict | None = None) -> dict:
+    """Between the two sides when both ran; against the golden file when there is one (and then both); with the
+    Keras arms (dropped: those whose parity row failed), each arm against the tf side too (arms.gate)."""
+    if dropped is not None:
+        return arms.gate(parity_rows, probes, task.tolerance, dropped)
     both = parity.benchmark_parity(parity_rows, probes, task.tolerance) if len(parity_rows) == 2 else None
     if golden is None:
         return both
@@ -226,6 +248,8 @@ def parity_gate(task, spec: TaskSpec, golden, parity_rows: dict, probes: dict) -
 
 
 def parity_lines(gate: dict) -> list[str]:
+    if "arms" in gate:
+        return arms.gate_lines(gate)
     lines = []
     between = benchmark_golden.between_sides(gate)
     if between:

@@ -8,7 +8,12 @@ from harness.benchmark.rows import PRECISION_CHECK_STEP, PRECISION_LOSS_RTOL, RE
 from shared.tasks import TaskSpec
 
 MODE_NAMES = {"tf": {"function": "tf.function", "eager": "eager (run_functions_eagerly)", "xla": "XLA (jit_compile)"},
-              "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"}}
+              "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"},
+              # The Keras arms: model.compile's jit_compile / run_eagerly on each engine (keras_impl/runtime.py).
+              "keras-tf": {"function": "tf.function (jit_compile off)", "xla": "XLA (jit_compile=True)"},
+              "keras-jax": {"jit": "jax.jit (Keras' default)", "eager": "eager (run_eagerly=True)"},
+              "keras-torch": {"eager": "eager (Keras' default)", "compile": "torch.compile (jit_compile)"}}
+
 
 def flop_counts(task, spec: TaskSpec, parity_rows: dict, batch_sizes: list[int]) -> dict:
     """Per batch size: each side's own count (None where its framework cannot count a training step), the
