@@ -54,6 +54,10 @@ def configure(threads: int, seed: int) -> None:
         import torch  # this engine's own process only
 
         torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # already started: keep what is set
+            pass
         torch.manual_seed(seed)
     elif engine == "jax" and hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
