@@ -1,4 +1,4 @@
-"""TensorFlow's start-up chatter kept out of the user's terminal: lines logged before absl is initialised ignore
+"""Native libraries' chatter kept out of the user's terminal: lines logged before absl is initialised ignore
 TF_CPP_MIN_LOG_LEVEL, so stderr is closed while TensorFlow is imported (tf_impl/, and keras_impl/ on TensorFlow)."""
 from __future__ import annotations
 
@@ -13,6 +13,14 @@ def stderr_silenced():
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") in ("0", "1"):
         yield
         return
+    with native_stderr_closed():
+        yield
+
+
+@contextlib.contextmanager
+def native_stderr_closed():
+    """File descriptor 2 pointed at /dev/null for the block: C++ libraries' own lines (torch.profiler's Kineto prints
+    its start and stop, with no setting to stop it) never reach the terminal."""
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:

@@ -373,6 +373,9 @@ def test_a_busy_row_makes_its_comparisons_untrusted_and_the_header_says_so():
     assert machine["busy"] and machine["busy_rows"] == ["b"] and machine["largest_other_share"] == 0.45
     assert load.busy_line(machine).startswith("machine busy: other processes took up to 45% of the CPU during 1 row")
     assert load.busy_line(load.machine_load([{"row_name": "a", "other_cpu_share": 0.01}])) is None
+    assert "% of peak is too high" not in load.busy_line(machine)
+    busy_peak = load.machine_load([{"row_name": load.PEAK_ROW, "other_cpu_share": 0.5}])
+    assert "the machine peak was measured while busy" in load.busy_line(busy_peak)
 
 
 # ---- the Keras arms --------------------------------------------------------------------------------------------

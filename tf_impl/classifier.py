@@ -28,12 +28,13 @@ from tf_impl.runtime import compiled, graph_size, traces
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
     """Binary cross-entropy from logits + (1 - soft Dice), the Dice taken per image and averaged."""
-    bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=masks, logits=logits))
-    batch = tf.shape(logits)[0]
-    probabilities, truth = tf.reshape(tf.sigmoid(logits), (batch, -1)), tf.reshape(masks, (batch, -1))
-    soft_dice = ((2 * tf.reduce_sum(probabilities * truth, 1) + smooth)
-                 / (tf.reduce_sum(probabilities, 1) + tf.reduce_sum(truth, 1) + smooth))
-    return bce + (1 - tf.reduce_mean(soft_dice))
+    with tf.name_scope("loss"):  # names the ops for --profile (tf_impl/profile.py); free in a graph
+        bce = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=masks, logits=logits))
+        batch = tf.shape(logits)[0]
+        probabilities, truth = tf.reshape(tf.sigmoid(logits), (batch, -1)), tf.reshape(masks, (batch, -1))
+        soft_dice = ((2 * tf.reduce_sum(probabilities * truth, 1) + smooth)
+                     / (tf.reduce_sum(probabilities, 1) + tf.reduce_sum(truth, 1) + smooth))
+        return bce + (1 - tf.reduce_mean(soft_dice))
 
 
 loss = bce_dice_loss  # the task surface's name for this task's loss
@@ -41,12 +42,13 @@ loss = bce_dice_loss  # the task surface's name for this task's loss
 
 def dice_score(logits: tf.Tensor, masks: tf.Tensor, threshold: float) -> tf.Tensor:
     """Mean Dice of the thresholded predictions; an empty prediction of an empty mask scores 1."""
-    batch = tf.shape(logits)[0]
-    predicted = tf.reshape(tf.cast(tf.sigmoid(logits) > threshold, tf.float32), (batch, -1))
-    truth = tf.reshape(masks, (batch, -1))
-    total = tf.reduce_sum(predicted, 1) + tf.reduce_sum(truth, 1)
-    return tf.reduce_mean(tf.where(total > 0, 2 * tf.reduce_sum(predicted * truth, 1) / tf.maximum(total, 1.0),
-                                   tf.ones_like(total)))
+    with tf.name_scope("loss"):  # the batch's Dice is profiled with the loss
+        batch = tf.shape(logits)[0]
+        predicted = tf.reshape(tf.cast(tf.sigmoid(logits) > threshold, tf.float32), (batch, -1))
+        truth = tf.reshape(masks, (batch, -1))
+        total = tf.reduce_sum(predicted, 1) + tf.reduce_sum(truth, 1)
+        return tf.reduce_mean(tf.where(total > 0, 2 * tf.reduce_sum(predicted * truth, 1) / tf.maximum(total, 1.0),
+                                       tf.ones_like(total)))
 
 
 def forward(model: keras.Model, images: np.ndarray) -> np.ndarray:

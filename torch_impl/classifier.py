@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
+from torch.profiler import record_function
 
 from shared import schedules, trainer
 from shared.atomic import atomic_path
@@ -26,10 +27,11 @@ from torch_impl.weights import canonical_gradients, checkpointer
 
 def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Binary cross-entropy from logits + (1 - soft Dice), the Dice taken per image and averaged."""
-    bce = nn.functional.binary_cross_entropy_with_logits(logits, masks)
-    probabilities, truth = torch.sigmoid(logits).flatten(1), masks.flatten(1)
-    soft_dice = (2 * (probabilities * truth).sum(1) + smooth) / (probabilities.sum(1) + truth.sum(1) + smooth)
-    return bce + (1 - soft_dice.mean())
+    with record_function("loss"):  # names the ops for --profile (torch_impl/profile.py); a no-op without it
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, masks)
+        probabilities, truth = torch.sigmoid(logits).flatten(1), masks.flatten(1)
+        soft_dice = (2 * (probabilities * truth).sum(1) + smooth) / (probabilities.sum(1) + truth.sum(1) + smooth)
+        return bce + (1 - soft_dice.mean())
 
 
 loss = bce_dice_loss  # the task surface's name for this task's loss
@@ -37,9 +39,11 @@ loss = bce_dice_loss  # the task surface's name for this task's loss
 
 def dice_score(logits: torch.Tensor, masks: torch.Tensor, threshold: float) -> torch.Tensor:
     """Mean Dice of the thresholded predictions; an empty prediction of an empty mask scores 1."""
-    predicted, truth = (torch.sigmoid(logits) > threshold).float().flatten(1), masks.flatten(1)
-    total = predicted.sum(1) + truth.sum(1)
-    return torch.where(total > 0, 2 * (predicted * truth).sum(1) / total.clamp(min=1), torch.ones_like(total)).mean()
+    with record_function("loss"):  # the batch's Dice is profiled with the loss
+        predicted, truth = (torch.sigmoid(logits) > threshold).float().flatten(1), masks.flatten(1)
+        total = predicted.sum(1) + truth.sum(1)
+        return torch.where(total > 0, 2 * (predicted * truth).sum(1) / total.clamp(min=1),
+                           torch.ones_like(total)).mean()
 
 
 def forward(model: nn.Module, images: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared import weights
+from shared.profiling import COMPILED_CONVOLUTIONS
 from shared.tasks import CNNSpec, MLPSpec, UNetSpec
 
 
@@ -24,26 +25,44 @@ def training_flops(forward: list[int]) -> int:
 
 
 def unet_forward_flops(spec: UNetSpec, batch: int) -> list[int]:
+    return [count for _, count in unet_forward_layers(spec, batch)]
+
+
+def unet_forward_layers(spec: UNetSpec, batch: int) -> list[tuple[str, int]]:
+    """Each convolution's forward FLOPs, in order, with its kind: "conv" (the 3x3s and the 1x1 head) or "up"
+    (the transposed 2x2s)."""
     widths = weights.unet_widths(spec.base_filters, spec.depth)
     shrink = 0 if spec.variant == "padded" else 2  # each valid 3x3 convolution loses 2 pixels
-    (height, width_px), c_in, flops = spec.image_shape, spec.in_channels, []  # (H, W): Carvana's photos are not square
+    (height, width_px), c_in, layers = spec.image_shape, spec.in_channels, []  # (H, W): Carvana's photos are not square
     for level, width in enumerate(widths, start=1):
         for conv in (1, 2):
             height, width_px = height - shrink, width_px - shrink
-            flops.append(conv_flops(batch, c_in if conv == 1 else width, width, 3, height, width_px))
+            layers.append(("conv", conv_flops(batch, c_in if conv == 1 else width, width, 3, height, width_px)))
         c_in = width
         if level <= spec.depth:
             height, width_px = height // 2, width_px // 2
     for level in range(spec.depth, 0, -1):
         width = widths[level - 1]
         # the 2x2 stride-2 up-convolution, counted at its input size
-        flops.append(conv_flops(batch, widths[level], width, 2, height, width_px))
+        layers.append(("up", conv_flops(batch, widths[level], width, 2, height, width_px)))
         height, width_px = height * 2, width_px * 2
         for conv in (1, 2):
             height, width_px = height - shrink, width_px - shrink
-            flops.append(conv_flops(batch, 2 * width if conv == 1 else width, width, 3, height, width_px))
-    flops.append(conv_flops(batch, widths[0], 1, 1, height, width_px))  # the 1x1 head
-    return flops
+            layers.append(("conv", conv_flops(batch, 2 * width if conv == 1 else width, width, 3, height, width_px)))
+    layers.append(("conv", conv_flops(batch, widths[0], 1, 1, height, width_px)))  # the 1x1 head
+    return layers
+
+
+def unet_category_flops(spec: UNetSpec, batch: int) -> dict[str, int]:
+    """A training step's FLOPs by --profile's categories (shared/profiling.py): the forward convolutions; their
+    backward (weight and input gradients, each as much as the forward; none for the first layer's input); the
+    transposed convolutions, forward and backward; all of them, where a compiler's kernels do not say which."""
+    layers = unet_forward_layers(spec, batch)
+    forward = sum(count for kind, count in layers if kind == "conv")
+    up = sum(count for kind, count in layers if kind == "up")
+    backward = 2 * forward - layers[0][1]
+    return {"convolution forward": forward, "convolution backward": backward, "transposed convolution": 3 * up,
+            COMPILED_CONVOLUTIONS: forward + backward + 3 * up}
 
 
 def unet_step_bytes(spec: UNetSpec, batch: int) -> int:

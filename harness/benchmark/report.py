@@ -6,6 +6,7 @@ from harness import report
 from harness.benchmark import arms as benchmark_arms
 from harness.benchmark import fairness as benchmark_fairness
 from harness.benchmark import golden as benchmark_golden
+from harness.benchmark import profile
 from harness.benchmark import stats as benchmark_stats
 from harness.benchmark.load import busy_line
 from harness.benchmark.peak import SOURCE_NAMES, describe_peak
@@ -161,6 +162,8 @@ def markdown_report(results: dict) -> str:
         lines += [f"- {comparison_line(c)}." for c in results["comparisons"]] + [""]
     if "arm_ratios" in results:
         lines += keras_section(results)
+    if results.get("profile"):
+        lines += profile.markdown(results["profile"])
     if results.get("reference_line"):
         lines += ["## Published reference", "", f"- {results['reference_line']}", ""]
     lines += ["## Targets", "", "| | " + " | ".join(report.SIDE_NAMES[side] for side in results["targets"]) + " |",
@@ -285,4 +288,6 @@ def write_reports(out, results: dict) -> None:
     report.write_json(out / "results.json", results)
     plot_throughput(results, out / "benchmark_throughput.png")
     plot_step_times(results, out / "benchmark_step_times.png")
+    if results.get("profile"):
+        profile.plot(results["profile"], out / "benchmark_profile.png")
     report.write_atomic(out / "report.md", markdown_report(results))

@@ -41,7 +41,8 @@ class Row:
 
     side: str
     kind: str  # "parity", "step" (twinnets step, + the reference loop in REFERENCE_MODE fp32), "pipeline",
-    #            or "data-parallel" (the side's distributed step in `nproc` processes on the global batch)
+    #            "data-parallel" (the side's distributed step in `nproc` processes on the global batch),
+    #            or "profile" (a step row's step under the framework's profiler, --profile)
     mode: str
     precision: str = "fp32"
     batch_size: int = 0
@@ -70,10 +71,12 @@ class Row:
 
 
 def plan_rows(sides: list[str], modes: dict[str, list[str]], precisions: list[str], batch_sizes: list[int],
-              repeat: int, all_combinations: bool = False, pipeline: bool = True, nproc: int = 1) -> list[Row]:
+              repeat: int, all_combinations: bool = False, pipeline: bool = True, nproc: int = 1,
+              profile: tuple[str, ...] = ()) -> list[Row]:
     """Parity first (it gates the rest), then the step rows per side, then the loaders. fp32 (and tf32) runs in
     every chosen mode; a lower precision only in the side's training mode unless all_combinations. The training
-    mode's fp32 row (tf32 where fp32 is not asked for) also times the reference loop and measures the peak."""
+    mode's fp32 row (tf32 where fp32 is not asked for) also times the reference loop and measures the peak.
+    `profile`: the sides whose step rows are each profiled once more, in a process of its own, after all timing."""
     rows = [Row(side, "parity", REFERENCE_MODE[side], batch_size=batch_sizes[0]) for side in sides]
     reference = next((p for p in ("fp32", "tf32") if p in precisions), None)
     for batch_size in batch_sizes:
@@ -85,6 +88,8 @@ def plan_rows(sides: list[str], modes: dict[str, list[str]], precisions: list[st
                     rows += [Row(side, "step", mode, precision, batch_size, run,
                                  reference=mode == REFERENCE_MODE[side] and precision == reference)
                              for run in range(1, repeat + 1)]
+    rows += [Row(row.side, "profile", row.mode, row.precision, row.batch_size) for row in rows
+             if row.kind == "step" and row.run == 1 and row.side in profile]
     if pipeline:
         rows += [Row(side, "pipeline", REFERENCE_MODE[side], "fp32", batch_sizes[0]) for side in sides]
     if nproc > 1:  # the same global batch in 1 and in nproc processes, the cores shared out
@@ -268,7 +273,30 @@ def pipeline_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, setting
                       "workers": getattr(spec, "workers", 0)}}, None
 
 
-ROW_KINDS = {"parity": parity_row, "step": step_row, "data-parallel": data_parallel_row, "pipeline": pipeline_row}
+def profile_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+                execution: Execution) -> tuple[dict, None]:
+    """The step row's step again, after the same warm-up, for PROFILE_STEPS steps under the side's own profiler
+    (tf_impl/profile.py, torch_impl/profile.py): its trace files and the step by category. The wall clock of each
+    profiled step is kept to check that the categories add up to it."""
+    batch = surface.task.to_tensors(*task.benchmark_batch(spec, row.batch_size, spec.seed), execution)
+    step = fresh_step(surface, task, spec, execution)
+    for _ in range(1 + settings["warmup"]):
+        float(step(*batch))
+    times: list[float] = []
+
+    def timed() -> None:
+        start = time.perf_counter()
+        float(step(*batch))
+        times.append(time.perf_counter() - start)
+
+    out_dir = Path(settings["profile_dir"]) / row.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = surface.module("profile").profile_steps(timed, settings["profile_steps"], out_dir)
+    return {"profile": found, "times_s": times}, None
+
+
+ROW_KINDS = {"parity": parity_row, "step": step_row, "data-parallel": data_parallel_row, "pipeline": pipeline_row,
+             "profile": profile_row}
 
 
 def benchmark_module(surface: Surface):

@@ -11,12 +11,14 @@ import numpy as np
 
 from harness import parity
 from harness.benchmark import arms, presets, summary
+from harness.benchmark import flops as flops_of
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
+from harness.benchmark import profile as bench_profile
 from harness.benchmark import report as benchmark_report
 from harness.benchmark import rows as benchmark
 from harness.benchmark.fairness import manifest
-from harness.benchmark.load import busy_line, cpu_snapshot, machine_load, other_share
+from harness.benchmark.load import PEAK_ROW, busy_line, cpu_snapshot, machine_load, other_share
 from harness.benchmark.stats import comparisons
 from harness.environment import benchmark_environment, cpu_info, package_version
 from harness.flags import comma_list, frameworks
@@ -60,6 +62,12 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     sides = frameworks(args.frameworks, SIDES)  # compare.py has checked them
     args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in sides}
     args.bench_precisions = bench_precisions(args, preset)
+    if getattr(args, "profile", False):
+        if spec.name != "unet":
+            raise UserError(f"--profile sorts a U-Net's step into its layers' categories: use --task unet, "
+                            f"not {spec.name!r}")
+        if set(sides) - set(bench_profile.SIDES):
+            args.bench_not_run.append("--profile for the Keras arms: not implemented (tf and torch are profiled)")
 
 
 def bench_precisions(args, preset: presets.Preset) -> list[str]:
@@ -158,7 +166,8 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     """run_benchmark in the output folder it owns."""
     write_path, task = getattr(options, "write_golden", None), task_of(spec)
     rows = benchmark.plan_rows(sides, options.bench_modes, options.bench_precisions, options.bench_batch_sizes,
-                               options.repeat, options.all_combinations, options.bench_pipeline, options.nproc)
+                               options.repeat, options.all_combinations, options.bench_pipeline, options.nproc,
+                               bench_profile.SIDES if getattr(options, "profile", False) else ())
     if write_path:  # the golden file needs the parity rows only
         rows = [row for row in rows if row.kind == "parity"]
     folder = out / "rows"
@@ -174,12 +183,14 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
               "precisions": options.bench_precisions, "all_combinations": options.all_combinations,
               "threads": options.threads, "device": options.device, "tf32": bool(getattr(options, "tf32", False)),
               "pipeline": options.bench_pipeline, "golden": None if golden is None else str(golden.path),
-              "write_golden": None if write_path is None else str(write_path), "not_run": options.bench_not_run}
+              "write_golden": None if write_path is None else str(write_path), "not_run": options.bench_not_run,
+              "profile": bool(getattr(options, "profile", False))}
     described = presets.describe(preset, spec, with_arms)
     print(benchmark_report.header({"task": spec.name, "environment": env, "config": config, "preset": described}),
           flush=True)
     settings = {"warmup": options.warmup, "steps": options.steps, "batch_sizes": options.bench_batch_sizes,
-                "device": options.device, "tf32": config["tf32"], "golden": config["golden"]}
+                "device": options.device, "tf32": config["tf32"], "golden": config["golden"],
+                "profile_dir": str((out / "profiles").resolve()), "profile_steps": bench_profile.PROFILE_STEPS}
     run = RowRunner(spec, data, folder, settings, options.threads, len(rows), options.repeat)
     started = time.perf_counter()
 
@@ -196,7 +207,9 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
         print(line, flush=True)
     if write_path:
         return write_golden_file(write_path, task, spec, options, parity_rows, probes, gate, out, config, env)
+    before = cpu_snapshot()
     numpy_peak = benchmark_peak.numpy_peak(options.threads)  # in this process, now idle: nothing runs beside it
+    peak_load = {"row_name": PEAK_ROW, "other_cpu_share": other_share(before, cpu_snapshot())}
     print(f"numpy matrix multiply: fp32 {numpy_peak['fp32']['gflop_per_s']:.1f} GFLOP/s "
           f"(n={numpy_peak['fp32']['n']})", flush=True)
     timed = [row for row in rows if row.kind != "parity" and row.side not in dropped]  # an arm without parity: none
@@ -222,13 +235,18 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
                "reference_line": reference_line(preset, summary_rows, device),
                "scaling": summary.scaling_summary(run.of_kind("data-parallel")),
                "pipeline": summary.pipeline_summary(run.of_kind("pipeline"), summary_rows),
-               "machine_load": machine_load(list(run.results.values())),
+               "machine_load": machine_load([peak_load, *run.results.values()]),
                "wall_s": time.perf_counter() - started}
+    if config["profile"]:
+        category_flops = {str(batch): flops_of.unet_category_flops(spec, batch) for batch in options.bench_batch_sizes}
+        results["profile"] = bench_profile.summarize(run.of_kind("profile"), summary_rows, category_flops, machine)
     if with_arms:
         results.update(arm_ratios=arms.arm_ratios(summary_rows), failed_rows=arms.failed_rows(run.results.values()))
     benchmark_report.write_reports(out, results)
     print()
     print(benchmark_report.table(results))
+    if results.get("profile"):
+        print("\n" + "\n".join(bench_profile.console_lines(results["profile"])))
     if busy_line(results["machine_load"]):
         print(busy_line(results["machine_load"]))
     print(f"\nwrote {out}/results.json, {out}/report.md and plots ({results['wall_s']:.0f} s)")
@@ -314,5 +332,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                "preset's): " + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
     bench("--precisions", help=f"comma-separated: {', '.join(BENCH_PRECISIONS)} (default fp32,bf16; on cuda "
                                "fp32,tf32,bf16,fp16)")
+    bench("--profile", action="store_true",
+          help="also run each step row once under the framework's own profiler (in its own process, after the timed "
+               "rows): where the step goes by category, a trace per row, and the stacked bars (docs/profile.md)")
     bench("--all-combinations", action="store_true",
           help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")
