@@ -64,6 +64,7 @@ class Task:
     step_bytes: Callable | None = None  # (spec, batch) -> about the activations' memory of a train step
     parts: tuple[str, ...] = ()  # a lesson's further side modules, after its own (autograd's graph_modes.py)
     fit_data: Callable | None = None  # (spec, data_dir, download) -> the spec the data asks for (its input channels)
+    category_flops: Callable | None = None  # (spec, batch) -> FLOPs by --profile's category; None: not profiled
 
     @property
     def trains(self) -> bool:
@@ -134,7 +135,7 @@ REGISTRY: dict[str, Task] = {task.name: task for task in (
          unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
          unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice",
          prediction="masks", final_weights="model.safetensors", step_bytes=flops.unet_step_bytes,
-         fit_data=folders.fit_data,
+         fit_data=folders.fit_data, category_flops=flops.unet_category_flops,
          tolerances={"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
                      "trained_weights": 1e-4, "reference_loss": 1e-5, "data_parallel_step": 1e-5,
                      "data_parallel_epoch": 1e-3, "float64": 1e-10}),

@@ -9,6 +9,9 @@ from shared.quiet import stderr_silenced
 
 # On TensorFlow, importing Keras imports TensorFlow: quietly here, as tf_impl/ does (TF_CPP_MIN_LOG_LEVEL=0 shows it).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# oneDNN's CPU kernels, as PyTorch uses on every x86 CPU: TensorFlow turns them on by itself only where the CPU
+# has AVX-512 VNNI or AMX; elsewhere its Eigen convolutions took 1.5x the step (docs/profile.md). =0 turns them off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
     with stderr_silenced():
         import keras  # noqa: F401

@@ -58,12 +58,21 @@ def test_tensorflow_ops_are_sorted_by_their_scope_and_type(name, expected):
     assert tf_profile.category(*name.rsplit(":", 1)) == expected
 
 
+def test_an_op_run_eagerly_is_sorted_by_its_type_alone():
+    tf_profile = side_module("tf", "profile")
+    assert tf_profile.EAGER_OP.match("EagerLocalExecute: Conv2DBackpropFilter").group(1) == "Conv2DBackpropFilter"
+    assert not tf_profile.EAGER_OP.match("EagerLocalExecute: __inference_train_step_8695 extra")
+    assert tf_profile.category("", "Conv2DBackpropFilter") == "convolution backward"
+    assert tf_profile.category("", "Conv2D") == "convolution forward"
+    assert tf_profile.category("", "Mul") == "activations and elementwise"
+
+
 @pytest.mark.parametrize("hlo, expected", [("convolution.18", COMPILED_CONVOLUTIONS),
                                            ("wrapped_reduce-window.25", "pooling"),
                                            ("transpose_copy_fusion.5", "concatenation and copies"),
                                            ("multiply_reduce_fusion.3", "compiled (fused) region")])
 def test_xla_thunks_are_sorted_by_their_hlo_name(hlo, expected):
-    assert side_module("tf", "profile").xla_category(hlo) == expected
+    assert side_module("tf", "profile")._xla_category(hlo) == expected
 
 
 def small_unet() -> UNetSpec:

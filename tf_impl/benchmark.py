@@ -65,7 +65,7 @@ def build_info() -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "cuda_build": build.get("cuda_version"),
             "cudnn": build.get("cudnn_version"), "gpu": [gpu.name for gpu in gpus] or None,
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset: on only where the CPU has AVX-512 VNNI or AMX"),
             "xla_flags": os.environ.get("XLA_FLAGS"),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(), "pid": os.getpid()}

@@ -18,7 +18,7 @@ from shared.profiling import COMPILED_CONVOLUTIONS, Kernel, attribute, top_kerne
 
 STEP = "twinnets train step"
 CONVOLUTIONS = {"Conv2D", "_FusedConv2D", "_MklNativeConv2D", "_MklNativeFusedConv2D", "_MklNativeConv2DWithBias",
-                "BiasAdd", "_MklConv2D", "_MklFusedConv2D"}
+                "BiasAdd", "_MklConv2D", "_MklFusedConv2D"}  # the forward ones
 BACKWARD_CONVOLUTIONS = re.compile(r"Conv2DBackprop|BiasAddGrad")
 BY_TYPE = {"Relu": "activations and elementwise", "ReluGrad": "activations and elementwise",
            "MaxPool": "pooling", "MaxPoolGrad": "pooling", "_MklNativeMaxPool": "pooling",
@@ -29,6 +29,7 @@ BY_TYPE = {"Relu": "activations and elementwise", "ReluGrad": "activations and e
 OPTIMIZER = re.compile(r"^(sgd|adam|adamw)(_\d+)?$", re.IGNORECASE)
 OP_EVENT = re.compile(r"^[\w./-]+:\w+$")  # scope/op:OpType; the executor's own events have spaces or "::"
 WRAPPERS = {"ExecutorState::Process", "ParallelFor"}
+EAGER_OP = re.compile(r"^EagerLocalExecute: (\w+)$")  # an op run eagerly has no scope (functions: __inference_*)
 
 
 def profile_steps(step: Callable[[], float], steps: int, out_dir: Path) -> dict:
@@ -65,14 +66,17 @@ def step_kernels(xplane: Path) -> tuple[list[Kernel], list[tuple[float, float]]]
             if name == STEP:
                 windows.append((start, end))
             elif any(stat.metadata_id == thunk_stat for stat in event.stats):
-                kernels.append(Kernel(start, end, xla_category(name), name, line.name, re.sub(r"\.\d+$", "", name)))
+                kernels.append(Kernel(start, end, _xla_category(name), name, line.name, re.sub(r"\.\d+$", "", name)))
             elif OP_EVENT.match(name) and name not in WRAPPERS and not name.split(":")[-1].startswith("__inference"):
                 scope, op_type = name.rsplit(":", 1)
                 kernels.append(Kernel(start, end, category(scope, op_type), name, line.name, op_type))
+            elif EAGER_OP.match(name):  # eager mode: one op at a time, named by its type alone
+                op_type = EAGER_OP.match(name).group(1)
+                kernels.append(Kernel(start, end, category("", op_type), name, line.name, op_type))
     return kernels, sorted(windows)
 
 
-def xla_category(hlo: str) -> str:
+def _xla_category(hlo: str) -> str:
     """An XLA thunk (jit_compile) by its HLO instruction's name: the compiled step keeps no layer names, so its
     convolutions are one category, its fusions another (the whole step runs as one op, __inference_*, whose time
     is the thunks')."""
@@ -87,7 +91,9 @@ def xla_category(hlo: str) -> str:
 
 def category(scope: str, op_type: str) -> str:
     """The category of one op from its name scope and type. The loss (and the batch's Dice) run in the "loss" scope,
-    the optimizer in its own; a layer's name says what it is (upN: transposed convolution, _bnN: batch norm)."""
+    the optimizer in its own; a layer's name says what it is (upN: transposed convolution, _bnN: batch norm). An op
+    run eagerly has no scope: it is sorted by its type alone (BatchNorm's and the loss's ops are then elementwise,
+    a transposed convolution's are convolutions)."""
     parts = [re.sub(r"_\d+$", "", part) for part in scope.split("/")]
     if "loss" in parts:
         return "loss"
@@ -99,9 +105,9 @@ def category(scope: str, op_type: str) -> str:
         return "transposed convolution"
     if any(re.search(r"_bn\d+$", part) for part in parts):
         return "batch norm"
-    backward = parts[0] == "gradient_tape"
+    backward = parts[0] == "gradient_tape" or not scope  # eager: a Conv2DBackprop* is the backward pass
     if backward and BACKWARD_CONVOLUTIONS.search(op_type):
         return "convolution backward"
-    if not backward and op_type in CONVOLUTIONS:
+    if op_type in CONVOLUTIONS:
         return "convolution forward"
     return "activations and elementwise"

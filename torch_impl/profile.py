@@ -57,7 +57,7 @@ def step_kernels(events) -> tuple[list[Kernel], list[tuple[float, float]]]:
     windows = [(event.time_range.start, event.time_range.end) for event in events if event.name == STEP]
     forward_of = {}
     for event in events:  # the op that makes a node is the last one to see its number (sequence_nr peeks ahead)
-        root = root_name(event)
+        root = _root_name(event)
         if event.sequence_nr >= 0 and not AUTOGRAD.match(root) and root != STEP:
             forward_of[event.sequence_nr] = root
     kernels = []
@@ -66,14 +66,14 @@ def step_kernels(events) -> tuple[list[Kernel], list[tuple[float, float]]]:
         if parent is None or parent.name != STEP:
             continue
         if COMPILED.search(event.name):
-            kernels += compiled_region(event)
+            kernels += _compiled_region(event)
         else:
             kernels.append(Kernel(event.time_range.start, event.time_range.end, category(event, forward_of),
                                   event.name, str(event.thread)))
     return kernels, windows
 
 
-def compiled_region(region) -> list[Kernel]:
+def _compiled_region(region) -> list[Kernel]:
     """A torch.compile region (forward or backward): its convolutions, and the rest of it as the fused region."""
     convolutions, stack = [], list(region.cpu_children)
     while stack:
@@ -93,7 +93,7 @@ def compiled_region(region) -> list[Kernel]:
     return [kernel for kernel in kernels if kernel.end_us > kernel.start_us]
 
 
-def root_name(event) -> str:
+def _root_name(event) -> str:
     """The outermost op (below the step) an op belongs to: aten::convolution inside aten::conv_transpose2d is the
     transposed convolution, an op inside record_function("loss") is the loss."""
     while event.cpu_parent is not None and event.cpu_parent.name != STEP:

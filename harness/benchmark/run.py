@@ -11,7 +11,6 @@ import numpy as np
 
 from harness import parity
 from harness.benchmark import arms, presets, summary
-from harness.benchmark import flops as flops_of
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import profile as bench_profile
@@ -63,7 +62,7 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     args.bench_modes = {side: [m for m in MODES[side] if m in chosen or f"{side}:{m}" in chosen] for side in sides}
     args.bench_precisions = bench_precisions(args, preset)
     if getattr(args, "profile", False):
-        if spec.name != "unet":
+        if task_of(spec).category_flops is None:
             raise UserError(f"--profile sorts a U-Net's step into its layers' categories: use --task unet, "
                             f"not {spec.name!r}")
         if set(sides) - set(bench_profile.SIDES):
@@ -238,7 +237,7 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
                "machine_load": machine_load([peak_load, *run.results.values()]),
                "wall_s": time.perf_counter() - started}
     if config["profile"]:
-        category_flops = {str(batch): flops_of.unet_category_flops(spec, batch) for batch in options.bench_batch_sizes}
+        category_flops = {str(batch): task.category_flops(spec, batch) for batch in options.bench_batch_sizes}
         results["profile"] = bench_profile.summarize(run.of_kind("profile"), summary_rows, category_flops, machine)
     if with_arms:
         results.update(arm_ratios=arms.arm_ratios(summary_rows), failed_rows=arms.failed_rows(run.results.values()))
