@@ -63,16 +63,17 @@ def mean_step(steps: list[dict[str, float]]) -> dict[str, float]:
 
 
 def top_kernels(kernels: list[Kernel], windows: list[tuple[float, float]], count: int = 12) -> list[dict]:
-    """The ops that took most time inside the windows, in milliseconds per step."""
+    """The ops that took most time inside the windows, in milliseconds per step, by op and category (one op type,
+    Mul say, is batch norm in one layer and the loss in another)."""
     totals: dict[str, list] = {}
     for kernel in kernels:
         if any(kernel.start_us >= begin and kernel.end_us <= end for begin, end in windows):
-            entry = totals.setdefault(kernel.op or kernel.name, [0.0, 0, kernel.category])
+            entry = totals.setdefault((kernel.op or kernel.name, kernel.category), [0.0, 0])
             entry[0] += (kernel.end_us - kernel.start_us) / 1000
             entry[1] += 1
     ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:count]
     return [{"op": name, "ms_per_step": total / len(windows), "calls_per_step": calls / len(windows),
-             "category": category} for name, (total, calls, category) in ranked]
+             "category": category} for (name, category), (total, calls) in ranked]
 
 
 def write_chrome_trace(kernels: list[Kernel], windows: list[tuple[float, float]], path: Path,

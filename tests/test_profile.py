@@ -61,7 +61,7 @@ def test_tensorflow_ops_are_sorted_by_their_scope_and_type(name, expected):
 def test_an_op_run_eagerly_is_sorted_by_its_type_alone():
     tf_profile = side_module("tf", "profile")
     assert tf_profile.EAGER_OP.match("EagerLocalExecute: Conv2DBackpropFilter").group(1) == "Conv2DBackpropFilter"
-    assert not tf_profile.EAGER_OP.match("EagerLocalExecute: __inference_train_step_8695 extra")
+    assert not tf_profile.EAGER_OP.match("EagerLocalExecute: __inference_train_step_graph_8695")  # the whole step
     assert tf_profile.category("", "Conv2DBackpropFilter") == "convolution backward"
     assert tf_profile.category("", "Conv2D") == "convolution forward"
     assert tf_profile.category("", "Mul") == "activations and elementwise"
@@ -102,6 +102,7 @@ def test_a_real_profile_of_each_side_adds_up_to_the_step_and_writes_a_trace(side
     assert mean[OUTSIDE] < 0.5 * sum(mean.values())
     trace = json.loads((tmp_path / "trace.json").read_text())
     categories = {event.get("cat") for event in trace["traceEvents"]}
+    assert not [event for event in trace["traceEvents"] if "__inference" in event["name"]]  # a function is no kernel
     assert {"step", "convolution backward", "loss"} <= categories
     if side == "tf":
         assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))  # what TensorBoard's profile plugin opens

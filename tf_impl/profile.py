@@ -29,7 +29,8 @@ BY_TYPE = {"Relu": "activations and elementwise", "ReluGrad": "activations and e
 OPTIMIZER = re.compile(r"^(sgd|adam|adamw)(_\d+)?$", re.IGNORECASE)
 OP_EVENT = re.compile(r"^[\w./-]+:\w+$")  # scope/op:OpType; the executor's own events have spaces or "::"
 WRAPPERS = {"ExecutorState::Process", "ParallelFor"}
-EAGER_OP = re.compile(r"^EagerLocalExecute: (\w+)$")  # an op run eagerly has no scope (functions: __inference_*)
+# An op run eagerly has no scope; __inference_* is a whole tf.function, whose ops are events of their own.
+EAGER_OP = re.compile(r"^EagerLocalExecute: (?!__inference)(\w+)$")
 
 
 def profile_steps(step: Callable[[], float], steps: int, out_dir: Path) -> dict:

@@ -104,13 +104,17 @@ def markdown(entries: list[dict]) -> list[str]:
 
 def console_lines(entries: list[dict]) -> list[str]:
     """The categories side by side, one column per profiled row."""
-    head = "category".ljust(30) + "".join(f"{entry['side']} {entry['mode']} {entry['precision']}".rjust(22)
-                                          for entry in entries)
+    width = max(len(category) for category in CATEGORIES) + 1
+    head = "category".ljust(width) + "".join(f"{entry['side']} {entry['mode']} {entry['precision']}".rjust(24)
+                                             for entry in entries)
     lines = ["where the step goes (ms per step, --profile):", head]
     for index, category in enumerate(CATEGORIES):
-        lines.append(category.ljust(30) + "".join(f"{entry['categories'][index]['ms']:22.2f}" for entry in entries))
-    lines.append("sum / profiled step".ljust(30) + "".join(
-        f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}".rjust(22) for entry in entries))
+        lines.append(category.ljust(width) + "".join(f"{entry['categories'][index]['ms']:24.2f}" for entry in entries))
+    lines.append("sum / profiled step".ljust(width) + "".join(
+        f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}".rjust(24) for entry in entries))
+    lines.append("step without the profiler".ljust(width) + "".join(
+        ("-" if entry["unprofiled_step_ms"] is None else f"{entry['unprofiled_step_ms']:.1f}").rjust(24)
+        for entry in entries))
     return lines
 
 
