@@ -153,6 +153,14 @@ def test_the_summary_rates_the_convolutions_against_the_peak_and_pairs_the_sides
     assert "NOT within" not in "\n".join(bench_profile.markdown(entries))
 
 
+def test_a_rate_above_the_machine_peak_is_called_out():
+    entry = fake_profile("tf", "xla", 1.0, 60.0)  # 0.73 GFLOP of forward convolutions in 1 ms: 732 GFLOP/s
+    (summary,) = bench_profile.summarize([entry], [], {"8": flops.unet_category_flops(UNetSpec(), 8)},
+                                         {"fp32": {"gflop_per_s": 100.0}})
+    assert summary["beyond_peak"] == ["convolution forward"]
+    assert "Above the machine peak: convolution forward" in "\n".join(bench_profile.table_lines(summary))
+
+
 def test_a_profile_that_misses_part_of_the_step_says_so():
     entry = fake_profile("tf", "function", 50.0, 0.0)
     entry["times_s"] = [0.08] * 3  # the wall clock saw 80 ms, the trace's categories 50
@@ -165,3 +173,25 @@ def test_profile_is_refused_outside_the_unet(tmp_path, capsys):
     assert compare.main(["--task", "mlp", "--benchmark", "--profile", "--out", str(tmp_path / "never")]) == 2
     assert "--profile sorts a U-Net's step" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_profile_end_to_end_writes_tables_bars_and_traces(tmp_path, capsys):
+    """A small U-Net through compare.py: each side's step row, then its profile row, in worker processes."""
+    out = tmp_path / "out"
+    assert compare.main(["--task", "unet", "--benchmark", "--profile", "--image-size", "32", "--base-filters", "4",
+                         "--modes", "tf:function,torch:eager", "--precisions", "fp32", "--warmup", "1", "--steps", "3",
+                         "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "where the step goes (ms per step, --profile):" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["profile"] is True
+    entries = {entry["side"]: entry for entry in results["profile"]}
+    assert set(entries) == {"tf", "torch"}
+    for entry in entries.values():
+        assert entry["adds_up"], entry["sum_ms"]
+        assert entry["unprofiled_step_ms"] > 0 and entry["profiled_steps"] == bench_profile.PROFILE_STEPS
+        assert json.loads(open(entry["trace"]).read())["traceEvents"]
+    assert (out / "benchmark_profile.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "## Where the step goes (--profile)" in report and "| convolution backward |" in report

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness import report
 from harness.benchmark.summary import MODE_NAMES
 from shared.plotting import pyplot, save_figure
-from shared.profiling import CATEGORIES, COUNTED, OUTSIDE, mean_step
+from shared.profiling import CATEGORIES, OUTSIDE, mean_step
 
 ADDS_UP = 0.10  # the categories must add up to the profiled step's wall time within this share
 PROFILE_STEPS = 10  # profiled steps per row (after the row's warm-up)
@@ -38,7 +38,9 @@ def summarize(profile_results: list[dict], summary_rows: list[dict], category_fl
             table.append({"category": category, "ms": ms, "share": ms / total if total else None,
                           "gflop": flops[category] / 1e9 if category in flops else None, "gflop_per_s": rate,
                           "peak_fraction": rate / peak if rate is not None and peak else None})
+        beyond = [item["category"] for item in table if (item["peak_fraction"] or 0) > 1]
         entries.append({"side": row["side"], "mode": row["mode"], "precision": row["precision"],
+                        "beyond_peak": beyond,
                         "batch_size": row["batch_size"], "categories": table, "sum_ms": total,
                         "profiled_step_ms": wall_ms, "adds_up": abs(total - wall_ms) <= ADDS_UP * wall_ms,
                         "outside_kernels_ms": categories[OUTSIDE],
@@ -78,11 +80,15 @@ def table_lines(entry: dict) -> list[str]:
              f"({100 * entry['outside_kernels_ms'] / entry['sum_ms']:.0f}%) of the step.", "",
              "| category | ms per step | share | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
     for item in entry["categories"]:
-        if item["ms"] < 0.005 and item["category"] not in COUNTED:
+        if item["ms"] < 0.005:
             continue
         rate = "" if item["gflop_per_s"] is None else f"{item['gflop_per_s']:.1f}"
         peak = "" if item["peak_fraction"] is None else f"{100 * item['peak_fraction']:.1f}"
         lines.append(f"| {item['category']} | {item['ms']:.2f} | {100 * (item['share'] or 0):.1f}% | {rate} | {peak} |")
+    if entry["beyond_peak"]:
+        lines += ["", f"**Above the machine peak: {', '.join(entry['beyond_peak'])}.** The trace's events for these "
+                  "kernels do not cover the work they count (XLA's CPU runtime, for one, launches its thunks "
+                  "asynchronously), so their times and the time outside any kernel are not where the step goes."]
     largest = "; ".join(f"`{op['op']}` {op['ms_per_step']:.2f} ms" for op in entry["top_ops"][:6])
     lines += ["", f"Largest ops: {largest}",
               "", f"Trace: `{entry['trace']}`" + (f"; TensorBoard: `{entry['xplane']}`" if entry.get("xplane") else ""),
@@ -105,15 +111,15 @@ def markdown(entries: list[dict]) -> list[str]:
 def console_lines(entries: list[dict]) -> list[str]:
     """The categories side by side, one column per profiled row."""
     width = max(len(category) for category in CATEGORIES) + 1
-    head = "category".ljust(width) + "".join(f"{entry['side']} {entry['mode']} {entry['precision']}".rjust(24)
+    head = "category".ljust(width) + "".join(f"{entry['side']} {entry['mode']} {entry['precision']}".rjust(26)
                                              for entry in entries)
     lines = ["where the step goes (ms per step, --profile):", head]
     for index, category in enumerate(CATEGORIES):
-        lines.append(category.ljust(width) + "".join(f"{entry['categories'][index]['ms']:24.2f}" for entry in entries))
+        lines.append(category.ljust(width) + "".join(f"{entry['categories'][index]['ms']:26.2f}" for entry in entries))
     lines.append("sum / profiled step".ljust(width) + "".join(
-        f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}".rjust(24) for entry in entries))
+        f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}".rjust(26) for entry in entries))
     lines.append("step without the profiler".ljust(width) + "".join(
-        ("-" if entry["unprofiled_step_ms"] is None else f"{entry['unprofiled_step_ms']:.1f}").rjust(24)
+        ("-" if entry["unprofiled_step_ms"] is None else f"{entry['unprofiled_step_ms']:.1f}").rjust(26)
         for entry in entries))
     return lines
 
@@ -125,8 +131,7 @@ def plot(entries: list[dict], path: Path) -> Path | None:
         return None
     plt = pyplot()
     colours = plt.get_cmap("tab20").colors
-    figure, axes = plt.subplots(1, len(matched), figsize=(3.2 * len(matched) + 3.5, 4.6), squeeze=False,
-                                sharey=False)
+    figure, axes = plt.subplots(1, len(matched), figsize=(max(3.2 * len(matched), 7.5), 5.6), squeeze=False)
     for axis, pair in zip(axes[0], matched):
         bottoms = [0.0, 0.0]
         for index, category in enumerate(CATEGORIES):
@@ -138,6 +143,6 @@ def plot(entries: list[dict], path: Path) -> Path | None:
         axis.set_xticks([0, 1], names, fontsize=8)
         axis.set_title(pair["title"], fontsize=9)
         axis.set_ylabel("ms per step")
-    figure.legend(loc="center right", fontsize=7)
-    figure.tight_layout(rect=(0, 0, 0.68, 1))
+    figure.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.17, 1, 1))
     return save_figure(figure, path)
