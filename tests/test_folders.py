@@ -309,6 +309,7 @@ def test_train_on_a_grayscale_folder_then_predict_pngs_at_each_images_size(tmp_p
     predicted = run_cli("--predict", str(run), "--data-dir", str(new), "--out", str(tmp_path / "predicted"),
                         "--threads", "1", cache=tmp_path / "cache")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "<side>/submit.csv.gz, <side>/masks/<stem>.png" in predicted.stdout  # the closing line names both
     sizes = {"small": (16, 16), "tall": (50, 20), "wide": (30, 70)}
     for side in ("tf", "torch"):
         folder = tmp_path / "predicted" / side

@@ -168,7 +168,9 @@ def run_job(out: Path, job: dict) -> dict:
     (out / "job.json").unlink()
     print()
     print(console_table(results, prediction.inputs))
-    print(f"\nwrote {out}/results.json, {out}/report.md, {prediction.written}")
+    pngs = any("masks" in found.get("artifacts", {}) for found in frameworks.values())  # your own folder's masks
+    print(f"\nwrote {out}/results.json, {out}/report.md, {prediction.written}"
+          + (", <side>/masks/<stem>.png" if pngs else ""))
     return results
 
 
