@@ -100,7 +100,8 @@ def build_info() -> dict:
     elif engine == "tensorflow":
         import tensorflow as tf  # this engine's own process only
 
-        found.update({"onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
+        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset: on only where the CPU has AVX-512 VNNI or AMX")
+        found.update({"onednn": onednn,
                       "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()})
     else:
         import jax  # this engine's own process only

@@ -10,16 +10,13 @@ from pathlib import Path
 
 from shared.atomic import write_atomic
 
+OUTSIDE = "outside any kernel"
+# A compiler's kernels keep no layer names: what it fuses is one region, its convolutions one category.
+COMPILED_CONVOLUTIONS = "convolutions, compiled (forward and backward)"
 # The order of the tables and of the stacked bars.
 CATEGORIES = ("convolution forward", "convolution backward", "transposed convolution", "batch norm",
               "activations and elementwise", "pooling", "concatenation and copies", "loss", "optimizer update",
-              "convolutions, compiled (forward and backward)", "compiled (fused) region", "outside any kernel")
-OUTSIDE = "outside any kernel"
-# The categories whose work is counted in FLOPs (harness/benchmark/flops.py), so a rate against the machine peak.
-COUNTED = ("convolution forward", "convolution backward", "transposed convolution",
-           "convolutions, compiled (forward and backward)")
-# A compiler's kernels keep no layer names: what it fuses is one region, its convolutions one category.
-COMPILED_CONVOLUTIONS = "convolutions, compiled (forward and backward)"
+              COMPILED_CONVOLUTIONS, "compiled (fused) region", OUTSIDE)
 
 
 @dataclass(frozen=True)

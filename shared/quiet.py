@@ -1,9 +1,19 @@
-"""Native libraries' chatter kept out of the user's terminal: lines logged before absl is initialised ignore
-TF_CPP_MIN_LOG_LEVEL, so stderr is closed while TensorFlow is imported (tf_impl/, and keras_impl/ on TensorFlow)."""
+"""TensorFlow's process settings, and native libraries' chatter kept out of the user's terminal: lines logged before
+absl is initialised ignore TF_CPP_MIN_LOG_LEVEL, so stderr is closed while TensorFlow is imported (tf_impl/, and
+keras_impl/ on TensorFlow)."""
 from __future__ import annotations
 
 import contextlib
 import os
+
+
+def tensorflow_defaults() -> None:
+    """What TensorFlow reads once, at import, set unless the user set it: its C++ logs off inside the project
+    (TF_CPP_MIN_LOG_LEVEL=0 brings them back), and oneDNN's CPU kernels, as PyTorch uses on every x86 CPU.
+    TensorFlow turns oneDNN on by itself only where the CPU has AVX-512 VNNI or AMX; elsewhere its Eigen
+    convolutions took 1.5x the step (docs/profile.md). TF_ENABLE_ONEDNN_OPTS=0 turns them off."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -10,8 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tf_impl/ sets it, whichever module imports TensorFlow first
+from shared.quiet import tensorflow_defaults  # noqa: E402
+
+tensorflow_defaults()  # as tf_impl/ sets them, whichever test module imports TensorFlow first
 
 # torch_impl before tf_impl: loading TensorFlow first makes triton (loaded by torch.optim) crash the process.
 import torch_impl  # noqa: E402,F401

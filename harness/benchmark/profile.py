@@ -4,6 +4,7 @@ compares, and the stacked-bar picture. The profiles themselves run in their own 
 the timed rows are never profiled."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from harness import report
@@ -26,7 +27,7 @@ def summarize(profile_results: list[dict], summary_rows: list[dict], category_fl
         row = result["row"]
         categories = mean_step(result["profile"]["steps"])
         total = sum(categories.values())
-        wall_ms = 1000 * sorted(result["times_s"])[len(result["times_s"]) // 2]
+        wall_ms = 1000 * statistics.median(result["times_s"])
         timed = next((r for r in summary_rows if (r["side"], r["mode"], r["precision"], r["batch_size"])
                       == (row["side"], row["mode"], row["precision"], row["batch_size"])), None)
         peak = (machine_peak.get(row["precision"]) or {}).get("gflop_per_s")
