@@ -223,9 +223,8 @@ def test_photos(data_dir: Path) -> list[Path]:
     bases = carvana_layout._extract_bases(root)
     search = [root]
     test_dir = carvana_layout._component_dir(search, ("test", "test_hq"), ".jpg", bases)
-    if test_dir is None:  # Kaggle's all-in-one download holds the other zips
-        search += [carvana_layout._extract(outer, bases) for outer in sorted(root.glob("*.zip"))
-                   if outer.name not in carvana_layout.KNOWN_ZIPS]
+    if test_dir is None:  # Kaggle's all-in-one download holds the other zips (no other zip is opened)
+        search += [carvana_layout._extract(outer, bases) for outer in carvana_layout.all_in_one_zips(root)]
         test_dir = carvana_layout._component_dir(search, ("test", "test_hq"), ".jpg", bases)
     if test_dir is None:
         raise DataError(root, "no test photos; expected test/*.jpg or test.zip (or pass --images)")

@@ -52,6 +52,7 @@ def prepare_folder(spec: UNetSpec, found: folders.Survey) -> dict:
     mode = folders.MODES[spec.in_channels]
     masks = folders.folder_dataset(spec, train).decode_all()
     valid_masks = folders.folder_dataset(spec, valid).decode_all() if valid else []
+    folders.check_foreground(found.layout, train + valid, masks + valid_masks, spec.mask_threshold)
     groups = {"train": len({p.group for p in train}), "valid": len({p.group for p in valid})}
     description = {
         "source": folders.SOURCE_NAME, "location": str(found.layout.root),

@@ -5,8 +5,11 @@ JPEG, TIFF, GIF, BMP), 8 or 16 bits, grayscale or colour. A mask is foreground w
 as it is."""
 from __future__ import annotations
 
+import errno
 import os
 import re
+import signal
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from shared.data.carvana.datasets import CACHE_BUDGET_BYTES, TrainImageDataset
-from shared.data.carvana.decode import _decoding, read_photo
+from shared.data.carvana.decode import TURNED, _decoding, _orientation, check_finite, read_photo, upright, upright_size
 from shared.data.carvana.split import split_groups
 from shared.errors import DataError
 from shared.tasks import UNetSpec
@@ -29,6 +32,8 @@ MASK_SUFFIXES = ("_mask", "-mask", "_segmentation", "_seg", "_label", "_gt")
 MODES = {1: "L", 3: "RGB"}  # the Pillow mode each input channel count reads images as
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SHOWN = 3  # names listed in a refusal
+SPLIT_BY_SECONDS = 1.0  # the most --split-by may take on one file name
+RANGE_READ = 8  # masks read again, only to refuse a --mask-threshold, for the range of values it missed
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,29 @@ class Pair:
     group: str  # what the split keeps on one side: the file's stem, or what --split-by found in its name
 
 
+def symlink_loop(path: Path) -> DataError:
+    return DataError(path, "symlink loop: the link leads back to itself, never to a file or folder")
+
+
+def _entry_is(entry: os.DirEntry, kind: str, wanted: bool) -> bool:
+    """Whether a folder entry is a "dir" or a "file"; a symlink loop is not, or, if it is a wanted name, a DataError
+    naming it."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as error:
+        if error.errno == errno.ELOOP and wanted:
+            raise symlink_loop(Path(entry.path)) from None
+        return False
+
+
 def _subfolder(root: Path, names: Sequence[str]) -> Path | None:
     """root/<name> for the first of names found as a folder, in any letter case."""
     try:
         with os.scandir(root) as entries:
-            found = {e.name.lower(): Path(e.path) for e in entries if e.is_dir()}
-    except OSError:
+            found = {e.name.lower(): Path(e.path) for e in entries if _entry_is(e, "dir", e.name.lower() in names)}
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise symlink_loop(root) from None
         return None
     return next((found[name] for name in names if name in found), None)
 
@@ -66,7 +88,7 @@ def find_folder_set(data_dir: str | os.PathLike | None, masks: bool = True) -> F
     if data_dir is None:
         return None
     root = Path(data_dir).expanduser()
-    image_dir, mask_dir = _subfolder(root, IMAGE_DIRS), _subfolder(root, MASK_DIRS)
+    image_dir, mask_dir = _subfolder(root, IMAGE_DIRS), _subfolder(root, MASK_DIRS) if masks else None
     if image_dir is None and (mask_dir is None or not masks):
         return None
     if image_dir is None:
@@ -79,14 +101,14 @@ def find_folder_set(data_dir: str | os.PathLike | None, masks: bool = True) -> F
 def image_files(folder: Path) -> list[Path]:
     """The image files directly inside a folder, by name (hidden files and other suffixes ignored)."""
     with os.scandir(folder) as entries:
-        return sorted(Path(e.path) for e in entries
-                      if e.is_file() and not e.name.startswith(".") and e.name.lower().endswith(SUFFIXES))
+        return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and e.name.lower().endswith(SUFFIXES)
+                      and _entry_is(e, "file", True))
 
 
 def _by_stem(files: list[Path], what: str) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in files:
-        if path.stem in found:
+        if path.stem in found:  # their masks (and predicted masks, <stem>.png) would be one file
             raise DataError(path, f"two {what} named {path.stem}: {found[path.stem].name} and {path.name}")
         found[path.stem] = path
     return found
@@ -129,10 +151,43 @@ def group_of(image: Path, pattern: re.Pattern | None) -> str:
     the expression has one)."""
     if pattern is None:
         return image.stem
-    found = pattern.search(image.name)
+    found = _search(pattern, image.name, image)
     if found is None:
         raise DataError(image, f"--split-by {pattern.pattern!r} finds no group in this file name")
     return found.group(1) if pattern.groups and found.group(1) is not None else found.group(0)
+
+
+class _Overran(Exception):
+    """--split-by's time on one name ran out."""
+
+
+def _search(pattern: re.Pattern, name: str, path: Path) -> re.Match | None:
+    """pattern.search(name), stopped after SPLIT_BY_SECONDS (catastrophic backtracking, (a+)+$ on 'aaa...ab', takes
+    hours) by a DataError naming the pattern and the name. Python's re has no timeout, but its matching loop checks
+    for signals, so an interval timer (SIGALRM) raises inside it; that needs the main thread (where the parent checks
+    every name before any side starts) and an interval timer no one else set: elsewhere the match runs without limit.
+    (A thread cannot be stopped, a process per name costs more than the match, and the regex module reads patterns
+    otherwise than shared/tasks.py's re.compile checked them.)"""
+    if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] or signal.getsignal(signal.SIGALRM) is None):
+        return pattern.search(name)
+
+    def overran(signum, frame):
+        raise _Overran
+
+    previous = signal.signal(signal.SIGALRM, overran)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, SPLIT_BY_SECONDS)
+        try:
+            return pattern.search(name)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Overran:
+        raise DataError(path, f"--split-by {pattern.pattern!r} ran more than {SPLIT_BY_SECONDS:g} s on the name "
+                              f"{name!r} (catastrophic backtracking, such as nested repeats); simplify the "
+                              "expression") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def split_pairs(pairs: list[Pair], sample_size: int | None, validation_size: float,
@@ -166,9 +221,25 @@ def _is_gray(img: Image.Image) -> bool:
 
 
 def header(path: Path, what: str = "image") -> tuple[tuple[int, int], bool]:
-    """(width, height) and whether the image is grayscale, from its header; unreadable: a DataError naming it."""
+    """Upright (width, height) (as its EXIF orientation turns it) and whether the image is grayscale, from its header;
+    unreadable: a DataError naming it."""
     with _decoding(path, what), Image.open(path) as img:
-        return img.size, _is_gray(img)
+        return upright_size(img), _is_gray(img)
+
+
+def check_mask_size(pair: Pair, size: tuple[int, int], mask_size: tuple[int, int]) -> None:
+    """A mask has its image's upright size, or a DataError naming both sizes (and the turn, for an image whose EXIF
+    orientation turns it: its mask is read as drawn on the upright image, as viewers and annotation tools show it)."""
+    if mask_size == size:
+        return
+    turned = ""
+    if mask_size == size[::-1]:
+        with _decoding(pair.image, "image"), Image.open(pair.image) as img:
+            if _orientation(img) in TURNED:
+                turned = (f"; its EXIF orientation turns the stored {size[1]}x{size[0]} upright, and a mask is "
+                          "read as drawn on the upright image")
+    raise DataError(pair.mask, f"mask is {mask_size[0]}x{mask_size[1]} but its image {pair.name} is "
+                               f"{size[0]}x{size[1]} (width x height){turned}")
 
 
 @dataclass(frozen=True)
@@ -201,10 +272,7 @@ def survey(data_dir: str | os.PathLike, split_by: str | None = None) -> Survey |
     sizes = []
     for pair in pairs:
         size, gray = header(pair.image)
-        mask_size, _ = header(pair.mask, "mask")
-        if mask_size != size:
-            raise DataError(pair.mask, f"mask is {mask_size[0]}x{mask_size[1]} but its image {pair.name} is "
-                                       f"{size[0]}x{size[1]} (width x height)")
+        check_mask_size(pair, size, header(pair.mask, "mask")[0])
         modes["grayscale" if gray else "colour"] += 1
         sizes.append(size)
     return Survey(layout, pairs, modes, sizes)
@@ -213,19 +281,28 @@ def survey(data_dir: str | os.PathLike, split_by: str | None = None) -> Survey |
 def read_folder_image(path: Path, mode: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """An image as uint8 (H, W, C) in the set's mode ("L": C = 1, "RGB": C = 3), resized to size=(w, h) bilinearly;
     16-bit and float images stretched from their own darkest to brightest value (shared/data/carvana/decode.py)."""
-    image, _ = read_photo(path, size, mode, upright=False)  # as stored: the mask was drawn on the stored pixels
+    image, _ = read_photo(path, size, mode)  # upright, as a prediction reads it
     return image[..., None] if image.ndim == 2 else image
 
 
 def mask_values(path: Path) -> np.ndarray:
-    """A mask's values as stored (H, W): palette indices, gray levels, 16-bit or float values; a colour mask's
-    brightest channel."""
-    with _decoding(path, "mask"), Image.open(path) as img:
-        img.load()  # decode now, so a truncated file fails here, inside _decoding
-        if img.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+    """A mask's values (H, W), upright as its image is read: gray levels, 16-bit or float values (a NaN or infinite one
+    is a DataError); a colour mask's brightest channel; a palette mask's colours (not its indices: a palette may put
+    white at index 0). With an alpha channel: the alpha when the colour is one colour throughout (the shape drawn in
+    transparency), else the colour."""
+    with upright(path, "mask") as (img, _):
+        if img.mode in ("P", "PA"):
+            img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+        if img.mode in ("LA", "La", "RGBA", "RGBa"):
+            values = np.asarray(img if img.mode == "LA" else img.convert("RGBA"))
+            colour, alpha = values[..., :-1].max(axis=2), values[..., -1]
+            single = colour.min() == colour.max()
+            return alpha if single and alpha.min() != alpha.max() else colour
+        if img.mode in ("RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
             return np.asarray(img.convert("RGB")).max(axis=2)
         values = np.asarray(img.convert("L") if img.mode == "1" else img)
-        return values[..., 0] if values.ndim == 3 else values  # LA, PA: the value, not its alpha
+    check_finite(values, path, "mask")
+    return values
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -254,6 +331,25 @@ def read_folder_mask(path: Path, threshold: float | None, size: tuple[int, int] 
     return binary
 
 
+def check_foreground(layout: FolderLayout, pairs: Sequence[Pair], masks: Sequence[np.ndarray],
+                     threshold: float | None) -> None:
+    """Refuse a set whose masks, as decoded for training (in `pairs` order), are all empty or all full: there is nothing
+    to learn, and Dice scores an empty prediction of an empty mask 1. A --mask-threshold that does it names the range
+    of the masks' values (of the first RANGE_READ masks: they are read again only for this message)."""
+    if not masks or (any(m.any() for m in masks) and not all(m.all() for m in masks)):
+        return
+    state = "empty (no foreground pixel)" if not any(m.any() for m in masks) else "full (every pixel foreground)"
+    shape = "x".join(map(str, masks[0].shape))
+    if threshold is None:
+        raise DataError(layout.mask_dir, f"all {len(masks)} masks are {state} at the training size {shape} "
+                                         "(height x width): nothing to learn")
+    read = [mask_values(pair.mask) for pair in pairs[:RANGE_READ]]
+    low, high = min(float(v.min()) for v in read), max(float(v.max()) for v in read)
+    where = "the masks'" if len(read) == len(masks) else f"the first {len(read)} masks'"
+    raise DataError(layout.mask_dir, f"--mask-threshold {threshold:g} makes all {len(masks)} masks {state}: "
+                                     f"{where} values run from {low:g} to {high:g}")
+
+
 class FolderDataset(TrainImageDataset):
     """A folder set's pairs as TrainImageDataset's are: get(index, epoch) -> (image (H, W, C) float32 in [0, 1],
     mask (H, W) float32 in {0, 1}), resized to image_size (each image from its own size), mirror-padded for the
@@ -271,10 +367,7 @@ class FolderDataset(TrainImageDataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair, size = self.samples[index], self.shape[::-1]  # PIL sizes are (width, height)
-        image_size, mask_size = header(pair.image)[0], header(pair.mask, "mask")[0]
-        if image_size != mask_size:
-            raise DataError(pair.mask, f"mask is {mask_size[0]}x{mask_size[1]} but its image {pair.name} is "
-                                       f"{image_size[0]}x{image_size[1]} (width x height)")
+        check_mask_size(pair, header(pair.image)[0], header(pair.mask, "mask")[0])
         return read_folder_image(pair.image, self.mode, size), read_folder_mask(pair.mask, self.threshold, size)
 
     def original_mask(self, index: int) -> np.ndarray:
@@ -292,6 +385,7 @@ def prediction_images(data_dir: str | os.PathLike) -> list[Path] | None:
     when there are none."""
     layout = find_folder_set(data_dir, masks=False)
     found = image_files(layout.image_dir if layout else Path(data_dir).expanduser())
+    _by_stem(found, "images")  # i.png and i.bmp: one predicted masks/i.png would overwrite the other
     return found or None
 
 

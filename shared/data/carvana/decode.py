@@ -26,11 +26,43 @@ def _decoding(path: Path, what: str):
         raise DataError(path, f"cannot read this {what} ({one_line(exc, name_if_empty=True)})") from exc
 
 
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
+TURNED = (5, 6, 7, 8)  # the EXIF orientations that turn the picture by 90 degrees: width and height swap
+
+
+def _orientation(img: Image.Image) -> int:
+    """An opened image's EXIF orientation (1: as stored), from its header. Image.Image.getexif, not PNG's own, which
+    decodes the whole file to look for EXIF after the pixels; ImageOps.exif_transpose then reuses what this read."""
+    return Image.Image.getexif(img).get(_EXIF_ORIENTATION, 1)
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """An opened image's (width, height) as upright() turns it, from its header only."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in TURNED else (width, height)
+
+
+@contextlib.contextmanager
+def upright(path: Path, what: str, draft: tuple[str, tuple[int, int]] | None = None):
+    """The one reader of every photo and mask (training, validation, prediction, and the size a predicted mask is
+    written at): the image decoded now (a truncated file fails here, inside _decoding) and turned as its EXIF
+    orientation says (Pillow's ImageOps.exif_transpose), as an image viewer shows it; with its upright (width,
+    height) at full scale. draft=(mode, (w, h)): a JPEG may decode at 1/2, 1/4, 1/8 scale, never below the upright
+    (w, h)."""
+    with _decoding(path, what), Image.open(path) as img:
+        orientation, size = _orientation(img), upright_size(img)
+        if draft is not None:
+            mode, (width, height) = draft
+            img.draft(mode, (height, width) if orientation in TURNED else (width, height))
+        img.load()
+        yield (ImageOps.exif_transpose(img) if orientation != 1 else img), size
+
+
 def original_size(path: str | os.PathLike) -> tuple[int, int]:
-    """The (width, height) of an image, read from its header only."""
+    """The upright (width, height) of an image (as upright() reads it), from its header only."""
     path = Path(path)
     with _decoding(path, "image"), Image.open(path) as img:
-        return img.size
+        return upright_size(img)
 
 
 def check_pair_sizes(samples: Sequence[Sample]) -> None:
@@ -44,11 +76,8 @@ def check_pair_sizes(samples: Sequence[Sample]) -> None:
 
 def _load_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """The photo as uint8 (H, W, 3), resized to size=(w, h) bilinearly."""
-    with _decoding(path, "JPEG"), Image.open(path) as img:
-        if size is not None:
-            # JPEG can decode at 1/2, 1/4, 1/8 scale directly; draft picks the smallest >= size.
-            img.draft("RGB", size)
-        img.load()  # decode now, so a truncated file fails here, inside _decoding
+    # JPEG can decode at 1/2, 1/4, 1/8 scale directly; draft picks the smallest >= size.
+    with upright(path, "JPEG", None if size is None else ("RGB", size)) as (img, _):
         img = img.convert("RGB")
         if size is not None and img.size != tuple(size):
             img = img.resize(tuple(size), Image.BILINEAR)
@@ -57,8 +86,7 @@ def _load_rgb(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 
 def _load_mask(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """The mask as uint8 (H, W) in {0, 1}, resized to size=(w, h) with nearest neighbour."""
-    with _decoding(path, "mask"), Image.open(path) as img:
-        img.load()
+    with upright(path, "mask") as (img, _):
         values = np.asarray(img)
         binary = img.mode in ("L", "P", "I", "I;16") and _binary(values)
         if not binary:
@@ -90,42 +118,38 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     return _load_rgb(Path(path), size).astype(np.float32) / 255.0
 
 
-def read_photo(path: str | os.PathLike, size: tuple[int, int] | None = None, mode: str = "RGB",
-               upright: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
-    """Any photo PIL reads (JPEG, PNG, TIFF, ...), for prediction: uint8 (H, W, 3) ("RGB") or (H, W) ("L"), turned
-    upright as its EXIF orientation says (unless upright=False: a training image, whose mask was drawn on the stored
-    pixels), 16-bit and float images stretched onto 0..255 (_eight_bit), resized to size=(w, h) the way read_image
-    does (JPEG draft, then bilinear); and its upright (width, height), the size its mask is predicted at. Unreadable:
-    DataError naming it."""
+def read_photo(path: str | os.PathLike, size: tuple[int, int] | None = None,
+               mode: str = "RGB") -> tuple[np.ndarray, tuple[int, int]]:
+    """Any photo PIL reads (JPEG, PNG, TIFF, ...), for training a folder set and for prediction alike: uint8 (H, W, 3)
+    ("RGB") or (H, W) ("L"), upright as its EXIF orientation says (upright()), 16-bit and float images stretched onto
+    0..255 (_eight_bit), resized to size=(w, h) the way read_image does (JPEG draft, then bilinear); and its upright
+    (width, height), the size its mask is predicted at. Unreadable, or a NaN or infinite pixel: DataError naming it."""
     path = Path(path)
-    with _decoding(path, "photo"), Image.open(path) as img:
-        width, height = img.size
-        orientation = img.getexif().get(_EXIF_ORIENTATION, 1) if upright else 1
-        if size is not None:
-            img.draft(mode, size)
-        img.load()  # decode now, so a truncated file fails here, inside _decoding
-        if orientation != 1:
-            img = ImageOps.exif_transpose(img)
-        img = _eight_bit(img).convert(mode)
+    with upright(path, "photo", None if size is None else (mode, size)) as (img, full_size):
+        img = _eight_bit(img, path).convert(mode)
         if size is not None and img.size != tuple(size):
             img = img.resize(tuple(size), Image.BILINEAR)
-        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # turned by 90 degrees
-        return np.asarray(img, dtype=np.uint8), upright
+        return np.asarray(img, dtype=np.uint8), full_size
 
 
-def _eight_bit(img: Image.Image) -> Image.Image:
+def _eight_bit(img: Image.Image, path: Path) -> Image.Image:
     """A 16-bit, 32-bit or float grayscale image stretched from its own darkest to its brightest value onto 0..255
     (Pillow's convert would clip at 255, and a microscope's 12 bits in a 16-bit file would look black); others as
-    they are."""
+    they are. A NaN or infinite pixel (it would make the whole image black) is a DataError naming the file."""
     if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return img
     values = np.asarray(img, dtype=np.float64)
+    check_finite(values, path, "image")
     low, high = float(values.min()), float(values.max())
     scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return Image.fromarray(np.rint(scaled).astype(np.uint8), "L")
 
 
-_EXIF_ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
+def check_finite(values: np.ndarray, path: Path, what: str) -> None:
+    """A float image's or mask's values are all finite numbers, or a DataError naming the file."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise DataError(path, f"{what} holds {bad} NaN or infinite pixel value(s); fix or remove the file")
 
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:

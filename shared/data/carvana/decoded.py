@@ -15,7 +15,8 @@ from shared.atomic import atomic_path
 from shared.data.carvana.layout import _cache_root
 from shared.data.carvana.split import Sample
 
-FORMAT = 1  # bump when what a file holds changes, so older files are never read as the new kind
+FORMAT = 2  # bump when what a file holds changes, so older files are never read as the new kind (2: upright photos,
+# masks read by their palette's colours or their alpha)
 
 
 def decoded_path(samples: Sequence[Sample], shape: tuple[int, int], kind: str = "") -> Path | None:

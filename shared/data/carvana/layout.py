@@ -18,6 +18,8 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg")
 MASK_SUFFIX = "_mask.gif"
 KNOWN_ZIPS = {f"{name}.zip" for name in ("train", "train_hq", "train_masks", "test", "test_hq", "train_masks.csv",
                                          "sample_submission.csv", "metadata.csv")}
+# Kaggle's download of the whole competition, which holds the zips above: the one other zip ever extracted.
+ALL_IN_ONE = "carvana-image-masking-challenge.zip"
 EXTRACTED = "extracted"  # the folder, next to the zips, that holds what was extracted from them
 
 
@@ -129,6 +131,19 @@ def _extract(zip_path: Path, bases: Sequence[Path]) -> Path:
     return final
 
 
+def all_in_one_zips(root: Path) -> list[Path]:
+    """Kaggle's all-in-one download in root (its name, in any letter case); any other zip (a user's backup.zip) is
+    never opened."""
+    return sorted(p for p in root.glob("*.zip") if p.name.lower() == ALL_IN_ONE and p.is_file())
+
+
+def _present(root: Path, names: Sequence[str], suffix: str, bases: Sequence[Path]) -> bool:
+    """Whether one part of the data is in root, found without extracting anything: as a folder of *suffix files, as
+    Kaggle's <name>.zip, or extracted earlier."""
+    return any(_has_file(root / name, suffix) or _has_file(root / name / name, suffix)
+               or (root / f"{name}.zip").is_file() or any((base / name).is_dir() for base in bases) for name in names)
+
+
 def _component_dir(search: Sequence[Path], names: Sequence[str], suffix: str,
                    bases: Sequence[Path]) -> Path | None:
     """The folder holding one part of the data: the first name found as a folder or as <name>.zip."""
@@ -186,12 +201,17 @@ def resolve_carvana(data_dir: str | os.PathLike, prefer_hq: bool = False,
     train_names = ("train_hq", "train") if prefer_hq else ("train", "train_hq")
     test_names = ("test_hq", "test") if prefer_hq else ("test", "test_hq")
 
+    # Nothing is extracted before the folder is known to be Carvana's: its photos and its masks are there (as folders
+    # or Kaggle's zips), or Kaggle's all-in-one download is.
+    outer = all_in_one_zips(root)
+    if not outer and not _present(root, train_names, ".jpg", bases):
+        raise DataError(root, "no training photos; expected Carvana's train/*.jpg or train.zip (or your own images/ "
+                              "and masks/ folders)")
+    if not outer and not _present(root, ("train_masks",), MASK_SUFFIX, bases):
+        raise DataError(root, "no masks; expected train_masks/*_mask.gif or train_masks.zip")
     train_dir = _component_dir(search, train_names, ".jpg", bases)
-    if train_dir is None:
-        # Kaggle's all-in-one download (carvana-image-masking-challenge.zip) holds the other zips.
-        for outer in sorted(root.glob("*.zip")):
-            if outer.name not in KNOWN_ZIPS:
-                search.append(_extract(outer, bases))
+    if train_dir is None and outer:  # the all-in-one download holds the other zips
+        search += [_extract(zip_path, bases) for zip_path in outer]
         train_dir = _component_dir(search, train_names, ".jpg", bases)
     if train_dir is None:
         raise DataError(root, "no training photos; expected train/*.jpg or train.zip")
