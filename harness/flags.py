@@ -5,6 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
+from harness.environment import gpu_device_files
 from shared.errors import UserError
 from shared.recipes import DESCRIPTIONS, RECIPES
 from shared.schedules import SCHEDULES
@@ -22,15 +23,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def comma_list(text: str, flag: str, choices=None, convert=str) -> list:
-    """A comma-separated flag value as a list without repeats, each item converted and one of the choices."""
+    """A comma-separated flag value as a list, each item converted and one of the choices. An empty item, a repeat
+    and "all" beside other names are refused: folded away, "tf,tf" or "tf," would run one side and compare nothing."""
+    items = [item.strip() for item in text.split(",")]
+    if "all" in items and len(items) > 1:
+        raise UserError(f"{flag} {text!r}: all names every choice; give it alone or list the names")
+    if text.strip() and "" in items:
+        raise UserError(f"{flag} {text!r}: an empty name between commas")
     try:
-        values = [convert(item.strip()) for item in text.split(",") if item.strip()]
+        values = [convert(item) for item in items if item]
     except ValueError:
         raise UserError(f"{flag} {text!r}: expected a comma-separated list") from None
     if not values or any(choices is not None and value not in choices for value in values):
         raise UserError(f"{flag} {text!r}: " + (f"choose from {', '.join(map(str, choices))}" if choices
                                                 else "expected a comma-separated list"))
-    return list(dict.fromkeys(values))
+    repeated = [str(value) for value in dict.fromkeys(values) if values.count(value) > 1]
+    if repeated:
+        raise UserError(f"{flag} {text!r}: {', '.join(repeated)} named more than once")
+    return values
 
 
 def add_unet_flags(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +78,20 @@ def check_counts(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be positive, got {value}" if value <= 0 < low else
                             f"{flag} must lie in [{low}, {high}], got {value}")
+
+
+def check_device(device: str) -> None:
+    """--device cuda where no framework can see a GPU, refused before any folder or worker exists: no GPU device file,
+    or CUDA_VISIBLE_DEVICES hiding every GPU. A GPU that a CPU-only build of a framework cannot use is still refused
+    by that side's worker (its runtime.configure_execution)."""
+    if device != "cuda":
+        return
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        raise UserError(f"--device cuda: CUDA_VISIBLE_DEVICES={hidden!r} hides every GPU; use --device cpu or auto")
+    if not gpu_device_files():
+        raise UserError("--device cuda: this machine has no GPU (no /dev/nvidia*, /dev/kfd or /dev/dxg); use --device "
+                        "cpu or auto")
 
 
 def frameworks(text: str, sides: tuple[str, ...]) -> list[str]:

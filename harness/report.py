@@ -279,6 +279,20 @@ def drift_section(results: dict) -> str:
     return "\n".join(lines)
 
 
+def variables_line(environment: dict) -> str:
+    """The environment variables that can change the numbers, as each side ran with them (results.json's
+    environment.variables), those twinnets set marked *, those a library set as it loaded marked +; sides that ran
+    with the same ones named together."""
+    groups: dict[str, list[str]] = {}
+    for side, variables in environment["variables"].items():
+        marks = {**dict.fromkeys(environment.get("variables_set_by_libraries", {}).get(side, []), "+"),
+                 **dict.fromkeys(environment.get("variables_set_by_twinnets", {}).get(side, []), "*")}
+        shown = ", ".join(f"`{name}={value}`{marks.get(name, '')}" for name, value in sorted(variables.items()))
+        groups.setdefault(shown or "none", []).append(SIDE_NAMES[side])
+    return "Environment variables (* set by twinnets, + by a library as it loaded, unmarked: yours): " + "; ".join(
+        f"{' and '.join(sides)}: {shown}" for shown, sides in groups.items()) + "."
+
+
 def markdown_report(results: dict, explanation: str, images: list[str], extra: str = "") -> str:
     data = results.get("data", {})
     env = results["environment"]
@@ -294,6 +308,7 @@ def markdown_report(results: dict, explanation: str, images: list[str], extra: s
         f"Keras {env.get('keras')}, JAX {env.get('jax')}, "
         f"{env.get('cpu')}, {env.get('threads')} threads per side, each side in {env.get('process')}.",
         "",
+        *([variables_line(env), ""] if env.get("variables") else []),
         markdown_table(results),
         "",
     ]

@@ -13,28 +13,37 @@ import numpy as np
 from scipy import stats
 
 from harness import drift, run
-from harness.jobs import RunJob, output_folder, owned_folder, spec_of, write_job
+from harness.jobs import RunJob, spec_of, write_job
+from harness.ownership import output_folder, owned_folder
 from harness.registry import task_of
-from harness.report import SIDE_NAMES, pyplot, save_figure
+from harness.report import SIDE_NAMES, pyplot, save_figure, variables_line
 from harness.surface import ARMS
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
-from shared.tasks import TaskSpec
+from shared.tasks import LIMITS, TaskSpec
 
 CONFIDENCE = 0.95
+MAX_SEEDS = 1_000  # each seed is a whole comparison with its controls: more is a typo, not a plan
 # The command line a seed's run takes, kept in job.json so --resume continues the series as it was started.
 OPTIONS = ("threads", "nproc", "precision", "device", "control", "data_dir", "download", "in_process")
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0,1,2": those seeds; "5": the first five, 0..4."""
+    """"0,1,2": those seeds; "5": the first five, 0..4. Every seed lies in --seed's range and there are at most
+    MAX_SEEDS, checked before the first one trains."""
     try:
         values = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected a count (5) or a comma-separated list (0,1,2)") from None
-    seeds = list(range(values[0])) if len(values) == 1 and "," not in text else values
+    count = len(values) == 1 and "," not in text
+    if (values[0] if count else len(values)) > MAX_SEEDS:
+        raise UserError(f"--seeds {text!r}: at most {MAX_SEEDS:,} seeds, each a whole comparison")
+    seeds = list(range(values[0])) if count else values
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {text!r}: expected distinct non-negative seeds, or a positive count")
+    low, high = LIMITS["seed"]
+    if max(seeds) > high:
+        raise UserError(f"--seeds {text!r}: a seed must lie in [{low:,}, {high:,}], got {max(seeds):,}")
     return seeds
 
 
@@ -169,6 +178,7 @@ def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list
     summary = summarize(per_seed, metric)
     results = {"task": spec.name, "mode": "seeds", "config": {**spec.to_dict(), "seeds": seeds,
                                                               "control": options.control},
+               "environment": series_environment(per_seed),
                "seeds": {**summary, "runs": {str(seed): f"seed-{seed}" for seed in seeds},
                          "verdicts": {str(seed): " ".join(drift.sentences(per_seed[seed]["drift"]))
                                       if "drift" in per_seed[seed] else None for seed in seeds}}}
@@ -178,6 +188,16 @@ def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list
     job_path.unlink()
     print(f"\n{summary['sentence']}\nwrote {out}/results.json, {out}/report.md and seeds.png")
     return results
+
+
+def series_environment(per_seed: dict[int, dict]) -> dict:
+    """The first seed's environment (versions, CPU, the variables each side ran with); a series resumed under other
+    variables keeps every seed's as well (variables_by_seed)."""
+    environments = [results.get("environment", {}) for results in per_seed.values()]
+    found = dict(environments[0])
+    if any(env.get("variables") != found.get("variables") for env in environments):
+        found["variables_by_seed"] = {str(seed): env.get("variables") for seed, env in zip(per_seed, environments)}
+    return found
 
 
 def resume(out: Path, job: dict) -> dict:
@@ -193,6 +213,8 @@ def seeds_report(results: dict) -> str:
     summary = results["seeds"]
     lines = [f"# twinnets: {results['task']} over {len(summary['seeds'])} seeds", "", f"**{summary['sentence']}**",
              "", f"| run | mean {summary['metric']} | sd | 95% CI |", "|---|---|---|---|"]
+    if results.get("environment", {}).get("variables"):
+        lines[3:3] = [variables_line(results["environment"]), ""]
     rows = [(run_name(name), found) for name, found in summary["per_run"].items()]
     rows += [(f"{SIDE_NAMES[name.removesuffix(drift.CONTROL_SUFFIX)]} - its control" if
               name.endswith(drift.CONTROL_SUFFIX) else " - ".join(SIDE_NAMES[s] for s in drift.pair_sides(name)), found)

@@ -1,14 +1,20 @@
 """A side's work inside its worker process: its training runs (the side, then its control), each written to
-<out>/<run>/result.json and probe.npy, and the agreement masks predicted with TensorFlow's trained weights."""
+<out>/<run>/result.json and probe.npy, and the agreement masks predicted with the reference side's trained weights
+(TensorFlow's, or the first side named without it)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from harness.drift import perturb_ulp
+from harness.environment import side_variables
 from harness.jobs import Run, RunJob, relative_to
+from harness.parity import reference_side
 from harness.registry import task_of
 from shared import distributed
 from shared.atomic import atomic_path, write_json
@@ -17,7 +23,8 @@ from shared.execution import default_execution
 
 def run_group(runs: list[Run], job: RunJob) -> None:
     """A worker's runs in this process, in order (a side, then its 1-ulp control), each one not finished before;
-    then, in a one-process comparison, the side's agreement masks, as soon as TensorFlow's trained weights exist."""
+    then, in a one-process comparison, the side's agreement masks, as soon as the reference side's trained weights
+    exist."""
     out = Path(job.out)
     for run in runs:
         title = run.title(job.control)
@@ -25,8 +32,10 @@ def run_group(runs: list[Run], job: RunJob) -> None:
             print(f"== {title}: finished before ==", flush=True)
             continue
         print(f"== {title} ==", flush=True)
-        run_side(run, job)
-    if job.agreement and job.nproc == 1 and (out / "tf" / "result.json").is_file() and not runs[0].control:
+        with warnings_logged(out / run.folder):
+            run_side(run, job)
+    reference = out / reference_side(job.sides) / "result.json"
+    if job.agreement and job.nproc == 1 and reference.is_file() and not runs[0].control:
         agree_side(runs[0].side, job)
 
 
@@ -52,7 +61,7 @@ def run_side(run: Run, job: RunJob) -> dict | None:
     else:
         result, probe = task.run(surface, spec, initial, out, job.data, execution)
     result.update(execution=execution.to_dict(), threads=surface.runtime.threads(),
-                  versions=surface.runtime.versions())
+                  versions=surface.runtime.versions(), **side_variables())
     return write_side_result(out, result, probe)
 
 
@@ -70,7 +79,8 @@ def run_side_distributed(surface, job: RunJob, out: Path) -> dict | None:
         return None
     result, probe = found
     result.update(threads=surface.runtime.threads(), versions=surface.runtime.versions(),
-                  execution={"mode": "data-parallel", "precision": "fp32", "device": device})
+                  execution={"mode": "data-parallel", "precision": "fp32", "device": device},
+                  **side_variables())
     return write_side_result(out, result, probe)
 
 
@@ -84,12 +94,39 @@ def write_side_result(out: Path, result: dict, probe: np.ndarray) -> dict:
 
 
 def agree_side(side: str, job: RunJob) -> None:
-    """Predict the agreement images with TensorFlow's trained weights: <out>/<side>/agreement.npy."""
-    reference = json.loads((Path(job.out) / "tf" / "result.json").read_text())["artifacts"]["checkpoint"]
+    """Predict the agreement images with the reference side's trained weights (TensorFlow's, or the first side named
+    without it: parity.reference_side): <out>/<side>/agreement.npy."""
+    reference = reference_side(job.sides)
+    reference = json.loads((Path(job.out) / reference / "result.json").read_text())["artifacts"]["checkpoint"]
     spec = job.task_spec
     task = task_of(spec)
-    surface = task.surface(side, spec)
-    surface.runtime.configure(job.threads, spec.seed)
-    masks = task.agreement(surface, spec, job.data, Path(job.out) / reference)
+    with warnings_logged(Path(job.out) / side):
+        surface = task.surface(side, spec)
+        surface.runtime.configure(job.threads, spec.seed)
+        masks = task.agreement(surface, spec, job.data, Path(job.out) / reference)
     with atomic_path(Path(job.out) / side / "agreement.npy", suffix=".npy") as temporary:
         np.save(temporary, masks)
+
+
+@contextlib.contextmanager
+def warnings_logged(folder: Path) -> Iterator[None]:
+    """The Python warnings of a run written to <folder>/warnings.log, and one console line saying how many. Sent to a
+    file rather than filtered: they are the frameworks' (Dynamo's on Keras' own lru_cache calls, deprecations), a
+    list of the harmless ones would go stale with every release, and in the run's folder none is lost."""
+    count = 0
+
+    def log(message, category, filename, lineno, file=None, line=None) -> None:
+        nonlocal count
+        count += 1
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "warnings.log", "a", encoding="utf-8") as written:
+            written.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():  # showwarning and the filters as they were, afterwards
+        warnings.showwarning = log
+        try:
+            yield
+        finally:
+            if count and distributed.is_chief():
+                print(f"{count} warning{'s' if count > 1 else ''} from the frameworks: {folder.name}/warnings.log",
+                      flush=True)

@@ -234,7 +234,8 @@ def unet_report(results: dict, out: Path) -> TaskReport:
     lines += folder_lines(results)
     agreement = results.get("agreement")
     if agreement:
-        lines += ["", f"Mask agreement between the two sides with the same (TensorFlow-trained) weights: "
+        trained_by = SIDE_NAMES[agreement.get("reference", "tf")]  # TensorFlow, or the first side named without it
+        lines += ["", f"Mask agreement between the two sides with the same ({trained_by}-trained) weights: "
                       f"**{100 * agreement['same_weights']:.3f}%** of {agreement['pixels']:,} validation pixels. "
                       f"Each side's own trained model: {100 * agreement['own_weights_preview']:.2f}% on the preview "
                       "photos (their weights drift apart during training through float rounding)."]

@@ -6,14 +6,19 @@ from __future__ import annotations
 import contextlib
 import os
 
+# The variables tensorflow_defaults set in this process because the user had not: results.json says which values
+# were twinnets' (harness/environment.py).
+SET_HERE: dict[str, str] = {}
+
 
 def tensorflow_defaults() -> None:
     """What TensorFlow reads once, at import, set unless the user set it: its C++ logs off inside the project
     (TF_CPP_MIN_LOG_LEVEL=0 brings them back), and oneDNN's CPU kernels, as PyTorch uses on every x86 CPU.
     TensorFlow turns oneDNN on by itself only where the CPU has AVX-512 VNNI or AMX; elsewhere its Eigen
     convolutions took 1.5x the step (docs/profile.md). TF_ENABLE_ONEDNN_OPTS=0 turns them off."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("TF_ENABLE_ONEDNN_OPTS", "1")):
+        if name not in os.environ:
+            os.environ[name] = SET_HERE[name] = value
 
 
 @contextlib.contextmanager

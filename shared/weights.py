@@ -138,6 +138,10 @@ def load_weights_file(path: str | os.PathLike) -> Weights:
     """Read a .safetensors file into canonical numpy arrays."""
     from safetensors.numpy import load_file
 
+    if Path(path).is_dir():  # safetensors would say "No such device (os error 19)"
+        inside = sorted(Path(path).glob("*.safetensors")) or sorted(Path(path).glob("*/*.safetensors"))
+        raise DataError(path, "a folder, not a weights file: name the .safetensors file"
+                              + (f" (such as {inside[0]})" if inside else " (a run's <side>/*.safetensors)"))
     try:
         return dict(load_file(str(path)))
     except FileNotFoundError:

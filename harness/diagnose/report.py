@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.diagnose.differences import FLOOR, HEAT_MAP, OTHER, PANEL_TITLES, QUANTITY_NAMES, REFERENCE
-from harness.report import pyplot, save_figure
+from harness.report import pyplot, save_figure, variables_line
 
 
 def heat_map(results: dict, path: Path) -> Path:
@@ -133,6 +133,8 @@ def markdown(results: dict) -> str:
              "twins part only where the float64 twins differ too. Each side's own error, its float32 numbers "
              "against its own float64 run, shows how large float32's rounding is on that tensor.",
              "", "## First divergence", ""]
+    if results.get("environment", {}).get("variables"):
+        lines[2:2] = [variables_line(results["environment"]), ""]
     if first is None:
         lines.append(verdict(first, steps, results.get("rounding"))[0].upper()
                      + verdict(first, steps, results.get("rounding"))[1:] + ".")

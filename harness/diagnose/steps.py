@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.environment import side_variables
 from harness.jobs import spec_of
 from harness.registry import task_of
 from shared.atomic import atomic_path, write_json
@@ -68,7 +69,7 @@ def diagnose_side(side: str, job: dict) -> dict:
     batches = first_batches(len(dataset), spec, job["steps"])
     summary = {"side": side, "steps": len(batches), "batch_sizes": [len(indices) for _, indices in batches],
                "train_set": description, "execution": execution.to_dict(), "threads": surface.runtime.threads(),
-               "versions": surface.runtime.versions()}
+               "versions": surface.runtime.versions(), **side_variables()}
     initial = task.initial_weights(spec)
     for precision, suffix in PRECISIONS.items():
         with recorder.float64() if precision == "float64" else nullcontext():
