@@ -16,8 +16,9 @@ from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
 from harness.diagnose import run as diagnose
 from harness.drift import CONTROLS
-from harness.flags import ArgumentParser, add_unet_flags, check_arms, check_counts, frameworks
+from harness.flags import ArgumentParser, add_unet_flags, check_arms, check_counts, check_device, frameworks
 from harness.jobs import SideFailed, Terminated, stop_on_sigterm
+from harness.paths import resolve_user_paths
 from harness.predict import run as predict
 from harness.registry import REGISTRY
 from harness.resume import check_resume_alone, resume
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     """The options, the task's spec and the sides to run; every inconsistency is one UserError line. A prediction
     and a resumed run take their settings from the run folder, checked there."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = resolve_user_paths(parser.parse_args(argv))  # the workers start elsewhere: no relative path reaches them
     if args.resume is not None:
         check_resume_alone(args, parser)
     if args.resume is not None or args.predict is not None:
@@ -106,12 +107,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         overrides = {**full_size[args.variant or "padded"], **overrides}
     overrides = {**preset_overrides(args), **overrides}  # --preset's spec fields, under the explicit flags
     if args.init_weights is not None:
-        overrides["init_weights"] = str(args.init_weights.resolve())  # the sides may run in another folder
+        overrides["init_weights"] = str(args.init_weights)
     if args.recipe is not None:  # the lowest layer: --full-size and every explicit flag win over it
         overrides = {"recipe": args.recipe, **recipe_values(args.recipe), **overrides}
     spec = make_spec(args.task, **overrides)
     task = REGISTRY[spec.name]
     check_arms(args, sides, NATIVE, task.trains)
+    check_device(args.device)  # no GPU here: refused before a worker starts and a folder exists
     if not spec.uses_data and (args.data_dir or args.download):
         raise UserError(f"--data-dir and --download do not apply to task {args.task!r}: it needs no dataset")
     if args.data_dir is not None and not args.data_dir.exists():
@@ -124,6 +126,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         benchmark_run.check_benchmark_args(args, spec, task.trains)
     if args.seeds is not None and (args.benchmark or args.diagnose is not None or args.seed is not None):
         raise UserError("--seeds repeats a training comparison: leave out --seed, --benchmark and --diagnose")
+    if args.seeds is not None:
+        seeds.parse_seeds(args.seeds)  # every seed checked before the first one trains
     if args.diagnose is not None and (not task.trains or args.diagnose < 1 or len(sides) != 2):
         raise UserError(f"--diagnose K needs K >= 1, both sides and a trained task (mlp, cnn, unet), got "
                         f"--diagnose {args.diagnose} for {args.task!r} on {','.join(sides)}")
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_sizes = getattr(args, "bench_batch_sizes", None) or [getattr(spec, "batch_size", 1)]
             REGISTRY[spec.name].check_memory(spec, max(batch_sizes))
         if args.resume is not None:
-            resume(args.resume, args.in_process)
+            resume(args.resume, args.in_process, args.data_dir)
         elif args.diagnose is not None:
             diagnose.run_diagnose(spec, sides, args)
         elif args.benchmark:

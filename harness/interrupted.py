@@ -1,11 +1,13 @@
 """The partial report after Ctrl-C: what each side finished (its result, or the epochs its last checkpoint holds),
-and the command that continues the run. job.json stays, so --resume can pick the run up."""
+and the command that continues the run. job.json stays, so --resume can pick the run up; the run folder's owner
+(harness/ownership.py) says on the console where to continue."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+from harness.ownership import resume_command
 from harness.report import SIDE_NAMES
 from shared.atomic import write_atomic, write_json
 
@@ -22,10 +24,10 @@ def side_status(out: Path, side: str) -> dict:
 
 def write_partial_report(out: Path, job: dict) -> None:
     frameworks = {side: side_status(out, side) for side in job["sides"]}
-    hint = f"python compare.py --resume {out}"
+    hint = resume_command(out)
     write_json(out / "results.json", {"task": job["task"], "status": "interrupted", "resume": hint,
                                       "config": job["spec"], "frameworks": frameworks})
     lines = [f"# twinnets: {job['task']} (interrupted)", "", f"Continue with `{hint}`.", ""]
     lines += [f"- {SIDE_NAMES[side]}: {result['status']}" for side, result in frameworks.items()]
     write_atomic(out / "report.md", "\n".join(lines) + "\n")
-    print(f"\ninterrupted: wrote {out}/results.json and report.md; continue with {hint}", file=sys.stderr)
+    print(f"\ninterrupted: wrote {out}/results.json and report.md", file=sys.stderr)

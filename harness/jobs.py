@@ -2,24 +2,20 @@
 does (WorkerOrder), and starting that process (`python -m harness.worker ORDER`, never compare.py's parser)."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
 from pathlib import Path
 
 from harness import launch
+from harness.lifetime import die_with_parent
+from harness.ownership import held_locks
 from harness.report import SIDE_NAMES
-from harness.surface import ARMS, SIDES
+from harness.surface import ARMS
 from shared.atomic import write_json
-from shared.errors import UserError
 from shared.tasks import TaskSpec, make_spec
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import harness from here
@@ -40,87 +36,6 @@ def stop_on_sigterm() -> None:
 
 class SideFailed(Exception):
     """A side's worker process crashed (its traceback is already on the console): exit status 1."""
-
-
-LOCK = ".twinnets.lock"  # held (flock) by the process that owns the run folder; the kernel drops it when it dies
-# What an earlier twinnets run left in a folder that --overwrite replaces once the new run starts (and nothing
-# else: a folder that holds no run keeps its files).
-RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", *SIDES, *(f"{side}-control"
-             for side in SIDES), "rows", "seed-*")
-_held: dict[Path, object] = {}  # the folders this process owns, and their open lock files
-
-
-@contextmanager
-def owned_folder(out: Path) -> Iterator[Path]:
-    """The run folder locked while this process owns it: a second run, resume or prediction on it is refused in one
-    line naming the holder's process id. A SIGKILL leaves no stale lock: the kernel releases it with the process."""
-    out = Path(out).resolve()
-    if out in _held:  # already ours (a nested call): flock would refuse this process a second lock on it
-        yield out
-        return
-    try:
-        handle = open(out / LOCK, "a+")
-    except OSError as error:
-        raise UserError(f"{out}: cannot write in this folder ({error.strerror})") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise UserError(f"{out}: another twinnets run is using this folder (process {holder}); wait for it to end "
-                        "or choose another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    _held[out] = handle
-    try:
-        yield out
-    finally:
-        del _held[out]
-        handle.close()
-
-
-def holder_of(folder: Path) -> str | None:
-    """The process id that owns a run folder now, or None when no process does (checked without keeping it)."""
-    lock = Path(folder) / LOCK
-    if Path(folder).resolve() in _held or not lock.is_file():
-        return None
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or "unknown"
-    return None
-
-
-@contextmanager
-def output_folder(out: Path | None, task: str, overwrite: bool) -> Iterator[Path]:
-    """--out, or runs/<task>-<timestamp>, created and owned (owned_folder) for the run; a folder holding files only
-    with --overwrite, whose earlier run's files go only now, when the new run starts (everything is checked
-    before). A run refused before it wrote anything leaves no folder behind."""
-    out = out or Path("runs") / f"{task}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.is_file():
-        raise UserError(f"{out}: --out is a file, not a folder")
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: the output folder is not empty; choose another --out or pass --overwrite")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"{out}: cannot create the output folder ({error.strerror})") from None
-    try:
-        with owned_folder(out):
-            if any((out / name).is_file() for name in ("results.json", "job.json", "diagnose-job.json")):
-                for pattern in RUN_FILES:
-                    for found in out.glob(pattern):
-                        shutil.rmtree(found) if found.is_dir() else found.unlink()
-            yield out
-    except BaseException:
-        if created and out.is_dir() and all(p.name == LOCK for p in out.iterdir()):
-            shutil.rmtree(out, ignore_errors=True)  # refused before it wrote anything
-        raise
 
 
 # The paths a mode's job file holds that lie inside its run folder: written relative to the file's folder, so a run
@@ -189,7 +104,7 @@ class RunJob:
     execution: dict = field(default_factory=lambda: {"precision": "fp32", "device": "cpu"})
     nproc: int = 1  # data-parallel processes per side
     control: str = "none"  # "ulp", "threads" or "none"
-    agreement: bool = False  # both sides predict with TensorFlow's trained weights, compared pixel by pixel
+    agreement: bool = False  # both sides predict with the reference side's trained weights, compared pixel by pixel
 
     @property
     def task_spec(self) -> TaskSpec:
@@ -204,8 +119,8 @@ class RunJob:
     def groups(self) -> list[list[Run]]:
         """The runs each worker process runs, in order: a side and its 1-ulp control share one (TensorFlow is
         imported, the photos decoded and the graphs built once); a 1-thread control needs its own, since TensorFlow
-        fixes its thread pools when it starts. TensorFlow goes first: the other side's agreement masks need its
-        trained weights."""
+        fixes its thread pools when it starts. The reference side (TensorFlow, else the first named) goes first: the
+        other sides' agreement masks need its trained weights."""
         sides = sorted(self.sides, key=lambda side: side != "tf")
         if self.control == "ulp":
             return [[Run(side), Run(side, control=True)] for side in sides]
@@ -262,11 +177,14 @@ def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
         if status not in (0, 2, 3):
             print(launched.describe(), file=sys.stderr)
     else:
-        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=worker_env(order.side))
+        # The worker inherits the run folder's lock (held while any process of the run lives) and dies with this
+        # process; it starts in the checkout, every path it reads already made absolute here (harness/paths.py).
+        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=worker_env(order.side),
+                                  pass_fds=held_locks(), preexec_fn=die_with_parent())
         try:
             status = worker.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone
-            worker.send_signal(signal.SIGINT)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone
+            worker.send_signal(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -14,6 +14,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.lifetime import die_with_parent
+
 LOOPBACK = "127.0.0.1"
 # Each local process gets one intra-op thread unless told otherwise: N processes on N cores, no oversubscription.
 THREADS_PER_PROCESS = 1
@@ -95,7 +97,8 @@ def launch_torch(nproc: int, args: Sequence[str], timeout: float | None = None, 
     if stream:
         command[3:3] = ["--local-ranks-filter", "0"]
     process = subprocess.Popen(command, env=child_env(threads, env), stdout=None if stream else subprocess.PIPE,
-                               stderr=None if stream else subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=None if stream else subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=die_with_parent())
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -118,7 +121,8 @@ def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, thr
         logs = [files.enter_context(open(Path(folder) / f"worker-{index}.log", "w+")) for index in range(nproc)]
         processes = [subprocess.Popen([sys.executable, *args], stdout=None if stream and index == 0 else log,
                                       stderr=None if stream and index == 0 else subprocess.STDOUT,
-                                      env=child_env(threads, {**(env or {}), "TF_CONFIG": json.dumps(config)}))
+                                      env=child_env(threads, {**(env or {}), "TF_CONFIG": json.dumps(config)}),
+                                      preexec_fn=die_with_parent())
                      for index, (log, config) in enumerate(zip(logs, local_tf_configs(nproc)))]
         try:
             while any(p.poll() is None for p in processes):

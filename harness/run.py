@@ -10,11 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness import drift, parity, report
-from harness.environment import environment
+from harness.environment import environment, recorded_variables
 from harness.interrupted import write_partial_report
-from harness.jobs import RunJob, WorkerOrder, launch_worker, output_folder
+from harness.jobs import RunJob, WorkerOrder, launch_worker
+from harness.ownership import output_folder
 from harness.registry import task_of
 from harness.sides import agree_side, run_group
+from shared.data.fingerprint import fingerprint
 from shared.tasks import TaskSpec
 
 
@@ -23,6 +25,8 @@ def compare(spec: TaskSpec, sides: list[str], options) -> dict:
     precision, device, in_process)."""
     task = task_of(spec)
     data = task.prepare_data(spec, options.data_dir, options.download) if task.prepare_data else None
+    if data is not None and data.get("data_dir"):  # what --resume RUN --data-dir NEW checks a moved folder against
+        data = {**data, "fingerprint": fingerprint(data["data_dir"])}
     # A control sets the sides' drift against each one's own: it needs two sides or more, a trained task and the
     # one-process loop (its per-step weights).
     control = options.control if task.trains and options.nproc == 1 and len(sides) >= 2 else "none"
@@ -38,7 +42,8 @@ def run_sides(out: Path, job: RunJob, job_path: Path, in_process: bool) -> None:
     """Each group of runs that has a run without a result yet, in its own process (or this one, for debugging);
     the worker says which runs it skips as finished before."""
     spec = job.task_spec
-    if not (out / "tf" / "result.json").is_file():  # masks predicted with an earlier run's weights must go
+    reference = out / parity.reference_side(job.sides) / "result.json"
+    if not reference.is_file():  # masks predicted with an earlier run's weights must go
         for side in job.sides:
             (out / side / "agreement.npy").unlink(missing_ok=True)
     if in_process:  # torch_impl first: see torch_impl/__init__.py on loading both frameworks in one process
@@ -57,15 +62,16 @@ def run_sides(out: Path, job: RunJob, job_path: Path, in_process: bool) -> None:
 
 
 def agreement(out: Path, job: RunJob, job_path: Path, in_process: bool) -> dict:
-    """Both sides' masks from the same (TensorFlow-trained) weights, compared pixel by pixel; each worker predicted
-    them after training (run_group), and a side that could not (its run resumed before TensorFlow's finished)
-    predicts them now in a process of its own."""
+    """Both sides' masks from the same weights (the reference side's trained ones: TensorFlow's, or the first side
+    named without it), compared pixel by pixel; each worker predicted them after training (run_group), and a side
+    that could not (its run resumed before the reference's finished) predicts them now in a process of its own."""
+    reference = parity.reference_side(job.sides)
     missing = [side for side in job.sides if not (out / side / "agreement.npy").is_file()]
     if missing:
-        print("== both sides predict with the same (TensorFlow-trained) weights ==", flush=True)
+        print(f"== both sides predict with the same ({report.SIDE_NAMES[reference]}-trained) weights ==", flush=True)
     for side in missing:
         agree_side(side, job) if in_process else launch_worker(WorkerOrder("agree", side, str(job_path)))
-    return parity.mask_agreement(out, job.sides, job.task_spec.threshold, reference="tf")
+    return parity.mask_agreement(out, job.sides, job.task_spec.threshold, reference=reference)
 
 
 def drift_of(out: Path, job: RunJob, frameworks: dict, controls: dict) -> dict:
@@ -79,24 +85,17 @@ def drift_of(out: Path, job: RunJob, frameworks: dict, controls: dict) -> dict:
     return measured
 
 
-def run_job(out: Path, job: RunJob, in_process: bool) -> dict:
-    """The sides, then the comparison and the reports; job.json goes last (its presence means: resumable)."""
+def compare_sides(out: Path, job: RunJob, job_path: Path, in_process: bool) -> dict:
+    """results.json's content once every run has its result: parity, the controls, the drift, the agreement."""
     spec, sides = job.task_spec, job.sides
     task = task_of(spec)
-    job_path = job.write(out / "job.json")
-    started = time.perf_counter()
-    try:
-        run_sides(out, job, job_path, in_process)
-    except KeyboardInterrupt:
-        write_partial_report(out, asdict(job))
-        raise
     frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in sides}
     results = {
         "task": spec.name,
         "data": (job.data or {}).get("description", {"source": "none"}),
         "config": {**spec.to_dict(), "frameworks": sides, "threads": job.threads, "nproc": job.nproc,
                    **job.execution},
-        "environment": environment(job.threads, in_process),
+        "environment": {**environment(job.threads, in_process), **recorded_variables(frameworks)},
         "parity": parity.run_parity(out, sides, task.tolerance, task.probe),
         "frameworks": frameworks,
     }
@@ -107,10 +106,24 @@ def run_job(out: Path, job: RunJob, in_process: bool) -> dict:
         results["drift"] = drift_of(out, job, frameworks, controls)
     if job.agreement:
         results["agreement"] = agreement(out, job, job_path, in_process)
-    results["wall_s"] = time.perf_counter() - started
-    if "drift" in results:
-        drift.plot_drift(results["drift"], out / "drift.png", job.control)
-    report.write_reports(out, results, task.report)
+    return results
+
+
+def run_job(out: Path, job: RunJob, in_process: bool) -> dict:
+    """The sides, then the comparison and the reports; job.json goes last (its presence means: resumable), and an
+    interruption anywhere before leaves the partial report."""
+    job_path = job.write(out / "job.json")
+    started = time.perf_counter()
+    try:
+        run_sides(out, job, job_path, in_process)
+        results = compare_sides(out, job, job_path, in_process)
+        results["wall_s"] = time.perf_counter() - started
+        if "drift" in results:
+            drift.plot_drift(results["drift"], out / "drift.png", job.control)
+        report.write_reports(out, results, task_of(job.task_spec).report)
+    except KeyboardInterrupt:
+        write_partial_report(out, asdict(job))
+        raise
     os.unlink(job_path)
     print()
     print(report.table(results))

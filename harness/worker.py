@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.benchmark.rows import bench_side
 from harness.diagnose.steps import diagnose_side
 from harness.jobs import RunJob, WorkerOrder, read_job, stop_on_sigterm
+from harness.lifetime import default_signals, watch_parent
 from harness.predict.run import predict_side
 from harness.sides import agree_side, run_group
 from harness.surface import ARMS
@@ -47,6 +48,8 @@ def main(argv: list[str]) -> int:
         return 2
     order = WorkerOrder.from_argument(argv[0])
     stop_on_sigterm()  # a worker told to stop leaves as at Ctrl-C: its last checkpoint stays
+    default_signals()
+    watch_parent()
     if ARMS[order.side].backend != "tensorflow":
         keep_tensorflow_out()
     if ARMS[order.side].backend in ("jax", "torch"):

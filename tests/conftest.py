@@ -1,14 +1,22 @@
 """Shared fixtures: the two sides by name, and a quiet, small, deterministic environment for every test."""
 from __future__ import annotations
 
+import atexit
 import importlib
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+COMPARE = str(ROOT / "compare.py")
+# The command-line tests run compare.py where a user would, in a folder of their own, never the checkout: a path
+# resolved against the wrong folder shows there.
+USER_DIR = Path(tempfile.mkdtemp(prefix="twinnets-user-"))
+atexit.register(shutil.rmtree, USER_DIR, ignore_errors=True)
 from shared.quiet import tensorflow_defaults  # noqa: E402
 
 tensorflow_defaults()  # as tf_impl/ sets them, whichever test module imports TensorFlow first

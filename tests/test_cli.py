@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import COMPARE, ROOT, USER_DIR
 from harness.registry import TOLERANCES
 from shared.data.mnist import MNIST_FILES, write_idx
 
@@ -21,9 +22,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMING_KEYS = ("first_step_s", "step_s_median", "samples_per_s", "train_s")
 
 
-def run_cli(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cache: Path, timeout: float = 300, cwd: Path = USER_DIR) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TWINNETS_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -98,23 +99,39 @@ RUNS = {
 
 
 class Runs:
-    def __init__(self, base: Path, pool: ThreadPoolExecutor):
+    """The runs, started from their own folder as a user would, with every path relative to it (--out, --data-dir,
+    TWINNETS_CACHE); the checkout holds a decoy MNIST of another size under the same relative name, which a path
+    resolved in the workers' folder instead of the user's would train on."""
+
+    def __init__(self, base: Path, pool: ThreadPoolExecutor, decoy_name: str):
         self.base = base
-        mnist = write_fake_mnist(base / "mnist")
+        write_fake_mnist(base / decoy_name)
         self.futures = {
             # One thread per side: two runs share the two cores, and oversubscribed OpenMP threads crawl.
-            name: pool.submit(run_cli, *(a.format(mnist=mnist) for a in args), "--threads", "1",
-                              "--out", str(base / name), cache=base / "cache")
+            name: pool.submit(run_cli, *(a.format(mnist=decoy_name) for a in args), "--threads", "1",
+                              "--out", name, cache=Path("cache"), cwd=base)
             for name, args in RUNS.items()}
 
     def __getitem__(self, name: str) -> dict:
         return loaded_results(self.futures[name].result(), self.base / name)
 
 
+def checkout_entries() -> set[str]:
+    return {path.name for path in ROOT.iterdir() if not path.name.startswith((".", "__"))}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        yield Runs(tmp_path_factory.mktemp("cli"), pool)
+    decoy = ROOT / f"twinnets-test-mnist-{os.getpid()}"
+    before = checkout_entries()
+    write_fake_mnist(decoy, n_train=200, n_test=50, seed=1)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            yield Runs(tmp_path_factory.mktemp("cli"), pool, decoy.name)
+    finally:
+        shutil.rmtree(decoy, ignore_errors=True)
+    # Nothing of a run lands in the checkout: no runs/, no cache of a relative TWINNETS_CACHE.
+    assert checkout_entries() <= before, sorted(checkout_entries() - before)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +172,20 @@ def test_neuron_writes_report_and_plots(neuron):
         assert_png(out / name)
     assert not (out / "job.json").exists()
     assert "parity: max |tf - torch|" in neuron["_stdout"] and "PASSED" in neuron["_stdout"]
+
+
+def test_each_side_records_the_variables_it_ran_with(neuron):
+    """From each worker's own process: the tf worker's KERAS_BACKEND is twinnets'; the user's variables pass as they
+    were (run_cli sets TF_CPP_MIN_LOG_LEVEL=3); report.md's header lists them."""
+    environment = neuron["environment"]
+    assert environment["variables"]["tf"]["KERAS_BACKEND"] == "tensorflow"
+    assert environment["variables"]["torch"].get("KERAS_BACKEND") == os.environ.get("KERAS_BACKEND")  # the user's
+    if os.environ.get("KERAS_BACKEND") != "tensorflow":
+        assert "KERAS_BACKEND" in environment["variables_set_by_twinnets"]["tf"]
+    for side in ("tf", "torch"):
+        assert environment["variables"][side]["TF_CPP_MIN_LOG_LEVEL"] == "3"
+        assert "TF_CPP_MIN_LOG_LEVEL" not in environment["variables_set_by_twinnets"][side]
+    assert "Environment variables (* set by twinnets" in (Path(neuron["_out"]) / "report.md").read_text()
 
 
 def test_outputs_are_readable_as_the_umask_allows(neuron):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, side_module
+from conftest import COMPARE, USER_DIR, side_module
 from harness.diagnose import differences, report
 from harness.diagnose.steps import diagnose_side
 from harness.registry import REGISTRY, TOLERANCES
@@ -245,9 +245,9 @@ def test_compare_diagnose_end_to_end(tmp_path):
     heat map and the report."""
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TWINNETS_CACHE": str(tmp_path / "cache")}
-    completed = subprocess.run([sys.executable, "compare.py", "--task", "mlp", "--diagnose", "2", "--sample-size",
+    completed = subprocess.run([sys.executable, COMPARE, "--task", "mlp", "--diagnose", "2", "--sample-size",
                                 "200", "--batch-size", "50", "--threads", "1", "--out", str(out)],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+                               cwd=USER_DIR, env=env, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "mlp" and results["config"]["steps"] == 2

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import compare
-from conftest import ROOT
-from harness.jobs import LOCK, holder_of, owned_folder
+from conftest import COMPARE, ROOT, USER_DIR
+from harness.ownership import LOCK, holder_of, owned_folder
 from shared.tasks import make_spec
 from shared.weights import save_weights, unet_layout
 
@@ -27,12 +27,12 @@ MLP = ("--task", "mlp", "--epochs", "3", "--sample-size", "600", "--threads", "1
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "compare.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, COMPARE, *args], cwd=USER_DIR, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def finish(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=USER_DIR, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -175,7 +175,7 @@ def test_sigterm_stops_the_worker_writes_the_partial_report_and_exits_143(tmp_pa
 def test_a_folder_in_use_is_refused_naming_its_holder_until_the_holder_dies(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    script = ("import time; from pathlib import Path; from harness.jobs import owned_folder\n"
+    script = ("import time; from pathlib import Path; from harness.ownership import owned_folder\n"
               f"with owned_folder(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -18,7 +18,7 @@ MODES = {
     "benchmark": [["--benchmark"], ["--task", "mlp"], ["--steps", "2"]],
     "seeds": [["--seeds", "2"], ["--task", "cnn"]],
     "predict": [["--predict", "RUN"], ["--task", "mlp"], ["--frameworks", "torch"]],
-    "resume": [["--resume", "RUN"], ["--in-process"]],
+    "resume": [["--resume", "RUN"], ["--in-process"], ["--data-dir", "MOVED"]],
 }
 
 
@@ -33,7 +33,8 @@ def called(monkeypatch) -> list:
                         lambda spec, sides, args: calls.append(("benchmark", vars(args))))
     monkeypatch.setattr(compare.seeds, "run_seeds", lambda spec, sides, args, s: calls.append(("seeds", vars(args))))
     monkeypatch.setattr(compare.predict, "main", lambda args: calls.append(("predict", vars(args))) or 0)
-    monkeypatch.setattr(compare, "resume", lambda out, in_process: calls.append(("resume", (str(out), in_process))))
+    monkeypatch.setattr(compare, "resume", lambda out, in_process, data_dir: calls.append(
+        ("resume", (str(out), in_process, data_dir))))
     return calls
 
 

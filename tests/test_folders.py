@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import compare
-from conftest import ROOT
+from conftest import COMPARE, USER_DIR
 from harness.registry import REGISTRY, TOLERANCES
 from harness.runners import folders as folder_runner
 from harness.runners.unet import FolderSplit, make_split, prepare_carvana
@@ -277,7 +277,7 @@ def test_the_folder_flags_are_refused_without_a_folder_set(capsys):
 
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TWINNETS_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=USER_DIR, env=env, capture_output=True, text=True,
                           timeout=600)
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import COMPARE, ROOT, USER_DIR
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import rows as benchmark
 from harness.benchmark.rows import REFERENCE_MODE, Row
@@ -73,10 +73,10 @@ def test_pytorch_alone_checked_against_a_golden_file_moved_by_one_ulp(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "PYTHONPATH": str(shim), "TF_CPP_MIN_LOG_LEVEL": "3", "TWINNETS_CACHE": str(tmp_path / "c")}
     completed = subprocess.run(
-        [sys.executable, "compare.py", "--task", "mlp", "--benchmark", "--frameworks", "torch", "--golden",
+        [sys.executable, COMPARE, "--task", "mlp", "--benchmark", "--frameworks", "torch", "--golden",
          str(edited), "--modes", "torch:eager", "--precisions", "fp32", "--warmup", "1", "--steps", "3",
          "--batch-sizes", "32", "--threads", "1", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=USER_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     printed = completed.stdout
     assert "parity: against the golden file" in printed and "on PyTorch only" in printed

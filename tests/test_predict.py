@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import COMPARE, USER_DIR
 from harness.registry import TOLERANCES
 from shared.data.synthetic_cars import generate_synthetic_carvana
 from shared.init import init_weights
@@ -39,7 +39,7 @@ MANY = 2000  # photos of the memory and kill/resume runs
 
 
 def run_cli(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=ROOT, env=environment(cache),
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=USER_DIR, env=environment(cache),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -109,7 +109,7 @@ def kill_and_resume(args: tuple, out: Path, cache: Path) -> dict:
     """Kill the prediction (parent and worker) with SIGKILL once in each side's stream of rows, then --resume it
     to the end."""
     kills = []
-    process = subprocess.Popen([sys.executable, "compare.py", *args, "--out", str(out)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, COMPARE, *args, "--out", str(out)], cwd=USER_DIR,
                                env=environment(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     for side in ("tf", "torch"):
@@ -126,7 +126,7 @@ def kill_and_resume(args: tuple, out: Path, cache: Path) -> dict:
         kills.append(json.loads(progress.read_text())["next"] if progress.is_file() else None)
         left = (out / "job.json").is_file()
         if side == "tf":  # the resumed run is killed in its turn, inside PyTorch's rows
-            process = subprocess.Popen([sys.executable, "compare.py", "--resume", str(out)], cwd=ROOT,
+            process = subprocess.Popen([sys.executable, COMPARE, "--resume", str(out)], cwd=USER_DIR,
                                        env=environment(cache), stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
     resumed = run_cli("--resume", str(out), cache=cache)

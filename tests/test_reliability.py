@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import COMPARE, USER_DIR
 from shared.errors import TrainingDiverged
 from shared.history import TrainingLog
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "compare.py"), *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=USER_DIR, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -165,9 +165,9 @@ def test_ctrl_c_keeps_the_checkpoint_writes_a_partial_report_and_exits_130(tmp_p
     import time
 
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), "--task", "cnn", "--epochs", "3",
+    process = subprocess.Popen([sys.executable, COMPARE, "--task", "cnn", "--epochs", "3",
                                 "--sample-size", "1000", "--threads", "1", "--frameworks", "torch", "--out", str(out)],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=USER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True,
                                # a terminal's foreground job: a suite started in the background ignores SIGINT,
                                # and its children would inherit that

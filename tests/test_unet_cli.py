@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from test_unet import read_tensorboard
 
-from conftest import ROOT
+from conftest import COMPARE, USER_DIR
 from shared.data import carvana
 from shared.data.synthetic_cars import generate_synthetic_carvana
 from shared.rle import rle_decode
@@ -30,7 +30,7 @@ TINY = ("--task", "unet", "--epochs", "1", "--base-filters", "2", "--image-size"
 
 def run_cli(*args: str, cache: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TWINNETS_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, COMPARE, *args], cwd=USER_DIR, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -21,7 +21,8 @@ from harness.benchmark.load import PEAK_ROW, busy_line, cpu_snapshot, machine_lo
 from harness.benchmark.stats import comparisons
 from harness.environment import benchmark_environment, cpu_info, package_version
 from harness.flags import comma_list, frameworks
-from harness.jobs import SideFailed, WorkerOrder, launch_worker, output_folder, write_job
+from harness.jobs import SideFailed, WorkerOrder, launch_worker, write_job
+from harness.ownership import output_folder
 from harness.registry import task_of, tolerance
 from harness.report import SIDE_NAMES
 from harness.surface import ARMS, SIDES

@@ -20,7 +20,9 @@ from harness.diagnose.differences import (
 )
 from harness.diagnose.report import heat_map, markdown, summary_lines
 from harness.diagnose.steps import diagnose_side
-from harness.jobs import WorkerOrder, launch_worker, output_folder, write_job
+from harness.environment import environment, recorded_variables
+from harness.jobs import WorkerOrder, launch_worker, write_job
+from harness.ownership import output_folder
 from harness.registry import TOLERANCES, task_of
 from harness.report import SIDE_NAMES
 from shared.atomic import write_atomic, write_json
@@ -53,16 +55,18 @@ def diagnose_into(out: Path, spec: TaskSpec, sides: list[str], args, data: dict 
                                                                           threads=threads)
     tolerances = tolerances_of(spec.name)
     records = compare_sides(out, steps, tolerances)
+    recorded = {side: json.loads((out / side / "diagnose.json").read_text()) for side in sides}
     results = {
         "task": spec.name,
         "data": (data or {}).get("description", {"source": "none"}),
         "config": {**spec.to_dict(), "steps": steps, "frameworks": sides, "threads": threads, "device": args.device},
+        "environment": {**environment(threads, args.in_process), **recorded_variables(recorded)},
         "reference": REFERENCE,
         "tolerances": tolerances,
         "first_divergence": first_divergence(records, tolerances),
         "largest": largest(records),
         "rounding": {**rounding_summary(records), "float64_tolerance": TOLERANCES[spec.name]["float64"]},
-        "sides": {side: json.loads((out / side / "diagnose.json").read_text()) for side in sides},
+        "sides": recorded,
         "records": records,
         "wall_s": time.perf_counter() - started,
     }

@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from harness.environment import environment
-from harness.flags import frameworks
-from harness.jobs import WorkerOrder, holder_of, launch_worker, output_folder, relative_to, spec_of, write_job
+from harness.environment import environment, recorded_variables, side_variables
+from harness.flags import check_device, frameworks
+from harness.jobs import WorkerOrder, launch_worker, relative_to, spec_of, write_job
+from harness.ownership import holder_of, output_folder, resume_command
 from harness.predict import setup
 from harness.predict.agreement import mask_agreement
 from harness.predict.digits import digits_agreement, predict_digits, prepare_digits, save_digits
@@ -89,6 +90,11 @@ PREDICTIONS = {
 def main(args) -> int:
     """Check everything, then write the output folder and run the sides; a UserError leaves nothing half-done."""
     setup.check_flags(args)
+    check_device(args.device)
+    holder = holder_of(args.predict) if args.predict.is_dir() else None
+    if holder is not None:  # first: a run still training has no final weights yet, and that is not what is wrong
+        raise UserError(f"{args.predict}: a twinnets run is still writing this folder (process {holder}); predict "
+                        "once it has ended")
     run = setup.read_run(args.predict.expanduser().resolve(), args.task)
     # --frameworks all: every side the run trained
     sides = frameworks(args.frameworks, tuple(run.sides) if args.frameworks.strip() == "all" else SIDES)
@@ -98,17 +104,13 @@ def main(args) -> int:
     if args.data_dir is not None:
         args.data_dir = args.data_dir.expanduser().resolve()
     description, write_input = PREDICTIONS[task_of(spec).prediction].prepare(run, args)
-    out = args.out or Path("runs") / f"{spec.name}-predict-{datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or Path.cwd() / "runs" / f"{spec.name}-predict-{datetime.now():%Y%m%d-%H%M%S}"
     if out.expanduser().resolve() == run.folder:
         raise UserError(f"{out}: --out is the run folder itself; predict into another folder")
     unfinished = out / "job.json"
     if unfinished.is_file() and not args.overwrite and json.loads(unfinished.read_text()).get("mode") == "predict":
-        raise UserError(f"{out}: holds a prediction that did not finish; continue it with python compare.py --resume "
-                        f"{out}, or pass --overwrite to start again")
-    holder = holder_of(run.folder)
-    if holder is not None:
-        raise UserError(f"{run.folder}: a twinnets run is still writing this folder (process {holder}); predict "
-                        "once it has ended")
+        raise UserError(f"{out}: holds a prediction that did not finish; continue it with {resume_command(out)}, "
+                        "or pass --overwrite to start again")
     with output_folder(out, spec.name, args.overwrite) as out:
         write_input(out)
         job = {"mode": "predict", "task": spec.name, "spec": spec.to_dict(), "run": str(run.folder),
@@ -133,19 +135,15 @@ def run_job(out: Path, job: dict) -> dict:
     job_path = write_job(out / "job.json", job)
     started = time.perf_counter()
     order = sorted(job["sides"], key=lambda s: s != "torch") if job["in_process"] else job["sides"]
-    try:
-        for side in order:
-            if (out / side / "result.json").is_file():
-                print(f"== {SIDE_NAMES[side]}: finished before ==", flush=True)
-                continue
-            print(f"== {SIDE_NAMES[side]} predicts with {describe_weights(job, side)} ==", flush=True)
-            if job["in_process"]:
-                predict_side(side, job)
-            else:
-                launch_worker(WorkerOrder("predict", side, str(job_path)), threads=job["threads"])
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with python compare.py --resume {out}", flush=True)
-        raise
+    for side in order:  # interrupted, the folder's owner says how to continue (harness/ownership.py)
+        if (out / side / "result.json").is_file():
+            print(f"== {SIDE_NAMES[side]}: finished before ==", flush=True)
+            continue
+        print(f"== {SIDE_NAMES[side]} predicts with {describe_weights(job, side)} ==", flush=True)
+        if job["in_process"]:
+            predict_side(side, job)
+        else:
+            launch_worker(WorkerOrder("predict", side, str(job_path)), threads=job["threads"])
     frameworks = {side: json.loads((out / side / "result.json").read_text()) for side in job["sides"]}
     spec = spec_of(job)
     prediction = PREDICTIONS[task_of(spec).prediction]
@@ -155,7 +153,7 @@ def run_job(out: Path, job: dict) -> dict:
         "data": job["source"],
         "config": {**spec.to_dict(), "frameworks": job["sides"], "threads": job["threads"], "device": job["device"],
                    "preview": job["preview"], "skip_bad": job["skip_bad"]},
-        "environment": environment(job["threads"], job["in_process"]),
+        "environment": {**environment(job["threads"], job["in_process"]), **recorded_variables(frameworks)},
         "frameworks": frameworks,
     }
     if len(job["sides"]) == 2:
@@ -205,7 +203,8 @@ def predict_side(side: str, job: dict) -> None:
     out_dir = Path(job["out"]) / side
     result = PREDICTIONS[task_of(spec).prediction].side(surface, spec, job, out_dir, model_of)
     result.update(weights=job["weights"][side], execution=execution.to_dict(), threads=surface.runtime.threads(),
-                  versions=surface.runtime.versions(), artifacts=relative_to(result["artifacts"], Path(job["out"])))
+                  versions=surface.runtime.versions(), **side_variables(),
+                  artifacts=relative_to(result["artifacts"], Path(job["out"])))
     write_json(out_dir / "result.json", result)
     PREDICTIONS[task_of(spec).prediction].done(out_dir)
     timing = result["timing"]
