@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.report import SIDE_NAMES
-from shared.data import folders
+from shared.data import folder_masks, folders
 from shared.errors import UserError
 from shared.tasks import UNetSpec, normalize_image_size, shape_text
 
@@ -52,7 +52,8 @@ def prepare_folder(spec: UNetSpec, found: folders.Survey) -> dict:
     mode = folders.MODES[spec.in_channels]
     masks = folders.folder_dataset(spec, train).decode_all()
     valid_masks = folders.folder_dataset(spec, valid).decode_all() if valid else []
-    folders.check_foreground(found.layout, train + valid, masks + valid_masks, spec.mask_threshold)
+    folder_masks.check_foreground(found.layout.mask_dir, [pair.mask for pair in train + valid], masks + valid_masks,
+                                  spec.mask_threshold)
     groups = {"train": len({p.group for p in train}), "valid": len({p.group for p in valid})}
     description = {
         "source": folders.SOURCE_NAME, "location": str(found.layout.root),
