@@ -11,6 +11,7 @@ import numpy as np
 
 from harness import drift
 from harness.surface import ARMS
+from shared import tables
 from shared.atomic import jsonable, write_atomic, write_json
 from shared.graph_drawing import draw_beside
 from shared.plotting import pyplot, save_figure
@@ -215,13 +216,8 @@ def summary_rows(results: dict) -> list[tuple[str, list]]:
 
 def text_grid(sides: list[str], rows: list[tuple[str, list]]) -> list[str]:
     """(label, [value per side]) rows as aligned console lines under the sides' names."""
-    header = ["", *[SIDE_NAMES[s] for s in sides]]
     body = [[label, *[_format(v) for v in values]] for label, values in rows]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+    return tables.console(["", *[SIDE_NAMES[s] for s in sides]], body, ["left"] + ["right"] * len(sides)).splitlines()
 
 
 def parity_pairs(parity: dict) -> list[tuple[str, str, float, bool]]:
@@ -250,10 +246,8 @@ def table(results: dict) -> str:
 
 def markdown_table(results: dict) -> str:
     sides = list(results["frameworks"])
-    lines = ["| | " + " | ".join(SIDE_NAMES[s] for s in sides) + " |", "|---" * (len(sides) + 1) + "|"]
-    for label, values in summary_rows(results):
-        lines.append(f"| {label} | " + " | ".join(_format(v) for v in values) + " |")
-    return "\n".join(lines)
+    return tables.markdown(["", *[SIDE_NAMES[s] for s in sides]],
+                           [[label, *[_format(v) for v in values]] for label, values in summary_rows(results)])
 
 
 def drift_section(results: dict) -> str:

@@ -3,6 +3,8 @@
 explicit flag wins over it (compare.py)."""
 from __future__ import annotations
 
+from shared import tables
+
 # The fields a recipe sets; each recipe gives every one, so the header shows the whole set.
 RECIPE_FIELDS = ("optimizer", "lr", "momentum", "schedule", "warmup_epochs", "base_filters", "image_size", "epochs",
                  "augment")
@@ -48,7 +50,5 @@ def text(value) -> str:
 
 def recipe_table() -> str:
     """The recipes as a markdown table (README and --help)."""
-    lines = ["| recipe | " + " | ".join(RECIPE_FIELDS) + " |", "|---" * (len(RECIPE_FIELDS) + 1) + "|"]
-    for name, values in RECIPES.items():
-        lines.append(f"| {name} | " + " | ".join(str(values[field]) for field in RECIPE_FIELDS) + " |")
-    return "\n".join(lines)
+    return tables.markdown(["recipe", *RECIPE_FIELDS],
+                           [[name, *(values[field] for field in RECIPE_FIELDS)] for name, values in RECIPES.items()])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import compare
-from harness.benchmark import arms, load, report, summary
+from harness.benchmark import arms, cpu_load, report, summary
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import presets as benchmark_presets
@@ -23,7 +23,7 @@ from harness.benchmark import run as benchmark_run
 from harness.benchmark import stats as benchmark_stats
 from harness.benchmark.fairness import manifest
 from harness.benchmark.rows import Row
-from harness.jobs import SideFailed
+from harness.launch import SideFailed
 from shared.errors import UserError
 from shared.tasks import make_spec
 
@@ -343,15 +343,15 @@ def test_a_golden_mismatch_of_1e_3_stops_before_any_timing(tmp_path, monkeypatch
 def test_the_cpu_other_processes_take_is_measured_and_named():
     """A spinning process that is not the benchmark's own (not yet waited for) shows as other processes' share of
     the machine; an idle second does not."""
-    idle_before = load.cpu_snapshot()
+    idle_before = cpu_load.cpu_snapshot()
     time.sleep(1.0)
-    idle = load.other_share(idle_before, load.cpu_snapshot())
+    idle = cpu_load.other_share(idle_before, cpu_load.cpu_snapshot())
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # started
-        before = load.cpu_snapshot()
+        before = cpu_load.cpu_snapshot()
         time.sleep(1.5)
-        busy = load.other_share(before, load.cpu_snapshot())
+        busy = cpu_load.other_share(before, cpu_load.cpu_snapshot())
     finally:
         spinner.kill()
         spinner.wait()
@@ -368,14 +368,15 @@ def test_a_busy_row_makes_its_comparisons_untrusted_and_the_header_says_so():
     assert "(not trusted: other processes took the CPU)" in report.comparison_line(found[0])
     rows[1]["other_cpu_share"] = 0.05
     assert all(comparison["trusted"] for comparison in benchmark_stats.comparisons(rows))
-    machine = load.machine_load([{"row_name": "a", "other_cpu_share": 0.02},
+    machine = cpu_load.machine_load([{"row_name": "a", "other_cpu_share": 0.02},
                                  {"row_name": "b", "other_cpu_share": 0.45}])
     assert machine["busy"] and machine["busy_rows"] == ["b"] and machine["largest_other_share"] == 0.45
-    assert load.busy_line(machine).startswith("machine busy: other processes took up to 45% of the CPU during 1 row")
-    assert load.busy_line(load.machine_load([{"row_name": "a", "other_cpu_share": 0.01}])) is None
-    assert "% of peak is too high" not in load.busy_line(machine)
-    busy_peak = load.machine_load([{"row_name": load.PEAK_ROW, "other_cpu_share": 0.5}])
-    assert "the machine peak was measured while busy" in load.busy_line(busy_peak)
+    assert cpu_load.busy_line(machine).startswith(
+        "machine busy: other processes took up to 45% of the CPU during 1 row")
+    assert cpu_load.busy_line(cpu_load.machine_load([{"row_name": "a", "other_cpu_share": 0.01}])) is None
+    assert "% of peak is too high" not in cpu_load.busy_line(machine)
+    busy_peak = cpu_load.machine_load([{"row_name": cpu_load.PEAK_ROW, "other_cpu_share": 0.5}])
+    assert "the machine peak was measured while busy" in cpu_load.busy_line(busy_peak)
 
 
 # ---- the Keras arms --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ against Keras on TensorFlow)."""
 from __future__ import annotations
 
 from harness import parity
-from harness.benchmark.load import BUSY_SHARE
+from harness.benchmark.cpu_load import BUSY_SHARE
 from harness.benchmark.stats import samples_of, speed_ratio, verdict
 from harness.benchmark.summary import MODE_NAMES
 from harness.report import SIDE_NAMES

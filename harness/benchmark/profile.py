@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness import report
 from harness.benchmark.summary import MODE_NAMES
+from shared import tables
 from shared.plotting import pyplot, save_figure
 from shared.profiling import CATEGORIES, OUTSIDE, mean_step
 
@@ -78,14 +79,15 @@ def table_lines(entry: dict) -> list[str]:
              + (f"; without the profiler the row's step took {entry['unprofiled_step_ms']:.1f} ms"
                 if entry["unprofiled_step_ms"] else "")
              + f". No kernel accounts for {entry['outside_kernels_ms']:.1f} ms "
-             f"({100 * entry['outside_kernels_ms'] / entry['sum_ms']:.0f}%) of the step.", "",
-             "| category | ms per step | share | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
+             f"({100 * entry['outside_kernels_ms'] / entry['sum_ms']:.0f}%) of the step.", ""]
+    rows = []
     for item in entry["categories"]:
         if item["ms"] < 0.005:
             continue
         rate = "" if item["gflop_per_s"] is None else f"{item['gflop_per_s']:.1f}"
         peak = "" if item["peak_fraction"] is None else f"{100 * item['peak_fraction']:.1f}"
-        lines.append(f"| {item['category']} | {item['ms']:.2f} | {100 * (item['share'] or 0):.1f}% | {rate} | {peak} |")
+        rows.append([item["category"], f"{item['ms']:.2f}", f"{100 * (item['share'] or 0):.1f}%", rate, peak])
+    lines.append(tables.markdown(["category", "ms per step", "share", "GFLOP/s", "% of peak"], rows))
     if entry["beyond_peak"]:
         lines += ["", f"**Above the machine peak: {', '.join(entry['beyond_peak'])}.** The trace's events for these "
                   "kernels do not cover the work they count (XLA's CPU runtime, for one, launches its thunks "
@@ -111,18 +113,15 @@ def markdown(entries: list[dict]) -> list[str]:
 
 def console_lines(entries: list[dict]) -> list[str]:
     """The categories side by side, one column per profiled row."""
-    width = max(len(category) for category in CATEGORIES) + 1
-    head = "category".ljust(width) + "".join(f"{entry['side']} {entry['mode']} {entry['precision']}".rjust(26)
-                                             for entry in entries)
-    lines = ["where the step goes (ms per step, --profile):", head]
-    for index, category in enumerate(CATEGORIES):
-        lines.append(category.ljust(width) + "".join(f"{entry['categories'][index]['ms']:26.2f}" for entry in entries))
-    lines.append("sum / profiled step".ljust(width) + "".join(
-        f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}".rjust(26) for entry in entries))
-    lines.append("step without the profiler".ljust(width) + "".join(
-        ("-" if entry["unprofiled_step_ms"] is None else f"{entry['unprofiled_step_ms']:.1f}").rjust(26)
-        for entry in entries))
-    return lines
+    rows = [[category, *(f"{entry['categories'][index]['ms']:.2f}" for entry in entries)]
+            for index, category in enumerate(CATEGORIES)]
+    rows.append(["sum / profiled step", *(f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}"
+                                          for entry in entries)])
+    rows.append(["step without the profiler", *("-" if entry["unprofiled_step_ms"] is None
+                                                else f"{entry['unprofiled_step_ms']:.1f}" for entry in entries)])
+    header = ["category", *(f"{entry['side']} {entry['mode']} {entry['precision']}" for entry in entries)]
+    return ["where the step goes (ms per step, --profile):",
+            *tables.console(header, rows, ["left"] + ["right"] * len(entries)).splitlines()]
 
 
 def plot(entries: list[dict], path: Path) -> Path | None:

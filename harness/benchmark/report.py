@@ -8,9 +8,10 @@ from harness.benchmark import fairness as benchmark_fairness
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import profile
 from harness.benchmark import stats as benchmark_stats
-from harness.benchmark.load import busy_line
+from harness.benchmark.cpu_load import busy_line
 from harness.benchmark.peak import SOURCE_NAMES, describe_peak
 from harness.benchmark.summary import MODE_NAMES, TARGETS, peak_errors
+from shared import tables
 from shared.tasks import shape_text
 
 
@@ -24,29 +25,30 @@ def _mib(value) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f}"
 
 
+TABLE_HEADER = ("framework", "mode", "prec", "batch", "first s", "median s", "p10-p90 s", "mean+-se s", "samples/s",
+                "vs ref", "GFLOP/s", "% peak", "RSS MiB")
+TABLE_ALIGN = ("left", "left", "left", "right", "right", "right", "right", "right", "right", "right", "right", "right",
+               "right")
+
+
+def _timing_cells(first_s: float, s: dict) -> list[str]:
+    return [f"{first_s:.2f}", f"{s['median_s']:.4f}", f"{s['p10_s']:.4f}-{s['p90_s']:.4f}",
+            f"{s['mean_s']:.4f}+-{s['stderr_s']:.4f}", f"{s['samples_per_s']:.1f}"]
+
+
 def table(results: dict) -> str:
-    # the framework column as wide as its longest name ("Keras on TensorFlow"), 11 with the two native sides
-    wide = max([11] + [len(report.SIDE_NAMES[row["side"]]) + 1 for row in results["rows"]])
-    header = (f"{'framework':<{wide}}{'mode':<30}{'prec':<6}{'batch':>6}{'first s':>9}{'median s':>10}"
-              f"{'p10-p90 s':>17}{'mean+-se s':>19}{'samples/s':>11}{'vs ref':>8}{'GFLOP/s':>9}{'% peak':>8}"
-              f"{'RSS MiB':>9}")
-    lines = [header, "-" * len(header)]
+    body = []
     for row in results["rows"]:
-        s = row["stats"]
         ratio = f"{row['reference']['throughput_ratio']:.3f}" if "reference" in row else ""
         fraction = (f"{100 * row['peak_fraction']:.1f}" + ("!" if row["peak_error"] else "")
                     if row["peak_fraction"] is not None else "-")
-        lines.append(f"{report.SIDE_NAMES[row['side']]:<{wide}}{MODE_NAMES[row['side']][row['mode']]:<30}"
-                     f"{row['precision']:<6}{row['batch_size']:>6}{row['first_step_s']:>9.2f}{s['median_s']:>10.4f}"
-                     f"{s['p10_s']:>8.4f}-{s['p90_s']:<8.4f}{s['mean_s']:>10.4f}+-{s['stderr_s']:<7.4f}"
-                     f"{s['samples_per_s']:>11.1f}{ratio:>8}{row['gflop_per_s']:>9.2f}{fraction:>8}"
-                     f"{_mib(row['peak_rss_bytes']):>9}")
+        body.append([report.SIDE_NAMES[row["side"]], MODE_NAMES[row["side"]][row["mode"]], row["precision"],
+                     row["batch_size"], *_timing_cells(row["first_step_s"], row["stats"]), ratio,
+                     f"{row['gflop_per_s']:.2f}", fraction, _mib(row["peak_rss_bytes"])])
         if "reference" in row:
-            r = row["reference"]["stats"]
-            lines.append(f"{'':<{wide}}{'  reference loop (few lines)':<30}{'fp32':<6}{row['batch_size']:>6}"
-                         f"{row['reference']['first_step_s']:>9.2f}{r['median_s']:>10.4f}"
-                         f"{r['p10_s']:>8.4f}-{r['p90_s']:<8.4f}{r['mean_s']:>10.4f}+-{r['stderr_s']:<7.4f}"
-                         f"{r['samples_per_s']:>11.1f}")
+            body.append(["", "  reference loop (few lines)", "fp32", row["batch_size"],
+                         *_timing_cells(row["reference"]["first_step_s"], row["reference"]["stats"]), "", "", "", ""])
+    lines = tables.console(TABLE_HEADER, body, TABLE_ALIGN).splitlines()
     lines += peak_lines(results)
     lines += [f"! {error}" for error in peak_errors(results["rows"])]
     for comparison in results.get("comparisons", []):
@@ -166,8 +168,7 @@ def markdown_report(results: dict) -> str:
         lines += profile.markdown(results["profile"])
     if results.get("reference_line"):
         lines += ["## Published reference", "", f"- {results['reference_line']}", ""]
-    lines += ["## Targets", "", "| | " + " | ".join(report.SIDE_NAMES[side] for side in results["targets"]) + " |",
-              "|---|" + "---|" * len(results["targets"])]
+    target_rows = []
     for name, target in TARGETS.items():
         cells = []
         for side, found in results["targets"].items():
@@ -176,8 +177,9 @@ def markdown_report(results: dict) -> str:
                        else "met" if found[name]["met"] else "NOT met")
             cells.append("not measured" if value is None else
                          f"{value:.3f}{'x' if name == 'bf16_speedup' else ''} ({verdict})")
-        lines.append(f"| {name.replace('_', ' ')} >= {target} | " + " | ".join(cells) + " |")
-    lines += ["", "## Against the limit", ""]
+        target_rows.append([f"{name.replace('_', ' ')} >= {target}", *cells])
+    lines += ["## Targets", "", tables.markdown(["", *(report.SIDE_NAMES[side] for side in results["targets"])],
+                                                target_rows), "", "## Against the limit", ""]
     for batch, count in results["flops"].items():
         counted = ", ".join(f"{report.SIDE_NAMES[s]} {'-' if v is None else f'{v:,}'}"
                             for s, v in count["counted"].items())

@@ -9,7 +9,7 @@ from shared.tasks import TaskSpec
 
 MODE_NAMES = {"tf": {"function": "tf.function", "eager": "eager (run_functions_eagerly)", "xla": "XLA (jit_compile)"},
               "torch": {"eager": "eager", "channels_last": "eager, channels_last", "compile": "torch.compile"},
-              # The Keras arms: model.compile's jit_compile / run_eagerly on each engine (keras_impl/runtime.py).
+              # The Keras arms: model.compile's jit_compile / run_eagerly on each engine (keras_fit/runtime.py).
               "keras-tf": {"function": "tf.function (jit_compile off)", "xla": "XLA (jit_compile=True)"},
               "keras-jax": {"jit": "jax.jit (Keras' default)", "eager": "eager (run_eagerly=True)"},
               "keras-torch": {"eager": "eager (Keras' default)", "compile": "torch.compile (jit_compile)"}}

@@ -8,6 +8,7 @@ import numpy as np
 
 from harness.diagnose.differences import FLOOR, HEAT_MAP, OTHER, PANEL_TITLES, QUANTITY_NAMES, REFERENCE
 from harness.report import pyplot, save_figure, variables_line
+from shared import tables
 
 
 def heat_map(results: dict, path: Path) -> Path:
@@ -65,17 +66,18 @@ def summary_lines(results: dict) -> list[str]:
     """The console summary and the report's sentences: the largest difference per quantity, then the verdict."""
     steps, first = results["config"]["steps"], results["first_divergence"]
     lines = [f"{results['task']}, {steps} steps: TensorFlow against PyTorch, relative to PyTorch's numbers; own "
-             "error: each side's float32 against its own float64 run", "",
-             f"{'quantity':<17} {'held to':<20} {'largest abs':>11} {'largest rel':>11} {'float64 rel':>11} "
-             f"{'own TF/PT':>19}  largest rel at (step, tensor)"]
+             "error: each side's float32 against its own float64 run", ""]
+    rows = []
     for quantity, tolerance in results["tolerances"].items():
         found = results["largest"].get(quantity) or {}
-        held = f"{tolerance['row']} {tolerance['value']:.0e} {tolerance['measure']}"
-        where = f"{found['step']}, {found['name']}" if found else ""
         own = found.get("own_rel") or {}
-        lines.append(f"{quantity:<17} {held:<20} {_number(found.get('abs')):>11} {_number(found.get('rel')):>11} "
-                     f"{_number(found.get('float64_rel')):>11} "
-                     f"{_number(own.get(OTHER)) + '/' + _number(own.get(REFERENCE)):>19}  {where}")
+        rows.append([quantity, f"{tolerance['row']} {tolerance['value']:.0e} {tolerance['measure']}",
+                     _number(found.get("abs")), _number(found.get("rel")), _number(found.get("float64_rel")),
+                     _number(own.get(OTHER)) + "/" + _number(own.get(REFERENCE)),
+                     f"{found['step']}, {found['name']}" if found else ""])
+    lines += tables.console(["quantity", "held to", "largest abs", "largest rel", "float64 rel", "own TF/PT",
+                             "largest rel at (step, tensor)"], rows,
+                            ("left", "left", "right", "right", "right", "right", "left")).splitlines()
     lines += ["", verdict(first, steps, results.get("rounding"))]
     if first is None and (results.get("rounding") or {}).get("count") and kink(results["records"]):
         lines.append(f"({KINK[0].lower()}{KINK[1:-1]})")
@@ -141,25 +143,27 @@ def markdown(results: dict) -> str:
         if (results.get("rounding") or {}).get("count") and kink(results["records"]):
             lines += ["", KINK]
     else:
-        lines += ["| step | layer | quantity | tensor | float32 abs | float32 rel | float64 rel | tolerance |",
-                  "|---|---|---|---|---|---|---|---|",
-                  f"| {first['step']} | {first['layer']} | {QUANTITY_NAMES[first['quantity']]} | {first['name']} | "
-                  f"{_number(first['abs'])} | {_number(first['rel'])} | {_number(first.get('float64_rel'))} | "
-                  f"float64 rel <= {first.get('float64_tolerance') or 0:.0e}; float32 {first['measure']} <= "
-                  f"{first['tolerance']:.0e} ({first['row']}) |"]
+        lines.append(tables.markdown(
+            ["step", "layer", "quantity", "tensor", "float32 abs", "float32 rel", "float64 rel", "tolerance"],
+            [[first["step"], first["layer"], QUANTITY_NAMES[first["quantity"]], first["name"], _number(first["abs"]),
+              _number(first["rel"]), _number(first.get("float64_rel")),
+              f"float64 rel <= {first.get('float64_tolerance') or 0:.0e}; float32 {first['measure']} <= "
+              f"{first['tolerance']:.0e} ({first['row']})"]]))
         if first["note"]:
             lines += ["", first["note"]]
-    lines += ["", "## Largest difference per quantity", "",
-              "| quantity | held to | largest abs | largest rel | float64 rel | own float32 error TF / PyTorch | "
-              "float32 rounding | largest rel at step, tensor |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
     for quantity, tolerance in results["tolerances"].items():
         found = results["largest"].get(quantity, {})
         own = found.get("own_rel") or {}
-        lines.append(f"| {QUANTITY_NAMES[quantity]} | {tolerance['measure']} <= {tolerance['value']:.0e} "
-                     f"({tolerance['row']}) | {_number(found.get('abs'))} | {_number(found.get('rel'))} | "
-                     f"{_number(found.get('float64_rel'))} | {_number(own.get(OTHER))} / "
-                     f"{_number(own.get(REFERENCE))} | {found.get('rounding', 0)} | "
-                     f"{found.get('step', '')}, {found.get('name', '')} |")
+        held = f"{tolerance['measure']} <= {tolerance['value']:.0e} ({tolerance['row']})"
+        rows.append([QUANTITY_NAMES[quantity], held,
+                     _number(found.get("abs")), _number(found.get("rel")), _number(found.get("float64_rel")),
+                     f"{_number(own.get(OTHER))} / {_number(own.get(REFERENCE))}", found.get("rounding", 0),
+                     f"{found.get('step', '')}, {found.get('name', '')}"])
+    lines += ["", "## Largest difference per quantity", "",
+              tables.markdown(["quantity", "held to", "largest abs", "largest rel", "float64 rel",
+                               "own float32 error TF / PyTorch", "float32 rounding", "largest rel at step, tensor"],
+                              rows)]
     lines += ["", "![log10 relative difference per layer and step](diagnose.png)", ""]
     return "\n".join(lines)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import resource
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import psutil
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -67,11 +67,10 @@ class PhotoDataset:
 
 
 def resident_mb() -> float | None:
-    """This process's resident memory now, in MB (Linux /proc; None elsewhere)."""
+    """This process's resident memory now, in MB (psutil; None where it cannot be read)."""
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
+        return psutil.Process().memory_info().rss / 2**20
+    except (psutil.Error, OSError):
         return None
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from harness.report import SIDE_NAMES, _format, text_grid
+from shared import tables
 from shared.atomic import jsonable
 
 
@@ -77,18 +78,16 @@ def markdown_report(results: dict, out: Path, unit: str) -> str:
              "",
              f"Environment: Python {env.get('python')}, TensorFlow {env.get('tensorflow')}, PyTorch {env.get('torch')},"
              f" {env.get('cpu')}, {env.get('threads')} threads per side, each side in {env.get('process')}.", "",
-             "| | " + " | ".join(SIDE_NAMES[s] for s in sides) + " |", "|---" * (len(sides) + 1) + "|"]
-    parts += [f"| {label} | " + " | ".join(_format(v) for v in values) + " |"
-              for label, values in summary_rows(results, unit)]
+             tables.markdown(["", *(SIDE_NAMES[s] for s in sides)],
+                             [[label, *map(_format, values)] for label, values in summary_rows(results, unit)])]
     parts += ["", *[f"- {side} weights: `{w['file']}`" for side, w in results["weights"].items()], ""]
     first = agreement_lines(results)[0]  # the lowest photos follow as a table
     parts += [first[0].upper() + first[1:] + ".", ""]
     agreement = results.get("agreement") or {}
     if agreement.get("kind") == "pixels" and agreement.get("lowest"):
-        parts += ["Photos with the lowest agreement (all of them in `agreement.csv`):", "", "| photo | agreement |",
-                  "|---|---|",
-                  *[f"| {found['img']} | {100 * found['agreement']:.4f}% |" for found in agreement["lowest"]],
-                  ""]
+        parts += ["Photos with the lowest agreement (all of them in `agreement.csv`):", "",
+                  tables.markdown(["photo", "agreement"], [[found["img"], f"{100 * found['agreement']:.4f}%"]
+                                                           for found in agreement["lowest"]]), ""]
     for side in sides:
         skipped = results["frameworks"][side].get("skipped") or []
         if skipped:

@@ -1,10 +1,13 @@
 """Is the machine busy? The CPU time other processes take while a benchmark row runs: the whole machine's busy
-time (/proc/stat) less this process's and its finished children's (the row's worker), as a share of all the cores'
-wall time. Above BUSY_SHARE a row's timing, and every comparison that uses it, is marked as not to be trusted."""
+time (psutil.cpu_times, on Linux, macOS and Windows alike) less this process's and its finished children's (the
+row's worker), as a share of all the cores' wall time. Above BUSY_SHARE a row's timing, and every comparison that
+uses it, is marked as not to be trusted."""
 from __future__ import annotations
 
 import os
 import time
+
+import psutil
 
 BUSY_SHARE = 0.10  # other processes' CPU time, as a share of the machine, above which a timing is not trusted
 PEAK_ROW = "machine peak (numpy matrix multiply)"  # measured in the parent, between the parity and the timed rows
@@ -12,16 +15,14 @@ PEAK_ROW = "machine peak (numpy matrix multiply)"  # measured in the parent, bet
 
 def cpu_snapshot() -> tuple[float, float, float] | None:
     """(wall seconds, the machine's busy CPU seconds, this process's and its waited-for children's CPU seconds);
-    None where /proc/stat cannot be read (not Linux)."""
+    None where psutil cannot read the machine's CPU times."""
     try:
-        with open("/proc/stat") as stat:
-            ticks = [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
+        times = psutil.cpu_times()
+    except (OSError, NotImplementedError):
         return None
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)  # all but idle and iowait (Linux only)
     own = os.times()
-    return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
-            own.user + own.system + own.children_user + own.children_system)
+    return time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system
 
 
 def other_share(before: tuple | None, after: tuple | None) -> float | None:
@@ -39,7 +40,7 @@ def machine_load(rows: list[dict]) -> dict:
     busy = [row["row_name"] for row in rows if (row.get("other_cpu_share") or 0.0) > BUSY_SHARE]
     return {"busy_share_limit": BUSY_SHARE, "largest_other_share": max(shares) if shares else None,
             "busy": bool(busy), "busy_rows": busy,
-            "how": "per row: the machine's busy CPU time (/proc/stat) less the benchmark's own processes', over "
+            "how": "per row: the machine's busy CPU time (psutil.cpu_times) less the benchmark's own processes', over "
                    "all cores' wall time"}
 
 
