@@ -10,14 +10,15 @@ import os
 import sys
 from pathlib import Path
 
-from harness import run, seeds
+from harness import comparison, seeds
 from harness.benchmark import run as benchmark_run
 from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
 from harness.diagnose import run as diagnose
 from harness.drift import CONTROLS
 from harness.flags import ArgumentParser, add_unet_flags, check_arms, check_counts, check_device, frameworks
-from harness.jobs import SideFailed, Terminated, stop_on_sigterm
+from harness.launch import SideFailed
+from harness.lifetime import Terminated, stop_on_sigterm
 from harness.paths import resolve_user_paths
 from harness.predict import run as predict
 from harness.registry import REGISTRY
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if getattr(spec, "recipe", None):
                 print(recipe_line(spec.to_dict()), flush=True)
-            run.compare(spec, sides, args)
+            comparison.compare(spec, sides, args)
     except UserError as error:
         print(f"compare.py: error: {error}", file=sys.stderr)
         return error.exit_status

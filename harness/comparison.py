@@ -12,10 +12,11 @@ from pathlib import Path
 from harness import drift, parity, report
 from harness.environment import environment, recorded_variables
 from harness.interrupted import write_partial_report
-from harness.jobs import RunJob, WorkerOrder, launch_worker
+from harness.jobs import RunJob, WorkerOrder
+from harness.launch import launch_worker
 from harness.ownership import output_folder
 from harness.registry import task_of
-from harness.sides import agree_side, run_group
+from harness.side_training import agree_side, run_group
 from shared.data.fingerprint import fingerprint
 from shared.tasks import TaskSpec
 

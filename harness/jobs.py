@@ -1,41 +1,18 @@
-"""Typed jobs: a run of a side or of its control (Run), a comparison's job file (RunJob), what one worker process
-does (WorkerOrder), and starting that process (`python -m harness.worker ORDER`, never compare.py's parser)."""
+"""Typed jobs: a run of a side or of its control (Run), a comparison's job file (RunJob), a mode's job file with its
+run-folder paths relative to the folder, and what one worker process does (WorkerOrder; harness/launch.py starts it
+as `python -m harness.worker ORDER`, never with compare.py's parser)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from harness import launch
-from harness.lifetime import die_with_parent
-from harness.ownership import held_locks
 from harness.report import SIDE_NAMES
-from harness.surface import ARMS
 from shared.atomic import write_json
 from shared.tasks import TaskSpec, make_spec
 
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import harness from here
 CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
-KINDS = ("train", "agree", "bench", "diagnose", "predict")  # what a worker can be ordered to do
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is (the workers stopped, the partial report written), with exit status 143."""
-
-
-def stop_on_sigterm() -> None:
-    def terminated(signum, frame):
-        raise Terminated
-
-    signal.signal(signal.SIGTERM, terminated)
-
-
-class SideFailed(Exception):
-    """A side's worker process crashed (its traceback is already on the console): exit status 1."""
+KINDS = ("train", "agree", "bench", "diagnose", "predict", "infer")  # what a worker can be ordered to do
 
 
 # The paths a mode's job file holds that lie inside its run folder: written relative to the file's folder, so a run
@@ -159,39 +136,3 @@ class WorkerOrder:
         return order
 
 
-def worker_env(side: str) -> dict:
-    """The parent's environment, with the side's Keras engine chosen before its process imports Keras (the tf side's
-    Keras models run on TensorFlow whatever the user's shell says)."""
-    backend = ARMS[side].backend
-    return dict(os.environ) if backend is None else {**os.environ, "KERAS_BACKEND": backend}
-
-
-def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
-    """A fresh Python process for the order; with nproc > 1, the side's own launcher: torchrun for PyTorch, N workers
-    with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3) ends this run too."""
-    arguments = ["-m", "harness.worker", order.to_argument()]
-    if nproc > 1:
-        launcher = launch.launch_torch if order.side == "torch" else launch.launch_tf
-        launched = launcher(nproc, arguments, threads=threads, env=worker_env(order.side), stream=True)
-        status = next((code for code in launched.returncodes if code != 0), 0)
-        if status not in (0, 2, 3):
-            print(launched.describe(), file=sys.stderr)
-    else:
-        # The worker inherits the run folder's lock (held while any process of the run lives) and dies with this
-        # process; it starts in the checkout, every path it reads already made absolute here (harness/paths.py).
-        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=worker_env(order.side),
-                                  pass_fds=held_locks(), preexec_fn=die_with_parent())
-        try:
-            status = worker.wait()
-        except KeyboardInterrupt as interrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone
-            worker.send_signal(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-            raise
-    if status in (2, 3):
-        raise SystemExit(status)  # the worker already printed its one-line error
-    if status != 0:
-        raise SideFailed(f"the {SIDE_NAMES[order.side]} side failed with exit status {status} (its traceback is above)")

@@ -1,4 +1,5 @@
-"""Starting the processes of a distributed run: loopback ports, TF_CONFIG, the job file, torchrun, TF workers."""
+"""Starting a side's processes: one worker (`python -m harness.worker ORDER`), or the processes of a data-parallel run
+(loopback ports, TF_CONFIG, torchrun, TF workers)."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.lifetime import die_with_parent
+from harness.jobs import WorkerOrder
+from harness.lifetime import Terminated, die_with_parent
+from harness.ownership import held_locks
+from harness.report import SIDE_NAMES
+from harness.surface import ARMS
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: workers import harness from here
 LOOPBACK = "127.0.0.1"
 # Each local process gets one intra-op thread unless told otherwise: N processes on N cores, no oversubscription.
 THREADS_PER_PROCESS = 1
@@ -57,8 +63,7 @@ def local_tf_configs(nproc: int) -> list[dict]:
 def child_env(threads: int = THREADS_PER_PROCESS, extra: dict | None = None) -> dict:
     """The parent's environment, with the checkout importable and one thread count for every process."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.update(extra or {})
@@ -140,6 +145,50 @@ def launch_tf(nproc: int, args: Sequence[str], timeout: float | None = None, thr
             log.seek(0)
             outputs.append(log.read())
     return Launched([process.returncode for process in processes], outputs)
+
+
+# ---- one worker per side ----------------------------------------------------------------------------------
+
+class SideFailed(Exception):
+    """A side's worker process crashed (its traceback is already on the console): exit status 1."""
+
+
+def worker_env(side: str) -> dict:
+    """The parent's environment, with the side's Keras engine chosen before its process imports Keras (the tf side's
+    Keras models run on TensorFlow whatever the user's shell says)."""
+    backend = ARMS[side].backend
+    return dict(os.environ) if backend is None else {**os.environ, "KERAS_BACKEND": backend}
+
+
+def launch_worker(order: WorkerOrder, nproc: int = 1, threads: int = 1) -> None:
+    """A fresh Python process for the order; with nproc > 1, the side's own launcher: torchrun for PyTorch, N workers
+    with their TF_CONFIG for TensorFlow. A worker's one-line error (status 2 or 3) ends this run too."""
+    arguments = ["-m", "harness.worker", order.to_argument()]
+    if nproc > 1:
+        launcher = launch_torch if order.side == "torch" else launch_tf
+        launched = launcher(nproc, arguments, threads=threads, env=worker_env(order.side), stream=True)
+        status = next((code for code in launched.returncodes if code != 0), 0)
+        if status not in (0, 2, 3):
+            print(launched.describe(), file=sys.stderr)
+    else:
+        # The worker inherits the run folder's lock (held while any process of the run lives) and dies with this
+        # process; it starts in the checkout, every path it reads already made absolute here (harness/paths.py).
+        worker = subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=worker_env(order.side),
+                                  pass_fds=held_locks(), preexec_fn=die_with_parent())
+        try:
+            status = worker.wait()
+        except KeyboardInterrupt as interrupt:  # Ctrl-C reached the worker too; SIGTERM reached this process alone
+            worker.send_signal(signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+            raise
+    if status in (2, 3):
+        raise SystemExit(status)  # the worker already printed its one-line error
+    if status != 0:
+        raise SideFailed(f"the {SIDE_NAMES[order.side]} side failed with exit status {status} (its traceback is above)")
 
 
 # ---- several machines: the commands docs/distributed.md shows ---------------------------------------------

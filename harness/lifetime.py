@@ -1,5 +1,6 @@
-"""A worker never outlives its run: it dies with the process that started it, it holds the run folder's lock while it
-lives, and it takes Ctrl-C and SIGTERM whatever the user's shell set."""
+"""A run's processes and signals: SIGTERM handled as Ctrl-C is, and a worker that never outlives its run (it dies with
+the process that started it, holds the run folder's lock while it lives, and takes Ctrl-C and SIGTERM whatever the
+user's shell set)."""
 from __future__ import annotations
 
 import ctypes
@@ -12,6 +13,18 @@ from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ORPHAN_POLL_S = 1.0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (the workers stopped, the partial report written), with exit status 143."""
+
+
+def stop_on_sigterm() -> None:
+    def terminated(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+
 
 
 def die_with_parent() -> Callable[[], None] | None:

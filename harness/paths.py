@@ -20,12 +20,9 @@ def absolute(path: str | os.PathLike) -> Path:
 def resolve_user_paths(args: argparse.Namespace) -> argparse.Namespace:
     """args with every path flag absolute, and the path variables of this process's environment, which the workers
     inherit, likewise."""
-    for flag in PATH_FLAGS:
-        value = getattr(args, flag, None)
-        if isinstance(value, list):
-            setattr(args, flag, [absolute(item) for item in value])
-        elif value is not None:
-            setattr(args, flag, absolute(value))
+    given = {flag: getattr(args, flag) for flag in PATH_FLAGS if getattr(args, flag, None) is not None}
+    vars(args).update({flag: [absolute(item) for item in value] if isinstance(value, list) else absolute(value)
+                       for flag, value in given.items()})
     for name in PATH_VARIABLES:
         if os.environ.get(name):
             os.environ[name] = str(absolute(os.environ[name]))

@@ -3,18 +3,18 @@ parity probe is, its canonical weight layout, its benchmark batch and FLOP count
 else (the harness, the workers, the benchmark, the reports) asks the task's entry here, never its name."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import psutil
 
 from harness import task_reports
 from harness.benchmark import flops
 from harness.report import TaskReport
-from harness.runners import digits, folders, lessons, unet
-from harness.surface import Surface, open_surface
+from harness.surface import AutogradModules, NeuronModules, Surface, open_surface
+from harness.tasks import digits, folder_set, lessons, unet
 from shared import weights
 from shared.errors import UserError
 from shared.init import init_weights
@@ -41,9 +41,9 @@ def photos_batch(spec: TaskSpec, batch_size: int, seed: int) -> tuple[np.ndarray
     return images, masks[..., None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Task:
-    """What one task is to the harness."""
+    """What one task is to the harness, every part named where the registry below fills it in."""
 
     name: str
     probe: str  # what the parity probe array holds
@@ -62,7 +62,7 @@ class Task:
     final_weights: str | None = None  # the file a side's training leaves in its folder, read by --predict
     tolerances: dict[str, float] = field(default_factory=dict)  # how far the sides may differ (notes below)
     step_bytes: Callable | None = None  # (spec, batch) -> about the activations' memory of a train step
-    parts: tuple[str, ...] = ()  # a lesson's further side modules, after its own (autograd's graph_modes.py)
+    lesson: type | None = None  # a lesson's modules on a side (harness/surface.py NeuronModules, AutogradModules)
     fit_data: Callable | None = None  # (spec, data_dir, download) -> the spec the data asks for (its input channels)
     category_flops: Callable | None = None  # (spec, batch) -> FLOPs by --profile's category; None: not profiled
 
@@ -90,18 +90,18 @@ class Task:
     def check_memory(self, spec: TaskSpec, batch: int) -> None:
         """Refuse, before any work, a size whose first train step cannot fit in this machine's memory."""
         needed = self.step_bytes(spec, batch) if self.step_bytes else 0
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = psutil.virtual_memory().total
         if needed > memory:
             raise UserError(f"--image-size {shape_text(spec.image_size)} at batch {batch}: one training step keeps "
                             f"at least {needed / 2**30:,.1f} GiB of activations, more than this machine's "
                             f"{memory / 2**30:,.1f} GiB of memory; use a smaller --image-size or --batch-size")
 
     def surface(self, side: str, spec: TaskSpec) -> Surface:
-        return open_surface(side, spec, self.trainer, self.parts)
+        return open_surface(side, spec, self.trainer, self.lesson)
 
 
 # How far the two sides may differ, per task (float32), read by the harness, the benchmark and every test
-# (DESIGN.md "Equivalence is tested, not hoped"):
+# (docs/equivalence.md):
 # parity: max |tf - torch| of the probe arrays that compare.py checks on every run (harness/parity.py);
 # forward: max abs of the model's outputs; loss: abs; grad: per tensor |a - b| <= grad * max |b|;
 # trained_loss: relative, per step, after identical SGD-with-momentum steps;
@@ -119,23 +119,25 @@ DIGITS_TOLERANCES = {"parity": 1e-5, "forward": 1e-5, "loss": 1e-6, "grad": 1e-4
                      "float64": 1e-10}
 CLASSIFIER_PROBE = "log-probabilities of the initial weights on the first test batch"
 REGISTRY: dict[str, Task] = {task.name: task for task in (
-    Task("neuron", "w, b and O at every gradient step", lessons.run_neuron, task_reports.neuron_report,
-         tolerances=LESSON_TOLERANCES),
-    Task("autograd", "dz/dx", lessons.run_autograd, task_reports.autograd_report, parts=("graph_modes",),
-         tolerances=LESSON_TOLERANCES),
-    Task("mlp", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
-         weights.mlp_layout, "train", digits_batch, flops.mlp_forward_flops, digits.train_digits,
-         metric="test_accuracy", prediction="classes", final_weights="checkpoint.safetensors",
+    Task(name="neuron", probe="w, b and O at every gradient step", run=lessons.run_neuron,
+         report=task_reports.neuron_report, lesson=NeuronModules, tolerances=LESSON_TOLERANCES),
+    Task(name="autograd", probe="dz/dx", run=lessons.run_autograd, report=task_reports.autograd_report,
+         lesson=AutogradModules, tolerances=LESSON_TOLERANCES),
+    Task(name="mlp", probe=CLASSIFIER_PROBE, run=digits.run_classifier, report=task_reports.classifier_report,
+         prepare_data=digits.prepare_mnist, layout=weights.mlp_layout, trainer="train", benchmark_batch=digits_batch,
+         forward_flops=flops.mlp_forward_flops, train_set=digits.train_digits, metric="test_accuracy",
+         prediction="classes", final_weights="checkpoint.safetensors",
          tolerances={**DIGITS_TOLERANCES, "bf16_loss": 3e-2}),
-    Task("cnn", CLASSIFIER_PROBE, digits.run_classifier, task_reports.classifier_report, digits.prepare_mnist,
-         weights.cnn_layout, "train", digits_batch, flops.cnn_forward_flops, digits.train_digits,
-         metric="test_accuracy", prediction="classes", final_weights="checkpoint.safetensors",
-         tolerances=DIGITS_TOLERANCES),
-    Task("unet", "logits of the initial weights on the first validation batch", unet.run_unet, task_reports.unet_report,
-         unet.prepare_carvana, weights.unet_layout, "classifier", photos_batch, flops.unet_forward_flops,
-         unet.train_photos, unet.run_unet_distributed, unet.agreement_masks, metric="val_dice",
-         prediction="masks", final_weights="model.safetensors", step_bytes=flops.unet_step_bytes,
-         fit_data=folders.fit_data, category_flops=flops.unet_category_flops,
+    Task(name="cnn", probe=CLASSIFIER_PROBE, run=digits.run_classifier, report=task_reports.classifier_report,
+         prepare_data=digits.prepare_mnist, layout=weights.cnn_layout, trainer="train", benchmark_batch=digits_batch,
+         forward_flops=flops.cnn_forward_flops, train_set=digits.train_digits, metric="test_accuracy",
+         prediction="classes", final_weights="checkpoint.safetensors", tolerances=DIGITS_TOLERANCES),
+    Task(name="unet", probe="logits of the initial weights on the first validation batch", run=unet.run_unet,
+         report=task_reports.unet_report, prepare_data=unet.prepare_carvana, layout=weights.unet_layout,
+         trainer="classifier", benchmark_batch=photos_batch, forward_flops=flops.unet_forward_flops,
+         train_set=unet.train_photos, run_distributed=unet.run_unet_distributed, agreement=unet.agreement_masks,
+         metric="val_dice", prediction="masks", final_weights="model.safetensors", step_bytes=flops.unet_step_bytes,
+         fit_data=folder_set.fit_data, category_flops=flops.unet_category_flops,
          tolerances={"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
                      "trained_weights": 1e-4, "reference_loss": 1e-5, "data_parallel_step": 1e-5,
                      "data_parallel_epoch": 1e-3, "float64": 1e-10}),

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from harness import run, seeds
+from harness import comparison, seeds
 from harness.jobs import RunJob, read_job
 from harness.ownership import owned_folder, owned_names, resume_command
 from harness.predict import run as predict
@@ -39,7 +39,7 @@ def resume(out: Path, in_process: bool, data_dir: Path | None = None) -> dict:
             job = moved_data(out, job, data_dir)
         check_data_there(out, job)
         print(f"resuming {job.task} in {out}", flush=True)
-        return run.run_job(out, job, in_process)
+        return comparison.run_job(out, job, in_process)
 
 
 def moved_data(out: Path, job: RunJob, data_dir: Path) -> RunJob:

@@ -5,19 +5,19 @@ against its control, and one sentence."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 from scipy import stats
 
-from harness import drift, run
+from harness import comparison, drift
 from harness.jobs import RunJob, spec_of, write_job
 from harness.ownership import output_folder, owned_folder
 from harness.registry import task_of
 from harness.report import SIDE_NAMES, pyplot, save_figure, variables_line
 from harness.surface import ARMS
+from shared import tables
 from shared.atomic import write_atomic, write_json
 from shared.errors import UserError
 from shared.tasks import LIMITS, TaskSpec
@@ -54,8 +54,9 @@ def interval(values: list[float]) -> dict:
     if data.size < 2:
         return {"mean": mean, "sd": None, "low": None, "high": None, "n": int(data.size)}
     sd = float(data.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, data.size - 1)) * sd / math.sqrt(data.size)
-    return {"mean": mean, "sd": sd, "low": mean - half, "high": mean + half, "n": int(data.size)}
+    # scipy refuses a zero scale; seeds that all give the same value have the interval [mean, mean]
+    low, high = stats.t.interval(CONFIDENCE, data.size - 1, loc=mean, scale=stats.sem(data)) if sd else (mean, mean)
+    return {"mean": mean, "sd": sd, "low": float(low), "high": float(high), "n": int(data.size)}
 
 
 def holds_zero(found: dict) -> bool | None:
@@ -166,13 +167,13 @@ def seeds_into(out: Path, spec: TaskSpec, sides: list[str], options, seeds: list
         folder = out / f"seed-{seed}"
         if (folder / "job.json").is_file():  # stopped during this seed's run
             with owned_folder(folder):
-                per_seed[seed] = run.run_job(folder, RunJob.read(folder / "job.json"), options.in_process)
+                per_seed[seed] = comparison.run_job(folder, RunJob.read(folder / "job.json"), options.in_process)
         elif (folder / "results.json").is_file():
             print(f"seed {seed}: finished before", flush=True)
             per_seed[seed] = json.loads((folder / "results.json").read_text())
         else:
             seed_options = SimpleNamespace(**{**vars(options), "out": folder, "overwrite": True})
-            per_seed[seed] = run.compare(spec.replace(seed=seed), sides, seed_options)
+            per_seed[seed] = comparison.compare(spec.replace(seed=seed), sides, seed_options)
     metrics = per_seed[seeds[0]]["frameworks"][sides[0]]["metrics"]
     metric = task.metric if task.metric in metrics else next(iter(metrics))
     summary = summarize(per_seed, metric)
@@ -212,17 +213,16 @@ def resume(out: Path, job: dict) -> dict:
 def seeds_report(results: dict) -> str:
     summary = results["seeds"]
     lines = [f"# twinnets: {results['task']} over {len(summary['seeds'])} seeds", "", f"**{summary['sentence']}**",
-             "", f"| run | mean {summary['metric']} | sd | 95% CI |", "|---|---|---|---|"]
+             ""]
     if results.get("environment", {}).get("variables"):
         lines[3:3] = [variables_line(results["environment"]), ""]
     rows = [(run_name(name), found) for name, found in summary["per_run"].items()]
     rows += [(f"{SIDE_NAMES[name.removesuffix(drift.CONTROL_SUFFIX)]} - its control" if
               name.endswith(drift.CONTROL_SUFFIX) else " - ".join(SIDE_NAMES[s] for s in drift.pair_sides(name)), found)
              for name, found in summary["paired"].items()]
-    for label, found in rows:
-        ci = "-" if found["low"] is None else f"{found['low']:+.4f} to {found['high']:+.4f}"
-        sd = "-" if found["sd"] is None else f"{found['sd']:.4f}"
-        lines.append(f"| {label} | {found['mean']:.4f} | {sd} | {ci} |")
+    cells = [[label, f"{found['mean']:.4f}", "-" if found["sd"] is None else f"{found['sd']:.4f}",
+              "-" if found["low"] is None else f"{found['low']:+.4f} to {found['high']:+.4f}"] for label, found in rows]
+    lines.append(tables.markdown(["run", f"mean {summary['metric']}", "sd", "95% CI"], cells))
     lines += ["", "Per seed (each seed's own run folder holds its report and drift.png):", ""]
     lines += [f"- seed {seed}: {verdict}" for seed, verdict in summary["verdicts"].items()]
     lines += ["", "![seeds.png](seeds.png)", ""]

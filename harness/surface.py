@@ -37,11 +37,11 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
-    Arm("tf", "TensorFlow", "tf_impl", "keras_impl", "tensorflow", "tab:orange"),
+    Arm("tf", "TensorFlow", "tf_impl", "keras_models", "tensorflow", "tab:orange"),
     Arm("torch", "PyTorch", "torch_impl", "torch_impl", None, "tab:blue"),
-    Arm("keras-tf", "Keras on TensorFlow", "keras_impl", "keras_impl", "tensorflow", "tab:red"),
-    Arm("keras-jax", "Keras on JAX", "keras_impl", "keras_impl", "jax", "tab:green"),
-    Arm("keras-torch", "Keras on PyTorch", "keras_impl", "keras_impl", "torch", "tab:purple"),
+    Arm("keras-tf", "Keras on TensorFlow", "keras_fit", "keras_models", "tensorflow", "tab:red"),
+    Arm("keras-jax", "Keras on JAX", "keras_fit", "keras_models", "jax", "tab:green"),
+    Arm("keras-torch", "Keras on PyTorch", "keras_fit", "keras_models", "torch", "tab:purple"),
 )}
 NATIVE = ("tf", "torch")
 SIDES = tuple(ARMS)
@@ -104,7 +104,7 @@ class NeuronLesson(Protocol):
 @runtime_checkable
 class AutogradLesson(Protocol):
     """Tensors, automatic differentiation and the graph the framework builds (autograd.py), and the side going static
-    or dynamic with the tf.function pitfalls counted (graph_modes.py); harness/runners/lessons.py assembles them."""
+    or dynamic with the tf.function pitfalls counted (graph_modes.py); harness/tasks/lessons.py assembles them."""
 
     NOTES: list[str]  # what the side's dialect says about its graphs, in sentences for the report
 
@@ -148,25 +148,36 @@ class Runtime(Protocol):
     def threads(self) -> int: ...
 
 
-TRAINED_TASK_FROM_WEIGHTS = ("load_weights", "export_weights", "count_parameters")
-TRAINED_TASK_FROM_TRAINER = ("forward", "gradients", "loss", "to_tensors", "make_optimizer", "make_train_step",
-                             "make_loader", "train", "predict")
-
-
+@dataclass(frozen=True)
 class ModuleTask:
-    """A trained task's surface made of an arm's modules: the model's own module (mlp.py, cnn.py, unet.py) builds
-    it, weights.py converts its weights (both from the arm's models package), and its trainer module (train.py or
-    classifier.py) does the rest."""
+    """A trained task on one arm, member by member from its modules: the model's own module (mlp.py, cnn.py, unet.py)
+    builds it, weights.py converts its weights (both from the arm's models package), and its trainer module (train.py
+    or classifier.py) does the rest. Each member is the side's own function, named where `of` picks it."""
 
-    def __init__(self, arm: Arm, model_module: str, trainer_module: str):
+    build: Callable
+    load_weights: Callable
+    export_weights: Callable
+    count_parameters: Callable
+    forward: Callable
+    gradients: Callable
+    loss: Callable
+    to_tensors: Callable
+    make_optimizer: Callable
+    make_train_step: Callable
+    make_loader: Callable
+    train: Callable
+    predict: Callable
+
+    @classmethod
+    def of(cls, arm: Arm, model_module: str, trainer_module: str) -> ModuleTask:
         model = importlib.import_module(f"{arm.models}.{model_module}")
         weights = importlib.import_module(f"{arm.models}.weights")
         trainer = importlib.import_module(f"{arm.package}.{trainer_module}")
-        self.build = model.build
-        for name in TRAINED_TASK_FROM_WEIGHTS:
-            setattr(self, name, getattr(weights, name))
-        for name in TRAINED_TASK_FROM_TRAINER:
-            setattr(self, name, getattr(trainer, name))
+        return cls(build=model.build, load_weights=weights.load_weights, export_weights=weights.export_weights,
+                   count_parameters=weights.count_parameters, forward=trainer.forward, gradients=trainer.gradients,
+                   loss=trainer.loss, to_tensors=trainer.to_tensors, make_optimizer=trainer.make_optimizer,
+                   make_train_step=trainer.make_train_step, make_loader=trainer.make_loader, train=trainer.train,
+                   predict=trainer.predict)
 
 
 @dataclass(frozen=True)
@@ -192,27 +203,54 @@ class Surface:
         return importlib.import_module(f"{PACKAGES[self.side]}.{name}")
 
 
-class ModuleLesson:
-    """A lesson's surface made of a side's modules: a member is looked up in the lesson's own module (neuron.py,
-    autograd.py), then in the parts that carry it on (graph_modes.py), so the harness calls it as one."""
+@dataclass(frozen=True)
+class NeuronModules:
+    """The neuron lesson on one side: its neuron.py."""
 
-    def __init__(self, package: str, name: str, parts: tuple[str, ...] = ()):
-        names = (name, *parts)
-        self.modules = [importlib.import_module(f"{package}.{module}") for module in names]
+    build: Callable
+    gradients: Callable
+    train: Callable
 
-    def __getattr__(self, member: str) -> Any:
-        for module in self.__dict__.get("modules", ()):  # not self.modules: that would recurse before __init__
-            if hasattr(module, member):
-                return getattr(module, member)
-        raise AttributeError(member)
+    @classmethod
+    def of(cls, package: str) -> NeuronModules:
+        neuron = importlib.import_module(f"{package}.neuron")
+        return cls(build=neuron.build, gradients=neuron.gradients, train=neuron.train)
 
 
-def open_surface(side: str, spec: TaskSpec, trainer: str | None, parts: tuple[str, ...] = ()) -> Surface:
-    """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), a
-    ModuleLesson of the lesson's modules (its own, then `parts`) for a lesson."""
+@dataclass(frozen=True)
+class AutogradModules:
+    """The autograd lesson on one side: tensors, gradients and graphs from its autograd.py, the side going static or
+    dynamic and the tf.function pitfalls from its graph_modes.py."""
+
+    NOTES: list[str]
+    tensor_basics: Callable
+    gradient: Callable
+    gradient_of_constant: Callable
+    graph: Callable
+    graphs_per_call: Callable
+    control_flow: Callable
+    graph_drawings: Callable
+    going_static: Callable
+    going_dynamic: Callable
+    pitfalls: Callable
+
+    @classmethod
+    def of(cls, package: str) -> AutogradModules:
+        autograd = importlib.import_module(f"{package}.autograd")
+        modes = importlib.import_module(f"{package}.graph_modes")
+        return cls(NOTES=autograd.NOTES, tensor_basics=autograd.tensor_basics, gradient=autograd.gradient,
+                   gradient_of_constant=autograd.gradient_of_constant, graph=autograd.graph,
+                   graphs_per_call=autograd.graphs_per_call, control_flow=autograd.control_flow,
+                   graph_drawings=autograd.graph_drawings, going_static=modes.going_static,
+                   going_dynamic=modes.going_dynamic, pitfalls=modes.pitfalls)
+
+
+def open_surface(side: str, spec: TaskSpec, trainer: str | None, lesson: type | None = None) -> Surface:
+    """The side's surface for the task: a ModuleTask for a trained task (trainer names its trainer module), else the
+    lesson's modules (NeuronModules, AutogradModules)."""
     arm = ARMS[side]
     runtime = importlib.import_module(f"{arm.package}.runtime")
-    task = ModuleTask(arm, spec.name, trainer) if trainer is not None else ModuleLesson(arm.package, spec.name, parts)
+    task = ModuleTask.of(arm, spec.name, trainer) if trainer is not None else lesson.of(arm.package)
     return Surface(side, runtime, task)
 
 

@@ -15,7 +15,8 @@ from harness.report import (
     plot_mask_grid,
     plot_neuron_surface,
 )
-from harness.runners.folders import folder_lines
+from harness.tasks.folder_set import folder_lines
+from shared import tables
 from shared.data.folders import SOURCE_NAME
 from shared.graph_drawing import draw, draw_beside
 from shared.graph_lessons import dynamic_lines, markdown, pitfall_table, static_lines
@@ -33,11 +34,13 @@ def neuron_report(results: dict, out: Path) -> TaskReport:
         "TensorFlow step is one tf.function traced once.")
     images = [plot_neuron_surface(results, out / "neuron_surface.png").name,
               plot_losses(results, out / "loss.png", per_batch=False, step_name="gradient step").name]
-    lines = ["| side | start w | start b | start O | end w | end b | end O | end E |", "|---" * 8 + "|"]
+    rows = []
     for side, result in results["frameworks"].items():
         first, last = result["trajectory"][0], result["trajectory"][-1]
-        lines.append(f"| {SIDE_NAMES[side]} | {first['w']:.6f} | {first['b']:.6f} | {first['output']:.6f} | "
-                     f"{last['w']:.6f} | {last['b']:.6f} | {last['output']:.6f} | {last['error']:.3e} |")
+        rows.append([SIDE_NAMES[side], *(f"{value:.6f}" for value in (first["w"], first["b"], first["output"],
+                                                                         last["w"], last["b"], last["output"])),
+                     f"{last['error']:.3e}"])
+    lines = [tables.markdown(["side", "start w", "start b", "start O", "end w", "end b", "end O", "end E"], rows)]
     logit = math.log(config["target"] / (1 - config["target"]))
     lines += ["", f"Exact solutions: {config['phi']}*w + b = logit({config['target']}) = {logit:.6f}. "
               "The TensorFlow step traced "
@@ -86,15 +89,16 @@ def train_step_section(results: dict) -> str:
     """What each side's train step is, measured by the run: TensorFlow's trace count and the ops of its one graph,
     the nodes of the autograd graph PyTorch records at every step, and the first step against the median one."""
     frameworks = results["frameworks"]
-    lines = ["## The train step: one static graph against a graph recorded at every step", "",
-             "| | traces | ops in the traced graph | autograd nodes recorded per step | first step s | median step s |",
-             "|---|---|---|---|---|---|"]
+    rows = []
     for side, result in frameworks.items():
         graph, timing = result.get("graph") or {}, result.get("timing", {})
         cells = [graph.get("traces"), graph.get("graph_ops"), graph.get("autograd_nodes"),
                  timing.get("first_step_s"), timing.get("step_s_median")]
-        shown = ["-" if cell is None else f"{cell:.4f}" if isinstance(cell, float) else f"{cell:,}" for cell in cells]
-        lines.append(f"| {SIDE_NAMES[side]} | " + " | ".join(shown) + " |")
+        rows.append([SIDE_NAMES[side], *("-" if cell is None else f"{cell:.4f}" if isinstance(cell, float)
+                                         else f"{cell:,}" for cell in cells)])
+    lines = ["## The train step: one static graph against a graph recorded at every step", "",
+             tables.markdown(["", "traces", "ops in the traced graph", "autograd nodes recorded per step",
+                              "first step s", "median step s"], rows)]
     tf, torch = (frameworks.get(side, {}) for side in ("tf", "torch"))
     steps = len(tf.get("batch_losses") or torch.get("batch_losses") or [])
     tf_graph, torch_graph = tf.get("graph") or {}, torch.get("graph") or {}
@@ -122,10 +126,9 @@ def engine_section(results: dict, out: Path) -> tuple[list[str], list[str]]:
     if not engines:
         return [], []
     lines = ["## One Keras train step, three engines", "",
-             "The Keras arms run the same program (keras_impl/: one model file, model.compile and model.fit); "
-             "what differs is the engine under it.", "",
-             "| arm | static or dynamic | what the engine traces or records | its size | train_step's Python ran | "
-             "median step s |", "|---|---|---|---|---|---|"]
+             "The Keras arms run the same program (keras_models/: one model file; keras_fit/: model.compile and "
+             "model.fit); what differs is the engine under it.", ""]
+    rows = []
     for side, engine in engines.items():
         size = (f"{engine['graph_ops']:,} {'jaxpr equations' if engine['engine'] == 'jax' else 'graph ops'}"
                 if engine.get("graph_ops") else f"{engine['autograd_nodes']:,} autograd nodes per step"
@@ -136,8 +139,10 @@ def engine_section(results: dict, out: Path) -> tuple[list[str], list[str]]:
             size += f"; with jit_compile, torch.compile fails: {engine['dynamo_failure']}"
         records = engine.get("records", "-") + (f" (failed: {engine['failure']})" if engine.get("failure") else "")
         median = results["frameworks"][side].get("timing", {}).get("step_s_median")
-        lines.append(f"| {SIDE_NAMES[side]} | {engine.get('kind', '-')} | {records} | {size} | "
-                     f"{engine['step_python_runs']} time(s) | {'-' if median is None else f'{median:.4f}'} |")
+        rows.append([SIDE_NAMES[side], engine.get("kind", "-"), records, size, f"{engine['step_python_runs']} time(s)",
+                     "-" if median is None else f"{median:.4f}"])
+    lines.append(tables.markdown(["arm", "static or dynamic", "what the engine traces or records", "its size",
+                                  "train_step's Python ran", "median step s"], rows))
     reasons = [f"- {SIDE_NAMES[side]}: graph break: {reason}" for side, engine in engines.items()
                for reason in engine.get("break_reasons") or []]
     lines += ["", *reasons] if reasons else []
@@ -160,11 +165,11 @@ def classifier_report(results: dict, out: Path) -> TaskReport:
         + (" Keras' first Dense after Flatten gets its rows permuted: Flatten on NHWC orders features (H, W, C) "
            "where PyTorch's order is (C, H, W)." if "channels" in config else ""))
     images = [plot_losses(results, out / "loss.png").name, plot_confusion(results, out / "confusion.png").name]
-    lines = ["Per-epoch test accuracy:", "", "| epoch | " + " | ".join(SIDE_NAMES[s] for s in results["frameworks"])
-             + " |", "|---" * (len(results["frameworks"]) + 1) + "|"]
     histories = [r["history"] for r in results["frameworks"].values()]
-    for row in zip(*histories):
-        lines.append(f"| {row[0]['epoch']} | " + " | ".join(f"{h['test_accuracy']:.4f}" for h in row) + " |")
+    lines = ["Per-epoch test accuracy:", "",
+             tables.markdown(["epoch", *(SIDE_NAMES[s] for s in results["frameworks"])],
+                             [[row[0]["epoch"], *(f"{h['test_accuracy']:.4f}" for h in row)]
+                              for row in zip(*histories)])]
     note = results.get("data", {}).get("note")
     if note:
         lines += ["", f"Data note: {note}."]

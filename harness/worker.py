@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.benchmark.rows import bench_side
+from harness.benchmark.serving import infer_side
 from harness.diagnose.steps import diagnose_side
-from harness.jobs import RunJob, WorkerOrder, read_job, stop_on_sigterm
-from harness.lifetime import default_signals, watch_parent
+from harness.jobs import RunJob, WorkerOrder, read_job
+from harness.lifetime import default_signals, stop_on_sigterm, watch_parent
 from harness.predict.run import predict_side
-from harness.sides import agree_side, run_group
+from harness.side_training import agree_side, run_group
 from harness.surface import ARMS
 from shared.errors import UserError, os_error_line
 
@@ -30,6 +31,7 @@ WORK: dict[str, Callable[[WorkerOrder], object]] = {
     "bench": lambda order: bench_side(order.side, read(order)),
     "diagnose": lambda order: diagnose_side(order.side, read(order)),
     "predict": lambda order: predict_side(order.side, read(order)),
+    "infer": lambda order: infer_side(order.side, read(order)),
 }
 
 

@@ -1,14 +1,7 @@
-"""Portable Keras 3: the models, their canonical weights and Keras' own training loop, on any engine.
+"""The Keras arms' training (keras-tf, keras-jax, keras-torch): the portable models of keras_models/ trained as a
+Keras 3 user trains them, with model.compile and model.fit, on whichever engine KERAS_BACKEND chose.
 
-Nothing here imports TensorFlow, JAX or PyTorch at module level: the same files run under KERAS_BACKEND=tensorflow,
-jax or torch. TensorFlow's hand-written train step (tf.function + GradientTape) and tf.data stay in tf_impl/, which
-trains these models; the keras-tf, keras-jax and keras-torch arms train them with model.compile and model.fit."""
-import os
-
-from shared.quiet import stderr_silenced, tensorflow_defaults
-
-# On TensorFlow, importing Keras imports TensorFlow: with tf_impl/'s settings, quietly.
-tensorflow_defaults()
-if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-    with stderr_silenced():
-        import keras  # noqa: F401
+What differs between the engines is written once per engine, in identically named modules (backend/tensorflow.py,
+backend/jax.py, backend/torch.py), and keras_fit/backend/__init__.py imports the one KERAS_BACKEND chose, as Keras
+does for its own backends: a keras-jax process never loads TensorFlow, nor a keras-tf one PyTorch."""
+import keras_models  # noqa: F401 - Keras imported once, quietly, by the portable package

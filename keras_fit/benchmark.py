@@ -1,7 +1,7 @@
 """The benchmark's Keras 3 half, for the portable arms on whichever engine KERAS_BACKEND chose: a minimal reference
 step, FLOPs, the matrix-multiply peak, device memory, build facts and the settings that change timings (the fairness
-manifest); twin of tf_impl/benchmark.py and torch_impl/benchmark.py. Each engine's own module is imported inside the
-function that needs it: that keeps the other engines out of the process (a keras-jax row never loads TensorFlow)."""
+manifest); twin of tf_impl/benchmark.py and torch_impl/benchmark.py. What differs between the engines is in
+keras_fit/backend/<engine>.py, chosen once: a keras-jax row never loads TensorFlow."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_impl.runtime import backend, compile_options, threads, versions
+from keras_fit.backend import engine
+from keras_fit.runtime import backend, compile_options, threads, versions
 from shared.execution import Execution
 
 DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -44,19 +45,10 @@ def loader_batches(loader: keras.utils.PyDataset, epoch: int):
 
 
 def count_flops(step: Callable, images: np.ndarray, targets: np.ndarray) -> int | None:
-    """On PyTorch, FlopCounterMode around Keras' step, as torch_impl counts its own, after one uncounted call: Keras'
-    first train_on_batch also runs the model forward once more, to build its metrics. Elsewhere None: TensorFlow's
+    """On PyTorch, FlopCounterMode around Keras' step, as torch_impl counts its own. Elsewhere None: TensorFlow's
     profiler has no formulas for gradient ops (tf_impl/benchmark.py), and XLA's cost analysis on JAX counts every op,
-    elementwise ones too, not the convolutions and matrix products the others count."""
-    if backend() != "torch":
-        return None
-    from torch.utils.flop_counter import FlopCounterMode  # this engine's own process only
-
-    step(images, targets)  # the step is a throwaway one (harness/benchmark/rows.py): its weights may move
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(images, targets)
-    return int(counter.get_total_flops())
+    elementwise ones too, not the convolutions and matrix products the others count (keras_fit/backend/)."""
+    return engine.count_flops(step, images, targets)
 
 
 def matmul(n: int, precision: str, execution: Execution) -> Callable[[], None]:
@@ -64,50 +56,17 @@ def matmul(n: int, precision: str, execution: Execution) -> Callable[[], None]:
     not the machine's limit), waiting for the result."""
     rng = np.random.default_rng(n)
     a, b = (keras.ops.cast(rng.standard_normal((n, n), dtype=np.float32), DTYPES[precision]) for _ in range(2))
-    engine = backend()
-    if engine == "jax":
-        import jax.numpy as jnp  # this engine's own process only
-
-        def run() -> None:
-            jnp.matmul(a, b).block_until_ready()
-    elif engine == "torch":
-        import torch  # this engine's own process only
-
-        def run() -> None:
-            torch.mm(a, b)  # the arms run on the CPU, where torch.mm returns when it is done
-    else:
-        import tensorflow as tf  # this engine's own process only
-
-        def run() -> None:
-            tf.matmul(a, b)[0, 0].numpy()
-    return run
+    return engine.matmul(a, b)
 
 
 def peak_device_memory(execution: Execution) -> int | None:
-    """None: the Keras arms run on the CPU (keras_impl/runtime.py), which has no separate device memory."""
+    """None: the Keras arms run on the CPU (keras_fit/runtime.py), which has no separate device memory."""
     return None
 
 
 def build_info() -> dict:
     """What decides the kernels: Keras and its engine's versions, the engine's CPU libraries, threads."""
-    engine, found = backend(), {**versions(), "intra_op_threads": threads(), "pid": os.getpid()}
-    if engine == "torch":
-        import torch  # this engine's own process only
-
-        found.update({"onednn (mkldnn)": torch.backends.mkldnn.is_available(),
-                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                      "inter_op_threads": torch.get_num_interop_threads()})
-    elif engine == "tensorflow":
-        import tensorflow as tf  # this engine's own process only
-
-        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset: on only where the CPU has AVX-512 VNNI or AMX")
-        found.update({"onednn": onednn,
-                      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()})
-    else:
-        import jax  # this engine's own process only
-
-        found.update({"devices": [str(device) for device in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS")})
-    return found
+    return {**versions(), "intra_op_threads": threads(), "pid": os.getpid(), **engine.build_info()}
 
 
 def place(model: keras.Model, execution: Execution) -> keras.Model:
@@ -118,46 +77,17 @@ def place(model: keras.Model, execution: Execution) -> keras.Model:
 def configure_fairness(execution: Execution, tf32: bool) -> dict:
     """What the harness sets, the same on every side: TF32 for float32 matrix products and convolutions as asked
     (each engine's own switch; on the CPU, where the arms run, no product uses TF32). Returns what it set."""
-    engine = backend()
-    if engine == "tensorflow":
-        import tensorflow as tf  # this engine's own process only
-
-        tf.config.experimental.enable_tensor_float_32_execution(tf32)
-    elif engine == "torch":
-        import torch  # this engine's own process only
-
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    elif tf32:  # JAX's default precision is left alone unless TF32 is asked for
-        import jax  # this engine's own process only
-
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    engine.configure_tf32(tf32)
     return {"tf32_matmul": tf32, "tf32_convolution": tf32}
-
-
-def _tf32_state() -> bool:
-    """Whether float32 products may use TF32 in this process, by the engine's own switch."""
-    engine = backend()
-    if engine == "tensorflow":
-        import tensorflow as tf  # this engine's own process only
-
-        return bool(tf.config.experimental.tensor_float_32_execution_enabled())
-    if engine == "torch":
-        import torch  # this engine's own process only
-
-        return bool(torch.backends.cuda.matmul.allow_tf32)
-    import jax  # this engine's own process only
-
-    return jax.config.jax_default_matmul_precision == "tensorfloat32"
 
 
 def fairness_settings(execution: Execution) -> dict:
     """The settings in force in this process that change a timing, and the variables that change them."""
-    engine, options = backend(), compile_options(execution)
-    tf32 = _tf32_state()
-    return {"keras_backend": engine, "tf32_matmul": tf32, "tf32_convolution": tf32,
+    name, options = backend(), compile_options(execution)
+    tf32 = engine.tf32_state()
+    return {"keras_backend": name, "tf32_matmul": tf32, "tf32_convolution": tf32,
             "jit_compile": f"model.compile(jit_compile={options['jit_compile']}, "
                            f"run_eagerly={options['run_eagerly']})",
-            "graph": GRAPHS.get((engine, execution.mode), execution.mode),
+            "graph": GRAPHS.get((name, execution.mode), execution.mode),
             "intra_op_threads": threads(), "inter_op_threads": build_info().get("inter_op_threads"),
             "variables": {name: os.environ.get(name) for name in VARIABLES}}

@@ -1,7 +1,7 @@
 """The training callbacks of the portable Keras arms: TensorBoard events written with TensorBoard's own event
 writer (tf.summary needs TensorFlow, which a keras-jax process never loads), and model saving; twin of
 tf_impl/callbacks.py and torch_impl/callbacks.py (PredictionsSaverCallback needs no framework: shared/callbacks.py).
-No graph is written: what each engine traces or records is the engine lesson (keras_impl/engines.py)."""
+No graph is written: what each engine traces or records is the engine lesson (keras_fit/engines.py)."""
 from __future__ import annotations
 
 import io
@@ -16,7 +16,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from keras_impl.weights import export_weights
+from keras_models.weights import export_weights
 from shared.atomic import atomic_path
 from shared.callbacks import Callback, PreviewCallback, epoch_scalars, step_scalars
 from shared.weights import save_weights

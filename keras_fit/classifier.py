@@ -4,23 +4,24 @@ tf.function step) and torch_impl/classifier.py (the eager loop)."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, Callable
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_impl import data, engines
-from keras_impl.data import CarvanaLoader
-from keras_impl.fit import BatchMean, FitLog, fit
-from keras_impl.fit import gradients as engine_gradients
-from keras_impl.optimizers import make_optimizer, make_schedule
-from keras_impl.runtime import arm, compile_options, title
-from keras_impl.weights import canonical_gradients, checkpointer
-from shared import trainer
+from keras_fit import data, engines
+from keras_fit.data import CarvanaLoader
+from keras_fit.fit import BatchMean, FitLog, fit
+from keras_fit.fit import gradients as engine_gradients
+from keras_fit.runtime import arm, compile_options, title
+from keras_models.optimizers import make_optimizer, make_schedule
+from keras_models.weights import canonical_gradients, checkpointer
 from shared.data.carvana import TrainImageDataset
 from shared.errors import UserError
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
+from shared.loaders import Loaders
 from shared.metrics import sigmoid
 from shared.tasks import UNetSpec
 
@@ -106,10 +107,7 @@ class CarvanaClassifier:
 
     def compile(self, steps_per_epoch: int, epochs: int) -> None:
         """model.compile: the optimizer with its schedule, the loss, the metrics; Keras traces the step later."""
-        schedule = make_schedule(self.spec, steps_per_epoch, epochs)
-        if schedule is not None:
-            self.optimizer.learning_rate = schedule
-        self.schedule = schedule
+        self.schedule = make_schedule(self.optimizer, self.spec, steps_per_epoch, epochs)  # the optimizer's now
         threshold = self.spec.threshold
         self.net.compile(optimizer=self.optimizer,
                          loss=lambda masks, logits: bce_dice_loss(ops.cast(logits, "float32"), masks),
@@ -161,6 +159,17 @@ def _dice_of(masks, logits, threshold: float):
     return image_dice(ops.cast(logits, "float32"), masks, threshold)
 
 
-# The task surface's train step and loop are the source text's trainer class (shared/trainer.py).
-make_train_step = partial(trainer.make_train_step, CarvanaClassifier)
-train = partial(trainer.train, CarvanaClassifier)
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, spec: UNetSpec,
+                    execution: Execution | None = None) -> Callable[[Any, Any], float]:
+    """One step of the trainer on a batch (the benchmark times it): model.train_on_batch; returns the loss."""
+    classifier = CarvanaClassifier(model, 1, spec, verbose=False, execution=execution, optimizer=optimizer)
+    return lambda images, masks: classifier.train_step(images, masks)[0]
+
+
+def train(model: keras.Model, spec: UNetSpec, loaders: Loaders, callbacks=None, checkpoint_dir=None,
+          execution: Execution | None = None, verbose: bool = True) -> dict:
+    """The source text's `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+    classifier = CarvanaClassifier(model, spec.epochs, spec, verbose, checkpoint_dir, execution)
+    history = classifier.train(loaders.train, loaders.valid, spec.epochs, callbacks)
+    return {"history": history, "batch_losses": classifier.batch_losses, "batch_lrs": classifier.batch_lrs,
+            "timing": classifier.timing, "traces": classifier.traces, **classifier.graph}

@@ -2,7 +2,7 @@
 tf_impl/data.py (tf.data) and torch_impl/data.py (DataLoader).
 
 A PyDataset is a list of batches: `dataset[i]` is batch i of the current epoch, in the order shared/data/batches.py
-gives every side; `epoch` is set by the fit loop's callback at the start of each epoch (keras_impl/fit.py)."""
+gives every side; `epoch` is set by the fit loop's callback at the start of each epoch (keras_fit/fit.py)."""
 from __future__ import annotations
 
 import keras

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_fit.backend import engine
 from shared.checkpoint import Checkpointer
 from shared.history import TrainingLog
 
@@ -81,28 +82,7 @@ def fit(model: keras.Model, train_loader, valid_loader, log: TrainingLog, fit_lo
 
 def gradients(model: keras.Model, loss: Callable, images: np.ndarray, targets: np.ndarray) -> tuple[float, list]:
     """The loss of one batch in training mode and its gradient for each of model.trainable_variables, in their
-    order, as numpy: Keras 3 has no portable gradient, so each engine's own autodiff computes it."""
-    engine = keras.backend.backend()
-    if engine == "jax":
-        import jax  # this engine's own process only
-
-        trainable = [variable.value for variable in model.trainable_variables]
-        fixed = [variable.value for variable in model.non_trainable_variables]
-
-        def loss_of(values):
-            outputs, _ = model.stateless_call(values, fixed, images, training=True)
-            return loss(ops.cast(outputs, "float32"), targets)
-
-        value, grads = jax.jit(jax.value_and_grad(loss_of))(trainable)  # one XLA program, not one per op
-    elif engine == "torch":
-        import torch  # this engine's own process only
-
-        value = loss(ops.cast(model(images, training=True), "float32"), ops.convert_to_tensor(targets))
-        grads = torch.autograd.grad(value, [variable.value for variable in model.trainable_variables])
-    else:
-        import tensorflow as tf  # this engine's own process only
-
-        with tf.GradientTape() as tape:
-            value = loss(ops.cast(model(images, training=True), "float32"), ops.convert_to_tensor(targets))
-        grads = tape.gradient(value, model.trainable_variables)
+    order, as numpy: Keras 3 has no portable gradient, so each engine's own autodiff computes it (keras_fit/backend/:
+    a GradientTape, jax.value_and_grad, torch.autograd.grad)."""
+    value, grads = engine.gradients(model, loss, images, targets)
     return float(ops.convert_to_numpy(value)), [ops.convert_to_numpy(grad) for grad in grads]

@@ -7,12 +7,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_impl import data, engines
-from keras_impl.data import ArrayLoader
-from keras_impl.fit import BatchMean, FitLog, fit
-from keras_impl.fit import gradients as engine_gradients
-from keras_impl.runtime import arm, compile_options, title
-from keras_impl.weights import canonical_gradients, checkpointer
+from keras_fit import data, engines
+from keras_fit.data import ArrayLoader
+from keras_fit.fit import BatchMean, FitLog, fit
+from keras_fit.fit import gradients as engine_gradients
+from keras_fit.runtime import arm, compile_options, title
+from keras_models.weights import canonical_gradients, checkpointer
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog

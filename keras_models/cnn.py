@@ -20,7 +20,7 @@ class CNN(keras.Model):
         self.flatten = keras.layers.Flatten()
         self.fc1 = keras.layers.Dense(hidden, name="fc1", kernel_initializer="zeros")
         self.fc2 = keras.layers.Dense(classes, name="fc2", kernel_initializer="zeros")
-        # Flatten on NHWC gives (H, W, C) order; keras_impl/weights.py permutes fc1's rows from PyTorch's (C, H, W).
+        # Flatten on NHWC gives (H, W, C) order; keras_models/weights.py permutes fc1's rows from PyTorch's (C, H, W).
         self.flattened_inputs = {"fc1": feature_map}
 
     def call(self, x, training: bool = False):  # no layer behaves differently in training

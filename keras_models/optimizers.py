@@ -1,7 +1,7 @@
 """The U-Net's optimizer and learning-rate schedules as Keras objects; a schedule is a function of the optimizer's
 own step counter (iterations) written with keras.ops. One definition serves the hand-written TensorFlow step
-(tf_impl/classifier.py) and Keras' own loop on every engine (keras_impl/classifier.py); PyTorch's twin is
-torch_impl/classifier.py."""
+(tf_impl/classifier.py) and Keras' own loop on every engine (keras_fit/classifier.py); PyTorch's twin is
+torch_impl/optimizers.py."""
 from __future__ import annotations
 
 import keras
@@ -38,9 +38,11 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
                 "after": None if self.after is None else keras.optimizers.schedules.serialize(self.after)}
 
 
-def make_schedule(spec: UNetSpec, steps_per_epoch: int, epochs: int):
-    """The Keras schedule of the learning rate: a function of the optimizer's own step counter (iterations), which
-    the optimizer evaluates at every apply_gradients; None for a constant lr (plateau: the warm-up alone, if any)."""
+def make_schedule(optimizer: keras.optimizers.Optimizer, spec: UNetSpec, steps_per_epoch: int, epochs: int):
+    """The Keras schedule of the optimizer's learning rate: a function of its own step counter (iterations), which
+    it evaluates at every apply_gradients, set as its learning_rate here (before a train step is traced: the graph
+    evaluates it); None for a constant lr. Plateau: the warm-up alone, if any, not set: ReduceLROnPlateau sets the
+    rate itself, as a number, which a schedule object cannot take."""
     warmup = schedules.warmup_steps(spec, steps_per_epoch)
     after = None
     if spec.schedule == "cosine":
@@ -49,4 +51,7 @@ def make_schedule(spec: UNetSpec, steps_per_epoch: int, epochs: int):
     elif spec.schedule == "step":
         after = keras.optimizers.schedules.ExponentialDecay(
             spec.lr, schedules.step_size(spec, steps_per_epoch), spec.step_gamma, staircase=True)
-    return LinearWarmup(spec.lr, warmup, spec.warmup_start, after) if warmup else after
+    schedule = LinearWarmup(spec.lr, warmup, spec.warmup_start, after) if warmup else after
+    if schedule is not None and spec.schedule != "plateau":
+        optimizer.learning_rate = schedule
+    return schedule

@@ -45,7 +45,7 @@ class DoubleConv(keras.layers.Layer):
     def __init__(self, n_out: int, padding: str, bn_eps: float, bn_momentum: float, name: str):
         super().__init__(name=name)
         # Keras' momentum weighs the old running statistics; PyTorch's weighs the new batch. The names join with "_"
-        # (keras_impl/weights.py reads it as the canonical "."): Keras on PyTorch keys torch parameters by them.
+        # (keras_models/weights.py reads it as the canonical "."): Keras on PyTorch keys torch parameters by them.
         # Kernels start at zero: the canonical weights are loaded next (a random initializer costs JAX a compile).
         self.conv1 = keras.layers.Conv2D(n_out, 3, padding=padding, name=f"{name}_conv1", kernel_initializer="zeros")
         self.bn1 = BatchNorm(epsilon=bn_eps, momentum=1 - bn_momentum, name=f"{name}_bn1")

@@ -9,7 +9,7 @@ from shared.errors import UserError
 MODES = {
     "tf": ("function", "eager", "xla"),  # tf.function graph; run_functions_eagerly; tf.function(jit_compile=True)
     "torch": ("eager", "channels_last", "compile"),  # eager autograd; NHWC memory format; torch.compile
-    # The portable Keras program, model.compile(jit_compile=...) on each engine (keras_impl/runtime.py):
+    # The portable Keras program, model.compile(jit_compile=...) on each engine (keras_fit/runtime.py):
     "keras-tf": ("function", "xla"),  # tf.function graph; jit_compile=True (XLA)
     "keras-jax": ("jit", "eager"),  # jax.jit (Keras' default on JAX); run_eagerly=True
     "keras-torch": ("eager", "compile"),  # eager (Keras' default on PyTorch); jit_compile=True (torch.compile)

@@ -1,6 +1,6 @@
 """The framework-free parts of the autograd task's graph lessons, called by both sides (tf_impl/graph_modes.py,
 torch_impl/graph_modes.py) and by the report: what the retracing pitfall runs on (the mlp's real training epoch,
-built by harness/runners/digits.py), timing a call, quoting an error in one line, and the table of tf.function
+built by harness/tasks/digits.py), timing a call, quoting an error in one line, and the table of tf.function
 pitfalls with the PyTorch column beside it."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from shared import tables
 from shared.data.batches import LabelledImages
 
 # The batch sizes of the "every new batch size" row: a full batch of the mlp, the epoch's partial last batch
@@ -139,24 +140,23 @@ def pitfall_table(frameworks: dict) -> list[list[str]]:
         lambda t: "tf.function without input_signature: " + _trace_times(t["batch_shape"]["no_signature"], "trace"),
         lambda t: "(the same: nothing is traced)",
         lambda t: "torch.compile default: " + _trace_times(t["batch_shape"]["compile"], "compile"))
-    r = (tf or torch)["reduce_retracing"]
+    r = (tf or torch)["new_batch_sizes"]
     sizes = ", ".join(map(str, r["batch_sizes"]))
     row(f"{len(r['batch_sizes'])} batch sizes ({sizes}), the project's step on digits",
-        lambda t: f"{t['reduce_retracing']['default']} traces; reduce_retracing=True: "
-                  f"{t['reduce_retracing']['reduce_retracing']} (the 2nd shape traces a generalised, None-batch "
-                  f"graph); input_signature: {t['reduce_retracing']['input_signature']}",
-        lambda t: f"{t['reduce_retracing']['eager']} traces",
-        lambda t: f"{t['reduce_retracing']['compile']} compiles (default: automatic dynamic shapes after the 2nd); "
-                  f"dynamic=False: {t['reduce_retracing']['compile_static']}; "
-                  f"mark_dynamic: {t['reduce_retracing']['compile_marked_dynamic']}")
+        lambda t: f"{t['new_batch_sizes']['default']} traces; reduce_retracing=True: "
+                  f"{t['new_batch_sizes']['reduce_retracing']} (the 2nd shape traces a generalised, None-batch "
+                  f"graph); input_signature: {t['new_batch_sizes']['input_signature']}",
+        lambda t: f"{t['new_batch_sizes']['eager']} traces",
+        lambda t: f"{t['new_batch_sizes']['compile']} compiles (default: automatic dynamic shapes after the 2nd); "
+                  f"dynamic=False: {t['new_batch_sizes']['compile_static']}; "
+                  f"mark_dynamic: {t['new_batch_sizes']['compile_marked_dynamic']}")
     return rows
 
 
 def markdown(rows: list[list[str]]) -> str:
     """A markdown table; the first row is the header."""
     cells = [[cell.replace("|", "\\|") for cell in row] for row in rows]
-    return "\n".join(["| " + " | ".join(cells[0]) + " |", "|---" * len(cells[0]) + "|"]
-                     + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+    return tables.markdown(cells[0], cells[1:])
 
 
 # ---- the report's sections ---------------------------------------------------------------------------------------

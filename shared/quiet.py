@@ -1,6 +1,6 @@
 """TensorFlow's process settings, and native libraries' chatter kept out of the user's terminal: lines logged before
 absl is initialised ignore TF_CPP_MIN_LOG_LEVEL, so stderr is closed while TensorFlow is imported (tf_impl/, and
-keras_impl/ on TensorFlow)."""
+keras_models/ on TensorFlow)."""
 from __future__ import annotations
 
 import contextlib

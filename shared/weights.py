@@ -1,5 +1,5 @@
 """The canonical weight layout (PyTorch state_dict names and array layouts), its numpy conversions to
-Keras layouts, and safetensors files; keras_impl/weights.py and torch_impl/weights.py apply it to models."""
+Keras layouts, and safetensors files; keras_models/weights.py and torch_impl/weights.py apply it to models."""
 from __future__ import annotations
 
 import os

@@ -26,14 +26,14 @@ import torch_impl  # noqa: E402,F401
 
 SIDES = ("tf", "torch")
 PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
-# The Keras side's models and their weights are portable Keras 3, in keras_impl/ (tf_impl/ trains them).
-MODELS = {"tf": "keras_impl", "torch": "torch_impl"}
-MODEL_MODULES = ("mlp", "cnn", "unet", "weights")
+# The Keras side's models and their weights are portable Keras 3, in keras_models/ (tf_impl/ trains them).
+MODELS = {"tf": "keras_models", "torch": "torch_impl"}
+MODEL_MODULES = ("mlp", "cnn", "unet", "weights", "optimizers")
 
 
 def side_module(side: str, module: str):
-    """The side's module by its twinned name: tf_impl.<module> (keras_impl.<module> for a model or weights.py) or
-    torch_impl.<module>."""
+    """The side's module by its twinned name: tf_impl.<module> (keras_models.<module> for a model, weights.py or
+    optimizers.py) or torch_impl.<module>."""
     package = MODELS[side] if module in MODEL_MODULES else PACKAGES[side]
     return importlib.import_module(f"{package}.{module}")
 

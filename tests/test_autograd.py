@@ -60,6 +60,19 @@ def test_torch_graph_count_sees_a_reused_graph(monkeypatch):
     assert tracing["calls"] == 3 and tracing["graphs_built"] == 1, tracing
 
 
+def test_torch_trace_count_sees_a_compiled_z(monkeypatch):
+    """The traces are measured, so the test above can fail: a z_of handed to torch.compile is traced by Dynamo (one
+    graph for the first shape, at least one more for the new one) and counted."""
+    import torch
+
+    autograd = side_module("torch", "autograd")
+    torch._dynamo.reset()
+    monkeypatch.setattr(autograd, "z_of", torch.compile(autograd.z_of, backend="eager", dynamic=False))
+    tracing = autograd.graphs_per_call(2.0, [SHAPE, SHAPE, (3, 3)])
+    torch._dynamo.reset()
+    assert tracing["calls"] == 3 and tracing["traces"] == 2, tracing
+
+
 def test_torch_graph_count_keeps_each_graph_alive():
     """Distinct ids are distinct graphs only while all are alive: many calls still count one graph each."""
     tracing = side_module("torch", "autograd").graphs_per_call(2.0, [SHAPE] * 50)

@@ -204,7 +204,7 @@ def test_missing_flatten_permutation_shows_in_fc1_output(monkeypatch, tmp_path):
 
     def unpermuted(spec):
         model = build(spec)
-        model.flattened_inputs = {}  # keras_impl/weights.py now loads fc1 as a plain Dense
+        model.flattened_inputs = {}  # keras_models/weights.py now loads fc1 as a plain Dense
         return model
 
     monkeypatch.setattr(side_module("tf", "cnn"), "build", unpermuted)

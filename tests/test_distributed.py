@@ -27,7 +27,7 @@ TOLERANCE = TOLERANCES["unet"]["data_parallel_step"]
 SPEC = {"image_size": 32, "base_filters": 4, "depth": 4, "batch_size": 4, "lr": 1.0}
 NPROC = 2
 # Over several steps SGD with momentum 0.99 amplifies rounding: a 1e-7 change of the initial weights moves the
-# weights by ~1e-4 after 8 steps, so a whole epoch is held to DESIGN.md's k-step tolerance for the losses.
+# weights by ~1e-4 after 8 steps, so a whole epoch is held to the k-step tolerance (docs/equivalence.md) for the losses.
 LOOP_TOLERANCE = {quantity: TOLERANCES["unet"]["data_parallel_epoch"] for quantity in ("loss", "weights")}
 LAUNCH_TIMEOUT_S = 180
 LAUNCHERS = {"torch": launch.launch_torch, "tf": launch.launch_tf}
@@ -140,8 +140,8 @@ LOOP_SPEC = {**SPEC, "lr": 0.01, "epochs": 1, "validation_size": 0.5}  # 1 car (
 
 def test_two_processes_train_an_epoch_like_one(tmp_path, tiny_carvana):
     """The whole loop with torchrun: one epoch of the shared order, each rank loading its own share of every
-    global batch; the batch losses follow one process' within DESIGN.md's k-step tolerance, and rank 0 alone
-    writes the checkpoint, the weights and the history. (The TensorFlow loop is tested in one process below;
+    global batch; the batch losses follow one process' within the k-step tolerance (docs/equivalence.md), and rank 0
+    alone writes the checkpoint, the weights and the history. (The TensorFlow loop is tested in one process below;
     its 2-worker run is the step above, repeated.)"""
     data_dir, spec_fields = tiny_carvana, LOOP_SPEC
     job = distributed.Job("train", spec_fields, str(tmp_path / "two"), data_dir=str(data_dir))

@@ -3,14 +3,19 @@ steps, the verdict on curves made to agree and to part (per arm too), the parity
 Student t intervals."""
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from scipy import stats
 
+from conftest import ROOT
 from harness import drift, parity, report, seeds
-from harness.jobs import Run, RunJob, WorkerOrder
+from harness.jobs import Run, RunJob
 from shared.errors import UserError
 
 
@@ -180,10 +185,12 @@ def test_seeds_are_a_count_or_a_list():
 
 
 def test_the_interval_is_students_t():
-    values = [0.97, 0.95, 0.99, 0.96]
-    found = seeds.interval(values)
-    half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
-    assert found["mean"] == pytest.approx(0.9675) and found["high"] - found["mean"] == pytest.approx(half)
+    """Worked by hand: mean 0.9675, sample sd 0.017078 (n - 1 = 3), t(0.975; 3) = 3.1824 from a printed table, so
+    the half-width is 3.1824 * 0.017078 / sqrt(4) = 0.027175. A normal quantile (1.96: 0.016737), the population sd
+    (0.014790: 0.023534) or no sqrt(n) (0.054351) each land elsewhere."""
+    found = seeds.interval([0.97, 0.95, 0.99, 0.96])
+    assert found["mean"] == pytest.approx(0.9675) and found["sd"] == pytest.approx(0.017078, abs=1e-6)
+    assert (found["low"], found["high"]) == (pytest.approx(0.940325, abs=1e-5), pytest.approx(0.994675, abs=1e-5))
     assert seeds.interval([0.5])["low"] is None
 
 
@@ -220,21 +227,36 @@ def test_each_side_and_its_control_share_a_process():
     assert [run.folder for run in job.runs] == ["torch", "tf", "torch-control", "tf-control"]
 
 
-def test_a_grouped_pytorch_worker_keeps_tensorflow_out(monkeypatch):
-    """A worker running PyTorch and its control is PyTorch's: it sets TensorBoard's no-TensorFlow marker (without it
-    torch.utils.tensorboard imports all of TensorFlow into the PyTorch process); TensorFlow's worker does not."""
+# A real worker process (harness/worker.py's main, its own settings) whose order is PyTorch's: its work opens the
+# PyTorch side's TensorBoard writer, as a run's callbacks do, then reports which frameworks the process holds.
+WORKER_CHILD = textwrap.dedent("""
+    import json, sys
     from harness import worker
+    from harness.jobs import Run, WorkerOrder
 
-    marked = []
-    monkeypatch.setattr(worker, "keep_tensorflow_out", lambda: marked.append(True))
-    monkeypatch.setitem(worker.WORK, "train", lambda order: None)
-    torch_order = WorkerOrder("train", "torch", "job.json", (Run("torch"), Run("torch", control=True)))
-    assert WorkerOrder.from_argument(torch_order.to_argument()) == torch_order
-    assert worker.main([torch_order.to_argument()]) == 0
-    assert marked == [True]
-    tf_order = WorkerOrder("train", "tf", "job.json", (Run("tf"), Run("tf", control=True)))
-    assert worker.main([tf_order.to_argument()]) == 0
-    assert marked == [True]
+    def work(order):
+        from torch_impl.callbacks import TensorboardLoggerCallback
+        logger = TensorboardLoggerCallback(sys.argv[2])
+        logger.on_train_begin()
+        logger.on_epoch_end(1, {"epoch": 1, "loss": 0.5})
+        logger.on_train_end()
+        print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "torch"})))
+
+    worker.WORK["train"] = work
+    order = WorkerOrder("train", sys.argv[1], "job.json", (Run(sys.argv[1]), Run(sys.argv[1], control=True)))
+    sys.exit(worker.main([order.to_argument()]))
+""")
+
+
+def test_a_pytorch_worker_keeps_tensorflow_out(tmp_path):
+    """A worker running PyTorch and its control writes TensorBoard logs with PyTorch's writer and never loads
+    TensorFlow (without TensorBoard's no-TensorFlow marker, torch.utils.tensorboard imports all of it): read from the
+    worker process's own sys.modules."""
+    completed = subprocess.run([sys.executable, "-c", WORKER_CHILD, "torch", str(tmp_path / "tb")], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == ["torch"]
+    assert list((tmp_path / "tb").glob("events.out.tfevents*")), "the writer wrote no event file"
 
 
 def test_seeds_pair_each_arm_with_the_reference_and_its_controls(tmp_path):
@@ -255,5 +277,6 @@ def test_seeds_pair_each_arm_with_the_reference_and_its_controls(tmp_path):
                                         "control's; for Keras on JAX, the framework difference is distinguishable "
                                         "from the control's.")
     text = seeds.seeds_report({"task": "unet", "seeds": {**summary, "verdicts": {}}})
-    assert "| Keras on JAX | 0.9150 |" in text and "| TensorFlow - Keras on JAX | 0.0500 |" in text
+    assert re.search(r"^\| Keras on JAX +\| 0\.9150 +\|", text, re.M)  # cells padded to their column's width
+    assert re.search(r"^\| TensorFlow - Keras on JAX +\| 0\.0500 +\|", text, re.M)
     assert seeds.plot_seeds(summary, tmp_path / "seeds.png").is_file()

@@ -26,7 +26,7 @@ MODES = {
 def called(monkeypatch) -> list:
     """Each mode's entry replaced by a recorder of the mode and the flags it got."""
     calls = []
-    monkeypatch.setattr(compare.run, "compare", lambda spec, sides, args: calls.append(("train", vars(args))))
+    monkeypatch.setattr(compare.comparison, "compare", lambda spec, sides, args: calls.append(("train", vars(args))))
     monkeypatch.setattr(compare.diagnose, "run_diagnose",
                         lambda spec, sides, args: calls.append(("diagnose", vars(args))))
     monkeypatch.setattr(compare.benchmark_run, "run_benchmark",

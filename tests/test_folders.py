@@ -1,4 +1,4 @@
-"""Your own segmentation set (shared/data/folders.py, harness/runners/folders.py): an images/ and a masks/ folder
+"""Your own segmentation set (shared/data/folders.py, harness/tasks/folder_set.py): an images/ and a masks/ folder
 matched by stem, 8- and 16-bit images and masks in PNG, TIFF and palette GIF, the refusal of a mask of many values,
 the split by group, a grayscale U-Net (one input channel) on both sides, every bad folder as one line and exit 2
 through compare.main, and one tiny end-to-end run and prediction (slow)."""
@@ -19,8 +19,8 @@ from PIL import Image
 import compare
 from conftest import COMPARE, USER_DIR
 from harness.registry import REGISTRY, TOLERANCES
-from harness.runners import folders as folder_runner
-from harness.runners.unet import FolderSplit, make_split, prepare_carvana
+from harness.tasks import folder_set as folder_runner
+from harness.tasks.unet import FolderSplit, make_split, prepare_carvana
 from shared.data import folders
 from shared.data.augment import random_augment
 from shared.data.synthetic_cells import generate_cells

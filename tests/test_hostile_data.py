@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 import compare
-from harness.predict import setup as predict_setup
+from harness.predict import checks as predict_checks
 from harness.predict.masks import PhotoDataset, mask_row
-from harness.runners.unet import prepare_carvana
+from harness.tasks.unet import prepare_carvana
 from shared.data import folders
 from shared.data.carvana import read_image, resolve_carvana
 from shared.errors import DataError
@@ -162,7 +162,7 @@ def test_two_photos_of_one_stem_are_refused_before_anything_is_predicted(tmp_pat
     for name in ("a.png", "i_dup.png", "i_dup.bmp"):
         write(photos / name, np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match="two images named i_dup: i_dup.bmp and i_dup.png"):
-        predict_setup.data_dir_photos(photos)
+        predict_checks.data_dir_photos(photos)
     run = tmp_path / "run"
     spec = make_spec("unet", **TINY)
     for side in ("tf", "torch"):
@@ -187,7 +187,7 @@ def test_a_foreign_zip_is_never_extracted_and_kaggles_are_once(tmp_path, monkeyp
     with pytest.raises(DataError, match="no training photos"):
         resolve_carvana(unrelated)
     with pytest.raises(DataError, match="no test photos"):
-        predict_setup.test_photos(unrelated)
+        predict_checks.test_photos(unrelated)
     own = folder_set(backup(tmp_path / "own"), [blob()] * 4)
     assert len(folders.survey(own).pairs) == 4
     assert not (unrelated / "extracted").exists() and not (own / "extracted").exists()

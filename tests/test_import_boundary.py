@@ -1,7 +1,7 @@
-"""The import boundary of DESIGN.md: shared/ and the harness never import tensorflow or torch (the harness opens a
-side's package by name, in the side's own process), tf_impl/ never imports torch, torch_impl/ never imports
-tensorflow; checked by importing shared/, harness/ and compare.py with the frameworks made unimportable, and by
-reading every file's import statements."""
+"""The import boundary of docs/architecture.md ("What may import what"): shared/ and the harness never import
+tensorflow or torch (the harness opens a side's package by name, in the side's own process), tf_impl/ never imports
+torch, torch_impl/ never imports tensorflow; checked by importing shared/, harness/ and compare.py with the
+frameworks made unimportable, and by reading every file's import statements."""
 from __future__ import annotations
 
 import ast
@@ -17,15 +17,20 @@ from conftest import ROOT
 
 FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision")
 FORBIDDEN = {
-    "shared": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_impl", "harness"},
-    "harness": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_impl"},
-    "tf_impl": {"torch", "torchvision", "jax", "torch_impl", "harness"},
-    "torch_impl": {"tensorflow", "keras", "jax", "tf_impl", "keras_impl", "harness"},
-    "keras_impl": {"tf_impl", "torch_impl", "harness"},
+    "shared": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_models",
+               "keras_fit", "harness"},
+    "harness": {"tensorflow", "keras", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_models",
+                "keras_fit"},
+    "tf_impl": {"torch", "torchvision", "jax", "torch_impl", "keras_fit", "harness"},
+    "torch_impl": {"tensorflow", "keras", "jax", "tf_impl", "keras_models", "keras_fit", "harness"},
+    # The portable models run on every Keras engine: they import none, not even inside a function.
+    "keras_models": {"tensorflow", "torch", "torchvision", "jax", "tf_impl", "torch_impl", "keras_fit", "harness"},
+    "keras_fit": {"tf_impl", "torch_impl", "harness"},
 }
-# keras_impl/ runs on every Keras engine: no engine at module level; inside a function, only with this comment.
+# keras_fit/ runs on every Keras engine: an engine is imported only by its own module in keras_fit/backend/ (as
+# Keras' own keras/src/backend/<engine>/), which keras_fit/backend/__init__.py picks by KERAS_BACKEND.
 ENGINES = {"tensorflow", "torch", "torchvision", "jax"}
-ENGINE_COMMENT = "this engine's own process only"
+BACKENDS = ROOT / "keras_fit" / "backend"
 
 BLOCKED_RUN = textwrap.dedent(f"""
     import importlib, json, pkgutil, sys
@@ -123,19 +128,40 @@ def test_static_check_sees_imports(tmp_path):
     assert imported_roots(sample) == {"os", "torch", "tensorflow", "keras", "torchvision"}
 
 
-def test_the_portable_keras_files_import_an_engine_only_inside_a_function():
-    """A keras-jax process must not load TensorFlow: keras_impl's module-level imports name no engine, and each
-    import of one inside a function says whose process it is for."""
+def engine_imports(path: Path) -> dict[str, set[str]]:
+    """"file:line" -> the engines an import statement of the file names, at any depth."""
     found = {}
-    for path in sorted((ROOT / "keras_impl").rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        lines = path.read_text().splitlines()
-        for node in ast.walk(tree):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)):
-                continue
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            if not {name.split(".")[0] for name in names} & ENGINES:
-                continue
-            if node in tree.body or ENGINE_COMMENT not in lines[node.lineno - 1]:
-                found[f"{path.relative_to(ROOT)}:{node.lineno}"] = names
+            engines = {name.split(".")[0] for name in names} & ENGINES
+            if engines:
+                found[f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{node.lineno}"] = engines
+    return found
+
+
+def test_each_engine_is_imported_by_its_own_backend_module_alone():
+    """A keras-jax process must not load TensorFlow: in keras_fit/, only backend/jax.py imports jax, only
+    backend/torch.py torch, only backend/tensorflow.py TensorFlow; every other file imports no engine at all."""
+    found = {}
+    for path in sorted((ROOT / "keras_fit").rglob("*.py")):
+        own = {path.stem} if path.parent == BACKENDS and path.stem in ENGINES else set()
+        found.update({where: engines - own for where, engines in engine_imports(path).items() if engines - own})
     assert found == {}
+    assert {path.stem for path in BACKENDS.glob("*.py")} == {"__init__", "tensorflow", "jax", "torch"}
+
+
+def test_the_engine_check_sees_a_planted_engine_import(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("import keras\ndef f():\n    import jax.numpy as jnp\nfrom torch import nn\n")
+    assert engine_imports(planted) == {"planted.py:3": {"jax"}, "planted.py:4": {"torch"}}
+
+
+def test_the_backends_define_the_same_functions_in_the_same_order():
+    """keras_fit/ calls `engine.<function>` without asking which engine: each backend module defines them all."""
+    def public(path: Path) -> list[tuple[str, list[str]]]:
+        return [(node.name, [a.arg for a in node.args.args]) for node in ast.parse(path.read_text()).body
+                if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
+
+    tensorflow, jax, torch = (public(BACKENDS / f"{engine}.py") for engine in ("tensorflow", "jax", "torch"))
+    assert tensorflow == jax == torch

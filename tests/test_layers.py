@@ -1,5 +1,5 @@
-"""The layers of DESIGN.md, read from the source with ast: compare.py -> harness -> the two sides -> shared, no
-import cycles, project imports at the top of a module, small modules and a short README."""
+"""The layers of docs/architecture.md, read from the source with ast: compare.py -> harness -> the two sides ->
+shared, no import cycles, project imports at the top of a module, small modules and a short README."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-PACKAGES = ("harness", "keras_impl", "shared", "tf_impl", "torch_impl")
+PACKAGES = ("harness", "keras_fit", "keras_models", "shared", "tf_impl", "torch_impl")
 MAX_MODULE_LINES = 350
 FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision", "jax")
 
@@ -94,7 +94,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles(graph) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("layer", ["shared", "keras_impl", "tf_impl", "torch_impl"])
+@pytest.mark.parametrize("layer", ["shared", "keras_models", "keras_fit", "tf_impl", "torch_impl"])
 def test_no_module_below_the_harness_imports_it(layer):
     graph = import_graph()
     upward = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.split(".")[0] == layer
@@ -132,13 +132,17 @@ def test_each_harness_mode_is_a_package_without_name_prefixes():
         assert not list((ROOT / "harness").glob(f"{mode}_*.py")) and not list((ROOT / "shared").glob(f"{mode}*.py"))
 
 
-def test_the_portable_keras_package_sits_below_the_keras_side():
-    """keras_impl/ (portable Keras 3) is imported by tf_impl/ and never imports a side: tf_impl -> keras_impl ->
-    shared, and torch_impl never sees it."""
+def test_the_portable_keras_models_sit_below_both_keras_trainers():
+    """keras_models/ (the portable Keras 3 models) is imported by tf_impl/ and by keras_fit/ (the Keras arms'
+    model.fit training) and imports neither; keras_fit/ never imports a side; torch_impl never sees either."""
     graph = import_graph()
-    up = sorted(f"{name} -> {target}" for name, targets in graph.items() if name.split(".")[0] == "keras_impl"
-                for target in targets if target.split(".")[0] in ("tf_impl", "torch_impl", "harness", "compare"))
-    assert up == []
-    assert any(target.startswith("keras_impl") for target in graph["tf_impl.classifier"])
-    assert not any(target.startswith("keras_impl") for name, targets in graph.items()
-                   if name.startswith("torch_impl") for target in targets)
+
+    def reaching(package: str, targets: tuple[str, ...]) -> list[str]:
+        return sorted(f"{name} -> {target}" for name, found in graph.items() if name.split(".")[0] == package
+                      for target in found if target.split(".")[0] in targets)
+
+    assert reaching("keras_models", ("keras_fit", "tf_impl", "torch_impl", "harness", "compare")) == []
+    assert reaching("keras_fit", ("tf_impl", "torch_impl", "harness", "compare")) == []
+    assert reaching("torch_impl", ("keras_models", "keras_fit")) == []
+    assert any(target.startswith("keras_models") for target in graph["tf_impl.classifier"])
+    assert any(target.startswith("keras_models") for target in graph["keras_fit.classifier"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import side_module
-from harness.runners.lessons import analytic_neuron_gradient, sigmoid
+from harness.tasks.lessons import analytic_neuron_gradient, sigmoid
 from shared.tasks import make_spec
 
 TOLERANCE = 1e-6  # trajectories and gradients, float64 on both sides

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import run
+from harness import comparison
 from harness.jobs import RunJob
 from harness.ownership import ASIDE, LOCK, OWNED, command, output_folder
 from harness.resume import resume
@@ -147,12 +147,12 @@ def test_ctrl_c_after_both_sides_finished_leaves_the_partial_report_and_a_resuma
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "run_sides", lambda *args: None)
-    monkeypatch.setattr(run, "compare_sides", interrupted)
+    monkeypatch.setattr(comparison, "run_sides", lambda *args: None)
+    monkeypatch.setattr(comparison, "compare_sides", interrupted)
     spec = make_spec("neuron")
     with pytest.raises(KeyboardInterrupt):
         with output_folder(tmp_path / "run", "neuron", overwrite=False) as out:
-            run.run_job(out, RunJob(task="neuron", spec=spec.to_dict(), threads=1, out=str(out), data=None,
+            comparison.run_job(out, RunJob(task="neuron", spec=spec.to_dict(), threads=1, out=str(out), data=None,
                                     sides=["tf", "torch"]), in_process=False)
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
     assert (out / "job.json").is_file()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import COMPARE, USER_DIR
-from harness import run, sides
+from harness import comparison, side_training
 from harness.jobs import RunJob
 from shared.atomic import write_json
 from shared.tasks import make_spec
@@ -30,8 +30,8 @@ def test_without_tensorflow_the_first_side_named_gives_the_agreement_weights(tmp
     surface = SimpleNamespace(runtime=SimpleNamespace(configure=lambda threads, seed: None))
     task = SimpleNamespace(surface=lambda side, spec: surface,
                            agreement=lambda surface, spec, data, weights: used.append(weights) or np.ones((2, 4, 4)))
-    monkeypatch.setattr(sides, "task_of", lambda spec: task)
-    found = run.agreement(tmp_path, job, tmp_path / "job.json", in_process=True)
+    monkeypatch.setattr(side_training, "task_of", lambda spec: task)
+    found = comparison.agreement(tmp_path, job, tmp_path / "job.json", in_process=True)
     assert found["reference"] == "keras-jax" and found["same_weights"] == 1.0
     assert used == [tmp_path / "keras-jax" / "model.safetensors"] * 2
     assert "same (Keras on JAX-trained) weights" in capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_without_tensorflow_the_first_side_named_gives_the_agreement_weights(tmp
 
 def test_a_sides_warnings_go_to_its_log_and_one_line_says_so(tmp_path, capsys):
     before = warnings.showwarning
-    with sides.warnings_logged(tmp_path / "keras-torch"):
+    with side_training.warnings_logged(tmp_path / "keras-torch"):
         warnings.warn("Dynamo detected a call to a functools.lru_cache-wrapped function", UserWarning)
         warnings.warn("another", UserWarning)
     assert warnings.showwarning is before
@@ -47,7 +47,7 @@ def test_a_sides_warnings_go_to_its_log_and_one_line_says_so(tmp_path, capsys):
     assert console.err == "" and console.out == "2 warnings from the frameworks: keras-torch/warnings.log\n"
     log = (tmp_path / "keras-torch" / "warnings.log").read_text()
     assert "UserWarning: Dynamo detected a call" in log and "UserWarning: another" in log
-    with sides.warnings_logged(tmp_path / "tf"):
+    with side_training.warnings_logged(tmp_path / "tf"):
         pass
     assert capsys.readouterr().out == "" and not (tmp_path / "tf").exists()
 

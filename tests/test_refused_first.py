@@ -15,7 +15,7 @@ def called(monkeypatch, tmp_path) -> list:
     """Every mode's entry replaced by a recorder, run from an empty folder of its own."""
     calls = []
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(compare.run, "compare", lambda spec, sides, args: calls.append("train"))
+    monkeypatch.setattr(compare.comparison, "compare", lambda spec, sides, args: calls.append("train"))
     monkeypatch.setattr(compare.seeds, "run_seeds", lambda spec, sides, args, s: calls.append("seeds"))
     monkeypatch.setattr(compare.benchmark_run, "run_benchmark", lambda spec, sides, args: calls.append("benchmark"))
     monkeypatch.setattr(flags, "gpu_device_files", lambda: [])  # this machine has no GPU, whatever it has

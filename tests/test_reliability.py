@@ -246,7 +246,7 @@ def _small_carvana(tmp_path):
 
 
 def _prepare(root):
-    from harness.runners.unet import prepare_carvana
+    from harness.tasks.unet import prepare_carvana
     from shared.tasks import make_spec
 
     return prepare_carvana(make_spec("unet", image_size=32, validation_size=0.5), root, download=False)

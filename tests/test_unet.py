@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import side_module
-from harness.registry import TOLERANCES  # DESIGN.md "Equivalence is tested, not hoped": one row per task
+from harness.registry import TOLERANCES  # docs/equivalence.md: one row per task
 from shared import weights as layouts
 from shared.callbacks import PredictionsSaverCallback
 from shared.data import carvana
@@ -269,7 +269,7 @@ def test_keras_batchnorm_keeps_pytorch_running_statistics():
     import tensorflow as tf
     import torch
 
-    from keras_impl.unet import BatchNorm as KerasBatchNorm
+    from keras_models.unet import BatchNorm as KerasBatchNorm
     from torch_impl.unet import BatchNorm as TorchBatchNorm
 
     spec = small_spec("padded")
@@ -608,7 +608,7 @@ def read_tensorboard(log_dir: Path) -> tuple[dict[str, list[tuple[int, float]]],
 def test_keras_file_reloads_with_load_model(tmp_path):
     import keras
 
-    from keras_impl import unet
+    from keras_models import unet
 
     spec = small_spec("padded")
     model = build("tf", spec, nontrivial_weights(spec))

@@ -123,10 +123,10 @@ def branch_cond(x: tf.Tensor) -> tf.Tensor:
 _SHORT_DTYPES = {"float32": "f32", "float64": "f64", "bool": "b8", "int32": "i32", "int64": "i64"}
 
 
-def _tensor_text(tensor: tf.Tensor) -> str:
+def _tensor_text(value: tf.Tensor) -> str:
     """A graph tensor as its edge label: dtype[shape], as FX writes it (symbolic: a graph holds no values)."""
-    dims = "?" if tensor.shape.rank is None else ",".join("?" if d is None else str(d) for d in tensor.shape)
-    return f"{_SHORT_DTYPES.get(tensor.dtype.name, tensor.dtype.name)}[{dims}]"
+    dims = "?" if value.shape.rank is None else ",".join("?" if d is None else str(d) for d in value.shape)
+    return f"{_SHORT_DTYPES.get(value.dtype.name, value.dtype.name)}[{dims}]"
 
 
 def _value_text(proto) -> str:

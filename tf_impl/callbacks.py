@@ -1,6 +1,5 @@
-"""The training callbacks that need TensorFlow: TensorBoard through tf.summary; and model saving, which is portable
-Keras (keras_impl/callbacks.py); twin of torch_impl/callbacks.py (PredictionsSaverCallback needs no framework:
-shared/callbacks.py)."""
+"""The training callbacks of the TensorFlow side: TensorBoard through tf.summary, and model saving (Keras' own
+`.keras` file); twin of torch_impl/callbacks.py (PredictionsSaverCallback needs no framework: shared/callbacks.py)."""
 from __future__ import annotations
 
 import os
@@ -10,8 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.callbacks import ModelSaverCallback  # noqa: F401 - <stem>.keras and <stem>.safetensors, any engine
+from keras_models.weights import export_weights
+from shared.atomic import atomic_path
 from shared.callbacks import Callback, PreviewCallback, epoch_scalars, step_scalars
+from shared.weights import save_weights
 
 
 class TensorboardLoggerCallback(Callback):
@@ -57,3 +58,20 @@ class TensorboardVisualizerCallback(PreviewCallback):
             for tag, panel in self.panels():
                 tf.summary.image(tag, panel[None])
         writer.close()
+
+
+class ModelSaverCallback(Callback):
+    """After every epoch: the model as `<stem>.keras` and the canonical `<stem>.safetensors`, each atomically."""
+
+    def __init__(self, model: keras.Model, path_stem: str | os.PathLike):
+        self.model, self.stem = model, Path(path_stem)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+    def save(self) -> dict:
+        native = self.stem.with_suffix(".keras")
+        with atomic_path(native, suffix=".keras") as temporary:  # Keras picks the format from the suffix
+            self.model.save(temporary)
+        canonical = save_weights(export_weights(self.model), self.stem.with_suffix(".safetensors"))
+        return {"model": str(native), "checkpoint": str(canonical)}

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.optimizers import LinearWarmup, make_optimizer, make_schedule  # noqa: F401 - LinearWarmup: twin of PyTorch's
-from keras_impl.weights import canonical_gradients, checkpointer
-from shared import trainer
+from keras_models.optimizers import make_optimizer, make_schedule
+from keras_models.weights import canonical_gradients, checkpointer
 from shared.atomic import write_json
 from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
+from shared.loaders import Loaders
 from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from tf_impl import data
 from tf_impl.data import CarvanaLoader, to_tensor_images
-from tf_impl.runtime import compiled, graph_size, traces
+from tf_impl.runtime import compiled, traces
 
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
@@ -90,7 +90,7 @@ class LearningRate:
     def __init__(self, optimizer: keras.optimizers.Optimizer, spec: UNetSpec, steps_per_epoch: int, epochs: int,
                  monitor: str = "val_loss"):
         self.optimizer, self.spec = optimizer, spec
-        schedule = make_schedule(spec, steps_per_epoch, epochs)
+        schedule = make_schedule(optimizer, spec, steps_per_epoch, epochs)  # set on the optimizer, but plateau's
         self.warmup, self.plateau = None, None
         if spec.schedule == "plateau":
             self.warmup = schedule
@@ -100,8 +100,6 @@ class LearningRate:
             # Keras callbacks reach the optimizer as self.model.optimizer; outside model.fit the net has none.
             self.plateau.set_model(SimpleNamespace(optimizer=optimizer))
             self.plateau.on_train_begin()
-        elif schedule is not None:
-            optimizer.learning_rate = schedule  # before the train step is traced: the graph evaluates it
 
     def begin_batch(self) -> float:
         """The learning rate the next step uses."""
@@ -211,14 +209,25 @@ class CarvanaClassifier:
     @property
     def traces(self) -> int:
         """How often the train step was traced into a graph (once, for every batch of every epoch)."""
-        return traces(self._train_step, self.execution)
+        return traces(self._train_step)
 
     @property
     def graph(self) -> dict:
         """The size of what runs each step: the ops of the one traced graph (no graph is recorded per step)."""
-        return {"graph_ops": graph_size(self._train_step), "autograd_nodes": None}
+        return {"graph_ops": self._train_step.graph_ops(), "autograd_nodes": None}
 
 
-# The task surface's train step and loop are the source text's trainer class (shared/trainer.py).
-make_train_step = partial(trainer.make_train_step, CarvanaClassifier)
-train = partial(trainer.train, CarvanaClassifier)
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, spec: UNetSpec,
+                    execution: Execution | None = None) -> Callable[[Any, Any], float]:
+    """One step of the trainer on a batch of tensors (the benchmark times it); returns the loss."""
+    classifier = CarvanaClassifier(model, 1, spec, verbose=False, execution=execution, optimizer=optimizer)
+    return lambda images, masks: classifier.train_step(images, masks)[0]
+
+
+def train(model: keras.Model, spec: UNetSpec, loaders: Loaders, callbacks=None, checkpoint_dir=None,
+          execution: Execution | None = None, verbose: bool = True) -> dict:
+    """The source text's `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+    classifier = CarvanaClassifier(model, spec.epochs, spec, verbose, checkpoint_dir, execution)
+    history = classifier.train(loaders.train, loaders.valid, spec.epochs, callbacks)
+    return {"history": history, "batch_losses": classifier.batch_losses, "batch_lrs": classifier.batch_lrs,
+            "timing": classifier.timing, "traces": classifier.traces, **classifier.graph}

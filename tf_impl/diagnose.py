@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.weights import canonical_gradients, canonical_layers
+from keras_models.weights import canonical_gradients, canonical_layers
 from shared.weights import Weights
 from tf_impl.data import to_tensor_images
 

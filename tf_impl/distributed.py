@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl import unet, weights
-from keras_impl.weights import export_weights, load_weights
+from keras_models import unet, weights
+from keras_models.weights import export_weights, load_weights
 from shared import data_parallel, distributed
 from shared.data.carvana import TrainImageDataset
 from shared.tasks import UNetSpec
@@ -57,7 +57,7 @@ def teardown(context: Context) -> None:
 class _SyncBatchNorm(unet.BatchNorm):
     """A training batch split across the replicas of a tf.distribute strategy normalised with the statistics of
     the whole global batch, as one process would compute them: every replica all-reduces its per-channel sum,
-    sum of squares and count. Running statistics and the rest are keras_impl.unet.BatchNorm's."""
+    sum of squares and count. Running statistics and the rest are keras_models.unet.BatchNorm's."""
 
     def _batch_moments(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         replica = tf.distribute.get_replica_context()  # None in a cross-replica context

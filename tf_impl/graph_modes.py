@@ -165,7 +165,7 @@ def _train_step(digits: DigitsEpoch, variant: str) -> tuple:
     task.load_weights(model, digits.initial)
     step = task.make_train_step(model, task.make_optimizer(model, digits.spec), digits.spec, execution)
     if variant == "input_signature":
-        return step, lambda: runtime.traces(step, execution)
+        return step, lambda: runtime.traces(step)
     function = tf.function(step, reduce_retracing=variant == "reduce_retracing")  # step: the Python, untraced
     return function, function.experimental_get_tracing_count
 
@@ -223,8 +223,8 @@ def pitfalls(x_value: float, shape: tuple, digits: DigitsEpoch) -> dict:
                             "last_batch": digits.last_batch,
                             "input_signature": _epoch(digits, "input_signature"),
                             "no_signature": _epoch(digits, "no_signature")},
-            "reduce_retracing": {"batch_sizes": list(digits.batch_sizes),
-                                 "default": _traces_over_batch_sizes(digits, "no_signature"),
-                                 "reduce_retracing": _traces_over_batch_sizes(digits, "reduce_retracing"),
-                                 "input_signature": _traces_over_batch_sizes(digits, "input_signature")},
+            "new_batch_sizes": {"batch_sizes": list(digits.batch_sizes),
+                                "default": _traces_over_batch_sizes(digits, "no_signature"),
+                                "reduce_retracing": _traces_over_batch_sizes(digits, "reduce_retracing"),
+                                "input_signature": _traces_over_batch_sizes(digits, "input_signature")},
         }

@@ -52,10 +52,10 @@ def profile_steps(step: Callable[[], float], steps: int, out_dir: Path) -> dict:
             "profiler": "tf.profiler.experimental"}
 
 
-def step_kernels(xplane: Path) -> tuple[list[Kernel], list[tuple[float, float]]]:
+def step_kernels(trace: Path) -> tuple[list[Kernel], list[tuple[float, float]]]:
     """Every op event of the host's compute threads, and the steps' windows, in microseconds."""
     space = xplane_pb2.XSpace()
-    space.ParseFromString(Path(xplane).read_bytes())
+    space.ParseFromString(Path(trace).read_bytes())
     host = next(plane for plane in space.planes if plane.name == "/host:CPU")
     thunk_stat = next((key for key, stat in host.stat_metadata.items() if stat.name == "hlo_op"), None)
     kernels, windows = [], []
@@ -70,10 +70,10 @@ def step_kernels(xplane: Path) -> tuple[list[Kernel], list[tuple[float, float]]]
                 kernels.append(Kernel(start, end, _xla_category(name), name, line.name, re.sub(r"\.\d+$", "", name)))
             elif OP_EVENT.match(name) and name not in WRAPPERS and not name.split(":")[-1].startswith("__inference"):
                 scope, op_type = name.rsplit(":", 1)
-                kernels.append(Kernel(start, end, category(scope, op_type), name, line.name, op_type))
+                kernels.append(Kernel(start, end, op_category(scope, op_type), name, line.name, op_type))
             elif EAGER_OP.match(name):  # eager mode: one op at a time, named by its type alone
                 op_type = EAGER_OP.match(name).group(1)
-                kernels.append(Kernel(start, end, category("", op_type), name, line.name, op_type))
+                kernels.append(Kernel(start, end, op_category("", op_type), name, line.name, op_type))
     return kernels, sorted(windows)
 
 
@@ -90,8 +90,9 @@ def _xla_category(hlo: str) -> str:
     return "compiled (fused) region"
 
 
-def category(scope: str, op_type: str) -> str:
-    """The category of one op from its name scope and type. The loss (and the batch's Dice) run in the "loss" scope,
+def op_category(scope: str, op_type: str) -> str:
+    """The category of one op from its name scope and type (PyTorch reads its events: torch_impl/profile.py's
+    event_category). The loss (and the batch's Dice) run in the "loss" scope,
     the optimizer in its own; a layer's name says what it is (upN: transposed convolution, _bnN: batch norm). An op
     run eagerly has no scope: it is sorted by its type alone (BatchNorm's and the loss's ops are then elementwise,
     a transposed convolution's are convolutions)."""

@@ -58,24 +58,25 @@ class _GraphStep:
             self.graph = tf.function(self.step, input_signature=signature, jit_compile=self.execution.mode == "xla")
         return self.graph(*tensors)
 
+    def graph_ops(self) -> int | None:
+        """The ops of the traced graph: forward, gradients and the optimizer update, in one graph that every step
+        replays; None in eager mode, where no graph exists."""
+        if self.graph is None:
+            return None
+        concrete = self.graph.get_concrete_function()  # the one input signature it was traced for
+        return len(concrete.graph.get_operations())
+
 
 def compiled(step: Callable, execution: Execution) -> _GraphStep:
-    """The step as the execution mode runs it: one tf.function graph, traced on the first call (see _GraphStep)."""
+    """A function of tensors as the execution mode runs it; on TensorFlow the trainers hand it their whole train
+    step, which becomes one tf.function graph, traced on the first call (see _GraphStep)."""
     return _GraphStep(step, execution)
 
 
-def traces(step: _GraphStep, execution: Execution) -> int:
-    """How often TensorFlow traced the step's Python into a graph (0 in eager mode: it never does)."""
+def traces(step: _GraphStep) -> int:
+    """How often the execution mode turned the function into a graph: TensorFlow's traces of it (0 in eager mode:
+    it never traces)."""
     return 0 if step.graph is None else step.graph.experimental_get_tracing_count()
-
-
-def graph_size(step: _GraphStep) -> int | None:
-    """The ops of the step's traced graph (forward, gradients and the optimizer update, in one graph); None in
-    eager mode, where no graph exists."""
-    if step.graph is None:
-        return None
-    concrete = step.graph.get_concrete_function()  # the one input signature it was traced for
-    return len(concrete.graph.get_operations())
 
 
 def versions() -> dict:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.weights import canonical_gradients, checkpointer
+from keras_models.weights import canonical_gradients, checkpointer
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
 from shared.history import TrainingLog
@@ -15,7 +15,7 @@ from shared.progress import test_log_line
 from shared.tasks import CNNSpec, MLPSpec
 from tf_impl import data
 from tf_impl.data import ArrayLoader, to_tensor_images
-from tf_impl.runtime import compiled, graph_size, traces
+from tf_impl.runtime import compiled, traces
 
 
 def nll_loss(log_probs: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -116,5 +116,5 @@ def train(model: keras.Model, spec: MLPSpec | CNNSpec, loaders: Loaders, callbac
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(test["predictions"])))
         saved.save(epoch, log)
-    return {**log.result(), "traces": traces(train_step, execution), "graph_ops": graph_size(train_step),
+    return {**log.result(), "traces": traces(train_step), "graph_ops": train_step.graph_ops(),
             "autograd_nodes": None}  # one static graph replayed; no graph is recorded per step

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch._dynamo
 import torch.fx
+from torch._dynamo.utils import counters
 
 from shared import graph_drawing as gd
 
@@ -85,10 +86,13 @@ def graph(x_value: float, shape: tuple) -> str:
 
 def graphs_per_call(x_value: float, shapes: list[tuple]) -> dict:
     """Nothing is traced: every call records a fresh graph, whatever the shape. Counted, not assumed: each call's z
-    is kept alive (a freed grad_fn's id could be handed to the next one) and its distinct grad_fn objects counted."""
+    is kept alive (a freed grad_fn's id could be handed to the next one) and its distinct grad_fn objects counted;
+    the traces are the graphs Dynamo captured meanwhile (torch.compile's tracer: none, in eager mode)."""
+    captured = counters["stats"]["unique_graphs"]
     results = [z_of(torch.full(shape, x_value, requires_grad=True)) for shape in shapes]
     graphs = {id(z.grad_fn) for z in results}  # all still alive: distinct ids are distinct graphs
-    return {"calls": len(shapes), "graphs_built": len(graphs), "traces": 0}
+    return {"calls": len(shapes), "graphs_built": len(graphs),
+            "traces": counters["stats"]["unique_graphs"] - captured}
 
 
 def branch(x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -12,17 +12,20 @@ from torch import nn
 from torch.optim import lr_scheduler
 from torch.profiler import record_function
 
-from shared import schedules, trainer
+from shared import schedules
 from shared.atomic import atomic_path
 from shared.data.carvana import TrainImageDataset
 from shared.execution import Execution, default_execution
+from shared.graph_lessons import autograd_nodes
 from shared.history import TrainingLog
+from shared.loaders import Loaders
 from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from torch_impl import data
 from torch_impl.data import CarvanaLoader, to_tensor_images
-from torch_impl.runtime import compiled, graph_size, traces
-from torch_impl.weights import canonical_gradients, checkpointer
+from torch_impl.optimizers import make_optimizer, make_schedule
+from torch_impl.runtime import compiled, traces
+from torch_impl.weights import checkpointer, parameter_gradients
 
 
 def bce_dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -60,7 +63,7 @@ def gradients(model: nn.Module, images: np.ndarray, targets: np.ndarray) -> tupl
     model.zero_grad()
     batch_loss = bce_dice_loss(model(to_tensor_images(images)), to_tensor_images(targets))
     batch_loss.backward()
-    return batch_loss.item(), canonical_gradients(model)
+    return batch_loss.item(), parameter_gradients(model)
 
 
 def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,37 +81,6 @@ def make_loader(dataset: TrainImageDataset, batch_size: int, seed: int, shuffle:
 def predict(model: nn.Module, images: np.ndarray) -> np.ndarray:
     """Mask probabilities (N, H_out, W_out) for canonical NHWC images."""
     return sigmoid(forward(model, images)[..., 0])
-
-
-def make_optimizer(model: nn.Module, spec: UNetSpec) -> torch.optim.Optimizer:
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=spec.lr, eps=spec.adam_eps)
-    return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum)
-
-
-class LinearWarmup(lr_scheduler.SequentialLR):
-    """LinearLR from lr * start up to lr over `steps` optimizer steps, then `after` counted from the warm-up's end
-    (None: lr stays): what Keras writes as one LearningRateSchedule of the step."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, steps: int, start: float,
-                 after: lr_scheduler.LRScheduler | None = None):
-        self.steps = steps
-        warmup = lr_scheduler.LinearLR(optimizer, start_factor=start, end_factor=1.0, total_iters=steps)
-        super().__init__(optimizer, [warmup] if after is None else [warmup, after], [] if after is None else [steps])
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, spec: UNetSpec, steps_per_epoch: int,
-                  epochs: int) -> lr_scheduler.LRScheduler | None:
-    """The PyTorch scheduler of the learning rate, advanced by step() after every optimizer step (so its "epochs"
-    are steps here); None for a constant lr (plateau: the warm-up alone, if any)."""
-    warmup = schedules.warmup_steps(spec, steps_per_epoch)
-    after = None
-    if spec.schedule == "cosine":
-        after = lr_scheduler.CosineAnnealingLR(optimizer, schedules.decay_steps(spec, steps_per_epoch, epochs),
-                                               eta_min=spec.lr * spec.lr_floor)
-    elif spec.schedule == "step":
-        after = lr_scheduler.StepLR(optimizer, schedules.step_size(spec, steps_per_epoch), spec.step_gamma)
-    return LinearWarmup(optimizer, warmup, spec.warmup_start, after) if warmup else after
 
 
 class LearningRate:
@@ -196,7 +168,7 @@ class CarvanaClassifier:
         self.scaler.scale(batch_loss).backward()
         self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16 scaling is on
         self.scaler.update()
-        self.autograd_nodes = self.autograd_nodes or graph_size(batch_loss)
+        self.autograd_nodes = self.autograd_nodes or autograd_nodes(batch_loss.grad_fn)  # this step's graph
         dice = dice_score(logits.detach(), masks, self.spec.threshold)
         return batch_loss.item(), dice.item()  # .item() waits for the device
 
@@ -239,16 +211,27 @@ class CarvanaClassifier:
         return run["history"]
 
     @property
+    def traces(self) -> int:
+        """Graphs torch.compile captured of the model: none in eager mode (autograd records each call anew)."""
+        return traces(self.network)
+
+    @property
     def graph(self) -> dict:
         """The size of what runs each step: the autograd graph the first step recorded (no static graph)."""
         return {"graph_ops": None, "autograd_nodes": self.autograd_nodes}
 
-    @property
-    def traces(self) -> int:
-        """Graphs captured for the train step: none in eager mode (autograd records each call anew)."""
-        return traces(self.network, self.execution)
+
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, spec: UNetSpec,
+                    execution: Execution | None = None) -> Callable[[Any, Any], float]:
+    """One step of the trainer on a batch of tensors (the benchmark times it); returns the loss."""
+    classifier = CarvanaClassifier(model, 1, spec, verbose=False, execution=execution, optimizer=optimizer)
+    return lambda images, masks: classifier.train_step(images, masks)[0]
 
 
-# The task surface's train step and loop are the source text's trainer class (shared/trainer.py).
-make_train_step = partial(trainer.make_train_step, CarvanaClassifier)
-train = partial(trainer.train, CarvanaClassifier)
+def train(model: nn.Module, spec: UNetSpec, loaders: Loaders, callbacks=None, checkpoint_dir=None,
+          execution: Execution | None = None, verbose: bool = True) -> dict:
+    """The source text's `CarvanaClassifier(net, epochs).train(train_loader, valid_loader, epochs, callbacks)`."""
+    classifier = CarvanaClassifier(model, spec.epochs, spec, verbose, checkpoint_dir, execution)
+    history = classifier.train(loaders.train, loaders.valid, spec.epochs, callbacks)
+    return {"history": history, "batch_losses": classifier.batch_losses, "batch_lrs": classifier.batch_lrs,
+            "timing": classifier.timing, "traces": classifier.traces, **classifier.graph}

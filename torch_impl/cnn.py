@@ -1,4 +1,4 @@
-"""The small MNIST CNN as an nn.Module; twin of keras_impl/cnn.py."""
+"""The small MNIST CNN as an nn.Module; twin of keras_models/cnn.py."""
 from __future__ import annotations
 
 import math

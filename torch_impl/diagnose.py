@@ -10,7 +10,7 @@ from torch import nn
 
 from shared.weights import Weights
 from torch_impl.data import to_tensor_images
-from torch_impl.weights import canonical_gradients, canonical_layers
+from torch_impl.weights import canonical_layers, parameter_gradients
 
 # The optimizer's state by its canonical names: optimizer.state[p] keys SGD's buffer "momentum_buffer".
 SLOTS = {"SGD": {"momentum": "momentum_buffer"}, "Adam": {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}}
@@ -82,7 +82,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: Callabl
     optimizer.zero_grad()
     batch_loss = loss(model(images), targets)
     batch_loss.backward()
-    gradients = canonical_gradients(model)
+    gradients = parameter_gradients(model)
     optimizer.step()
     return batch_loss.item(), gradients
 

@@ -306,4 +306,4 @@ def pitfalls(x_value: float, shape: tuple, digits: DigitsEpoch) -> dict:
                  **{variant: _compiles_over_batch_sizes(digits, variant)
                     for variant in ("compile", "compile_static", "compile_marked_dynamic")}}
     return {"print": printed, "python_scalar": scalar, "tensor_argument": tensor, "batch_shape": batch_shape,
-            "reduce_retracing": sizes}
+            "new_batch_sizes": sizes}

@@ -1,4 +1,4 @@
-"""The 784-200-200-10 MNIST classifier as an nn.Module; twin of keras_impl/mlp.py."""
+"""The 784-200-200-10 MNIST classifier as an nn.Module; twin of keras_models/mlp.py."""
 from __future__ import annotations
 
 import torch

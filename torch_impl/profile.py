@@ -48,12 +48,12 @@ def profile_steps(step: Callable[[], float], steps: int, out_dir: Path) -> dict:
             "top_ops": top_kernels(kernels, windows), "trace": str(trace), "profiler": "torch.profiler"}
 
 
-def step_kernels(events) -> tuple[list[Kernel], list[tuple[float, float]]]:
+def step_kernels(trace) -> tuple[list[Kernel], list[tuple[float, float]]]:
     """The ops directly inside each step (their children are inside them), and the steps' windows. A backward node
     takes the category of the forward op that made it (autograd's sequence number links the two), so a transposed
     convolution's backward and the loss's gradient are counted where their forward is. A torch.compile region is
     one fused region, except for the convolutions it calls."""
-    events = sorted(events, key=lambda event: event.time_range.start)
+    events = sorted(trace, key=lambda event: event.time_range.start)
     windows = [(event.time_range.start, event.time_range.end) for event in events if event.name == STEP]
     forward_of = {}
     for event in events:  # the op that makes a node is the last one to see its number (sequence_nr peeks ahead)
@@ -68,7 +68,7 @@ def step_kernels(events) -> tuple[list[Kernel], list[tuple[float, float]]]:
         if COMPILED.search(event.name):
             kernels += _compiled_region(event)
         else:
-            kernels.append(Kernel(event.time_range.start, event.time_range.end, category(event, forward_of),
+            kernels.append(Kernel(event.time_range.start, event.time_range.end, event_category(event, forward_of),
                                   event.name, str(event.thread)))
     return kernels, windows
 
@@ -101,7 +101,9 @@ def _root_name(event) -> str:
     return event.name
 
 
-def category(event, forward_of: dict[int, str]) -> str:
+def event_category(event, forward_of: dict[int, str]) -> str:
+    """The category of one profiler event by its name: an ATen op by itself, an autograd node by the forward op
+    that made it (forward_of: sequence number -> that op); the twin of tf_impl/profile.py's op_category."""
     name = event.name
     if name.startswith("Optimizer."):
         return "optimizer update"

@@ -1,12 +1,12 @@
 """Threads, seeds and versions for the PyTorch side; twin of tf_impl/runtime.py."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch import nn
 
 from shared.errors import UserError
 from shared.execution import Execution
-from shared.graph_lessons import autograd_nodes
 from shared.tasks import TaskSpec
 
 
@@ -38,24 +38,37 @@ def training_execution(execution: Execution, spec: TaskSpec) -> Execution:
     return execution
 
 
-def compiled(model: nn.Module, execution: Execution) -> nn.Module:
-    """The model as the step calls it: torch.compile's graph of it (built on the first call), or itself."""
-    return torch.compile(model) if execution.mode == "compile" else model
+class _CompiledStep:
+    """A function of tensors as torch.compile runs it (mode compile): Dynamo captures its graphs on the first call,
+    and again for what it has not seen (a new shape), and Inductor compiles them; each capture is counted here. In
+    any other mode the function itself runs, op by op, and autograd records its graph anew on every call."""
+
+    def __init__(self, step: Callable, execution: Execution):
+        self.step, self.graphs = step, 0
+        if execution.mode == "compile":
+            inductor = torch._dynamo.lookup_backend("inductor")  # torch.compile's default backend
+
+            def counted(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+                self.graphs += 1
+                return inductor(graph, example_inputs)
+
+            self.step = torch.compile(step, backend=counted)
+
+    def __call__(self, *tensors: torch.Tensor):
+        return self.step(*tensors)
 
 
-def traces(model: nn.Module, execution: Execution) -> int:
-    """How many graphs torch.compile captured in this process (0 in eager mode: autograd records each call anew)."""
-    if execution.mode != "compile":
-        return 0
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
+def compiled(step: Callable, execution: Execution) -> _CompiledStep:
+    """A function of tensors as the execution mode runs it; on PyTorch the trainers hand it the model (an nn.Module
+    is the function of its inputs), whose forward torch.compile captures, while backward and the optimizer step
+    stay eager (see _CompiledStep)."""
+    return _CompiledStep(step, execution)
 
 
-def graph_size(loss: torch.Tensor) -> int:
-    """The nodes of the autograd graph the step recorded to compute this loss (grad_fn nodes and the
-    AccumulateGrad leaves), walked back from loss.grad_fn: PyTorch records this graph anew on every step."""
-    return autograd_nodes(loss.grad_fn)
+def traces(step: _CompiledStep) -> int:
+    """How often the execution mode turned the function into a graph: the graphs Dynamo captured of it (0 in eager
+    mode: autograd records each call anew, nothing is captured)."""
+    return step.graphs
 
 
 def versions() -> dict:

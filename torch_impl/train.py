@@ -9,14 +9,15 @@ from torch import nn
 
 from shared.data.batches import LabelledImages, in_batches
 from shared.execution import Execution, default_execution
+from shared.graph_lessons import autograd_nodes
 from shared.history import TrainingLog
 from shared.loaders import Loaders
 from shared.progress import test_log_line
 from shared.tasks import CNNSpec, MLPSpec
 from torch_impl import data
 from torch_impl.data import ArrayLoader, to_tensor_images
-from torch_impl.runtime import compiled, graph_size, traces
-from torch_impl.weights import canonical_gradients, checkpointer
+from torch_impl.runtime import compiled, traces
+from torch_impl.weights import checkpointer, parameter_gradients
 
 
 def nll_loss(log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def gradients(model: nn.Module, images: np.ndarray, targets: np.ndarray) -> tupl
     model.zero_grad()
     batch_loss = nll_loss(model(to_tensor_images(images)), torch.from_numpy(targets))
     batch_loss.backward()
-    return batch_loss.item(), canonical_gradients(model)
+    return batch_loss.item(), parameter_gradients(model)
 
 
 def to_tensors(images: np.ndarray, targets: np.ndarray, execution: Execution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +99,7 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, spec: ML
         optimizer.step()
         return batch_loss
 
+    train_step.network = network  # the model as the step calls it: traces() counts its compiled graphs
     return train_step
 
 
@@ -121,11 +123,11 @@ def train(model: nn.Module, spec: MLPSpec | CNNSpec, loaders: Loaders, callbacks
             with log.timer.step(len(labels)):
                 batch_loss = train_step(images, labels)
                 loss_value = batch_loss.item()  # the host copy waits for the step
-            nodes = nodes or graph_size(batch_loss)  # the graph this step recorded (every step records its own)
+            nodes = nodes or autograd_nodes(batch_loss.grad_fn)  # the graph this step recorded (each step its own)
             log.end_batch(epoch, batch_index, len(labels), loss=loss_value)
         test = evaluate(model, test_loader)
         log.end_epoch(epoch, {"test_loss": test["loss"], "test_accuracy": test["accuracy"]},
                       test_log_line(test["loss"], test["correct"], len(test["predictions"])))
         saved.save(epoch, log)
-    return {**log.result(), "traces": traces(model, execution), "graph_ops": None,  # no static graph in eager mode
+    return {**log.result(), "traces": traces(train_step.network), "graph_ops": None,  # no static graph
             "autograd_nodes": nodes}

@@ -1,4 +1,4 @@
-"""The U-Net as nn.Modules; twin of keras_impl/unet.py.
+"""The U-Net as nn.Modules; twin of keras_models/unet.py.
 
 Two variants: padded, and Ronneberger's original with valid convolutions."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Canonical weights (PyTorch state_dict layout, numpy) in and out of nn.Modules; twin of keras_impl/weights.py."""
+"""Canonical weights (PyTorch state_dict layout, numpy) in and out of nn.Modules; twin of keras_models/weights.py."""
 from __future__ import annotations
 
 from functools import partial
@@ -38,8 +38,9 @@ def export_weights(model: nn.Module) -> Weights:
             if not name.endswith(SKIPPED)}
 
 
-def canonical_gradients(model: nn.Module) -> Weights:
-    """The .grad of every parameter after backward(), by canonical name (already in canonical layout)."""
+def parameter_gradients(model: nn.Module) -> Weights:
+    """The .grad each parameter holds after backward() (PyTorch keeps a gradient on its parameter; TensorFlow's
+    tape returns them: keras_models/weights.py's canonical_gradients), by canonical name, in canonical layout."""
     return {name: p.grad.detach().cpu().numpy().copy() for name, p in model.named_parameters()
             if not name.endswith(SKIPPED)}
 

@@ -21,7 +21,8 @@ from harness.diagnose.differences import (
 from harness.diagnose.report import heat_map, markdown, summary_lines
 from harness.diagnose.steps import diagnose_side
 from harness.environment import environment, recorded_variables
-from harness.jobs import WorkerOrder, launch_worker, write_job
+from harness.jobs import WorkerOrder, write_job
+from harness.launch import launch_worker
 from harness.ownership import output_folder
 from harness.registry import TOLERANCES, task_of
 from harness.report import SIDE_NAMES

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from harness.predict.setup import TrainedRun, list_images
+from harness.predict.checks import TrainedRun, list_images
 from harness.registry import TOLERANCES
 from shared.atomic import atomic_path
 from shared.data import mnist

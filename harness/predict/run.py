@@ -2,7 +2,7 @@
 in its own worker process (`python -m harness.worker`, a "predict" order): the U-Net masks every photo of the run's
 test folder, of --data-dir or of --images into a streamed, resumable Kaggle submission per side, with overlays, and
 the two sides' masks are compared pixel by pixel; mlp and cnn classify digit images. --weights FILE or
---weights-from SIDE serve one model on both frameworks. Settled first (setup.py), then each side (masks.py
+--weights-from SIDE serve one model on both frameworks. Settled first (checks.py), then each side (masks.py
 writing through rows.py; digits.py), then the agreement (agreement.py) and the reports (report.py)."""
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from typing import Callable
 
 from harness.environment import environment, recorded_variables, side_variables
 from harness.flags import check_device, frameworks
-from harness.jobs import WorkerOrder, launch_worker, relative_to, spec_of, write_job
+from harness.jobs import WorkerOrder, relative_to, spec_of, write_job
+from harness.launch import launch_worker
 from harness.ownership import holder_of, output_folder, resume_command
-from harness.predict import setup
+from harness.predict import checks
 from harness.predict.agreement import mask_agreement
 from harness.predict.digits import digits_agreement, predict_digits, prepare_digits, save_digits
 from harness.predict.masks import predict_masks
@@ -32,6 +33,7 @@ from shared.errors import UserError
 from shared.execution import default_execution
 from shared.weights import load_weights_file
 
+RUNTIMES = ("framework", "savedmodel", "pt2", "onnx")  # --runtime: the model, or one of --export's files
 PHOTOS = "photos.txt"  # the photos of a U-Net prediction, one absolute path a line, in the order of the rows
 
 
@@ -47,15 +49,15 @@ class Prediction:
     inputs: str = "images"  # what it predicts on, for the report
 
 
-def prepare_photos(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
+def prepare_photos(run: checks.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
     """The photos, listed (not read) before anything is written: --images, --data-dir's test set or the run's."""
     if args.images is not None:
-        photos, source = setup.list_images(args.images), {"source": "--images",
+        photos, source = checks.list_images(args.images), {"source": "--images",
                                                           "location": [str(p) for p in args.images]}
     elif args.data_dir is not None:  # your own folder of images (written as PNG masks too), or Carvana's test set
-        photos, source = setup.data_dir_photos(args.data_dir)
+        photos, source = checks.data_dir_photos(args.data_dir)
     else:
-        photos = setup.run_test_photos(run)
+        photos = checks.run_test_photos(run)
         source = {"source": run.data.get("source", "carvana"), "location": str(photos[0].parent) if photos else None}
     if not photos:
         raise UserError(f"{source['location']}: no photos to predict")
@@ -67,7 +69,7 @@ def prepare_photos(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], 
     return description, lambda out: write_atomic(out / PHOTOS, "\n".join(lines) + "\n")
 
 
-def prepare_digit_images(run: setup.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
+def prepare_digit_images(run: checks.TrainedRun, args) -> tuple[dict, Callable[[Path], None]]:
     found = prepare_digits(run, args)
     return found["description"], lambda out: save_digits(out, found)
 
@@ -89,18 +91,24 @@ PREDICTIONS = {
 
 def main(args) -> int:
     """Check everything, then write the output folder and run the sides; a UserError leaves nothing half-done."""
-    setup.check_flags(args)
+    if getattr(args, "export", None) is not None:
+        raise UserError("not implemented yet: --export RUN_DIR (a trained run's SavedModel, .pt2 and ONNX files); "
+                        "--benchmark --inference exports and checks the initial weights (docs/inference.md)")
+    if args.runtime != "framework":
+        raise UserError(f"not implemented yet: --predict --runtime {args.runtime} (predicting with an exported file); "
+                        "--runtime framework predicts with the trained weights")
+    checks.check_flags(args)
     check_device(args.device)
     holder = holder_of(args.predict) if args.predict.is_dir() else None
     if holder is not None:  # first: a run still training has no final weights yet, and that is not what is wrong
         raise UserError(f"{args.predict}: a twinnets run is still writing this folder (process {holder}); predict "
                         "once it has ended")
-    run = setup.read_run(args.predict.expanduser().resolve(), args.task)
+    run = checks.read_run(args.predict.expanduser().resolve(), args.task)
     # --frameworks all: every side the run trained
     sides = frameworks(args.frameworks, tuple(run.sides) if args.frameworks.strip() == "all" else SIDES)
-    spec = setup.prediction_spec(run, args)
-    weights = setup.weight_files(run, sides, args)
-    setup.check_weights(weights, spec)
+    spec = checks.prediction_spec(run, args)
+    weights = checks.weight_files(run, sides, args)
+    checks.check_weights(weights, spec)
     if args.data_dir is not None:
         args.data_dir = args.data_dir.expanduser().resolve()
     description, write_input = PREDICTIONS[task_of(spec).prediction].prepare(run, args)
@@ -224,3 +232,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     predict("--images", type=Path, nargs="+", metavar="PATH", help="photos or folders of photos to predict")
     predict("--preview", type=int, default=8, metavar="N", help="overlays written for the first N photos")
     predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")
+    predict("--runtime", choices=RUNTIMES, default="framework",
+            help="predict with the framework's model (default) or with an exported file of --export (not implemented "
+                 "yet for savedmodel, pt2, onnx)")
+    predict("--export", type=Path, metavar="RUN_DIR", action=ExportRun,
+            help="write each side's trained weights as its deployable format (SavedModel; .pt2) and ONNX, each "
+                 "verified first (docs/inference.md)")
+
+
+class ExportRun(argparse.Action):
+    """--export RUN_DIR reads a run folder as --predict does: it sets both, so compare.py's parse_args takes the
+    run's settings from the folder (harness/predict/export.py then runs instead of a prediction)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, "export", values)
+        setattr(namespace, "predict", values)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.runners.digits import digits_epoch
 from harness.surface import AutogradLesson, Surface
+from harness.tasks.digits import digits_epoch
 from shared.execution import Execution
 from shared.graph_lessons import DigitsEpoch
 from shared.tasks import AutogradSpec, NeuronSpec

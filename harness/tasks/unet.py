@@ -12,8 +12,8 @@ import numpy as np
 
 from harness.drift import DriftRecorder
 from harness.original_dice import original_size_dice
-from harness.runners.folders import prepare_folder
 from harness.surface import Surface
+from harness.tasks.folder_set import prepare_folder
 from shared import distributed
 from shared.callbacks import BestModelSaverCallback, PredictionsSaverCallback, best_model_entry
 from shared.data import carvana, folders, synthetic_cars
