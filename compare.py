@@ -125,6 +125,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
         task.initial_weights(spec)  # a missing file or a mismatched tensor: one line, before any side starts
     if args.benchmark:
         benchmark_run.check_benchmark_args(args, spec, task.trains)
+    if args.inference and not args.benchmark:
+        raise UserError("--inference times the forward pass in the benchmark: give it with --benchmark")
     if args.seeds is not None and (args.benchmark or args.diagnose is not None or args.seed is not None):
         raise UserError("--seeds repeats a training comparison: leave out --seed, --benchmark and --diagnose")
     if args.seeds is not None:

@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 
 from harness import parity
-from harness.benchmark import arms, presets, summary
+from harness.benchmark import arms, inference, presets, summary
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import profile as bench_profile
 from harness.benchmark import report as benchmark_report
 from harness.benchmark import rows as benchmark
+from harness.benchmark.cpu_load import PEAK_ROW, busy_line, cpu_snapshot, machine_load, other_share
 from harness.benchmark.fairness import manifest
-from harness.benchmark.load import PEAK_ROW, busy_line, cpu_snapshot, machine_load, other_share
 from harness.benchmark.stats import comparisons
 from harness.environment import benchmark_environment, cpu_info, package_version
 from harness.flags import comma_list, frameworks
-from harness.jobs import SideFailed, WorkerOrder, launch_worker, write_job
+from harness.jobs import WorkerOrder, write_job
+from harness.launch import SideFailed, launch_worker
 from harness.ownership import output_folder
 from harness.registry import task_of, tolerance
 from harness.report import SIDE_NAMES
@@ -42,6 +43,7 @@ def check_benchmark_args(args, spec: TaskSpec, trains: bool) -> None:
     """Turn the benchmark flags into lists (kept on args); one-line errors for anything off."""
     if not trains:
         raise UserError(f"--benchmark applies to mlp, cnn and unet, not {spec.name!r}")
+    inference.check_args(args)
     preset = presets.PRESETS[getattr(args, "preset", None) or "default"]
     args.bench_preset, args.bench_pipeline, args.bench_not_run = preset.name, preset.pipeline, []
     args.warmup = preset.warmup if args.warmup is None else args.warmup
@@ -154,6 +156,8 @@ class RowRunner:
 def run_benchmark(spec: TaskSpec, sides: list[str], options) -> dict:
     """options carries the command line: out, overwrite, data_dir, download, threads, device, warmup, steps,
     repeat, nproc, all_combinations and the lists bench_batch_sizes, bench_modes, bench_precisions."""
+    if getattr(options, "inference", False):
+        return inference.run_inference(spec, sides, options)
     golden = check_sides(spec, sides, options)
     write_path = getattr(options, "write_golden", None)
     task = task_of(spec)
@@ -335,5 +339,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     bench("--profile", action="store_true",
           help="also run each step row once under the framework's own profiler (in its own process, after the timed "
                "rows): where the step goes by category, a trace per row, and the stacked bars (docs/profile.md)")
+    bench("--inference", action="store_true",
+          help="time the forward pass instead of the train step: each framework's modes, its exported file "
+               "(SavedModel, .pt2), both ONNX files in ONNX Runtime and OpenVINO, each gated first "
+               "(docs/inference.md)")
     bench("--all-combinations", action="store_true",
           help="every mode in every precision (default: bf16/fp16 only in each side's training mode)")

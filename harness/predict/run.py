@@ -22,6 +22,8 @@ from harness.ownership import holder_of, output_folder, resume_command
 from harness.predict import checks
 from harness.predict.agreement import mask_agreement
 from harness.predict.digits import digits_agreement, predict_digits, prepare_digits, save_digits
+from harness.predict.export import export_run
+from harness.predict.exported import exported_files, exported_surface
 from harness.predict.masks import predict_masks
 from harness.predict.report import console_table, markdown_report
 from harness.predict.rows import drop_progress
@@ -92,11 +94,7 @@ PREDICTIONS = {
 def main(args) -> int:
     """Check everything, then write the output folder and run the sides; a UserError leaves nothing half-done."""
     if getattr(args, "export", None) is not None:
-        raise UserError("not implemented yet: --export RUN_DIR (a trained run's SavedModel, .pt2 and ONNX files); "
-                        "--benchmark --inference exports and checks the initial weights (docs/inference.md)")
-    if args.runtime != "framework":
-        raise UserError(f"not implemented yet: --predict --runtime {args.runtime} (predicting with an exported file); "
-                        "--runtime framework predicts with the trained weights")
+        return export_run(args)
     checks.check_flags(args)
     check_device(args.device)
     holder = holder_of(args.predict) if args.predict.is_dir() else None
@@ -111,6 +109,8 @@ def main(args) -> int:
     checks.check_weights(weights, spec)
     if args.data_dir is not None:
         args.data_dir = args.data_dir.expanduser().resolve()
+    exported = None if args.runtime == "framework" else exported_files(run.folder, args.runtime, sides,
+                                                                        task_of(spec).prediction)
     description, write_input = PREDICTIONS[task_of(spec).prediction].prepare(run, args)
     out = args.out or Path.cwd() / "runs" / f"{spec.name}-predict-{datetime.now():%Y%m%d-%H%M%S}"
     if out.expanduser().resolve() == run.folder:
@@ -126,7 +126,7 @@ def main(args) -> int:
                "weights": {s: {**w, "file": str(Path(w["file"]).expanduser().resolve())} for s, w in weights.items()},
                "sides": sides, "threads": args.threads, "out": str(out), "photos": str(out / PHOTOS),
                "source": description, "preview": args.preview, "skip_bad": args.skip_bad, "device": args.device,
-               "in_process": args.in_process}
+               "in_process": args.in_process, "exported": exported}
         run_job(out, job)
     return 0
 
@@ -200,6 +200,8 @@ def predict_side(side: str, job: dict) -> None:
     surface.runtime.configure(job["threads"], spec.seed)
     execution = surface.runtime.configure_execution(default_execution(side, device=job["device"]))
     weights_file = job["weights"][side]["file"]
+    if job.get("exported"):  # --runtime: the forward pass served by an exported file of --export
+        surface = exported_surface(surface, job["exported"][side], job["threads"])
 
     def model_of():
         model = surface.task.build(spec)
@@ -212,13 +214,16 @@ def predict_side(side: str, job: dict) -> None:
     result = PREDICTIONS[task_of(spec).prediction].side(surface, spec, job, out_dir, model_of)
     result.update(weights=job["weights"][side], execution=execution.to_dict(), threads=surface.runtime.threads(),
                   versions=surface.runtime.versions(), **side_variables(),
-                  artifacts=relative_to(result["artifacts"], Path(job["out"])))
+                  artifacts=relative_to(result["artifacts"], Path(job["out"])),
+                  served_by=(job.get("exported") or {}).get(side, {"runtime": "framework"}))
     write_json(out_dir / "result.json", result)
     PREDICTIONS[task_of(spec).prediction].done(out_dir)
     timing = result["timing"]
     rate = timing.get("photos_per_s")
-    print(f"{SIDE_NAMES[side]}: {result['rows']:,} predicted" + (f", {len(result['skipped'])} skipped"
-                                                                  if result["skipped"] else "")
+    served = result["served_by"]
+    print(f"{SIDE_NAMES[side]}: {result['rows']:,} predicted"
+          + (f" by {served['runtime']} running {Path(served['file']).name}" if "file" in served else "")
+          + (f", {len(result['skipped'])} skipped" if result["skipped"] else "")
           + (f", {rate:.1f} photos/s" if rate else ""), flush=True)
 
 
@@ -233,8 +238,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     predict("--preview", type=int, default=8, metavar="N", help="overlays written for the first N photos")
     predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")
     predict("--runtime", choices=RUNTIMES, default="framework",
-            help="predict with the framework's model (default) or with an exported file of --export (not implemented "
-                 "yet for savedmodel, pt2, onnx)")
+            help="predict with the framework's model (default) or with a file --export kept in RUN_DIR/exported/ "
+                 "(mlp, cnn; savedmodel: --frameworks tf, pt2: --frameworks torch)")
     predict("--export", type=Path, metavar="RUN_DIR", action=ExportRun,
             help="write each side's trained weights as its deployable format (SavedModel; .pt2) and ONNX, each "
                  "verified first (docs/inference.md)")
