@@ -3,7 +3,9 @@ them: a cell that raises fails the test. And each committed, executed notebooks/
 cells (code and markdown; outputs are not compared): `python -m notebooks.build` rebuilds them."""
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -19,13 +21,20 @@ def test_there_are_the_five_lessons():
     assert NAMES == ["01_neuron", "02_graphs", "03_equal_up_to_rounding", "04_unet", "05_keras_engines"]
 
 
+def work_folders() -> set[Path]:
+    """The notebooks' run folders (tempfile.TemporaryDirectory, removed when the kernel stops)."""
+    return set(Path(tempfile.gettempdir()).glob("twinnets-notebook-*"))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_the_notebook_runs_top_to_bottom(name):
     start = time.perf_counter()
+    before = work_folders()
     notebook = build.execute(build.read_source(build.sources()[name]), timeout=CELL_TIMEOUT_S)
     errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
               if output.get("output_type") == "error"]
     assert errors == []
+    assert work_folders() - before == set(), "the notebook left its run folders behind after its kernel stopped"
     print(f"{name}: {time.perf_counter() - start:.1f} s")
 
 

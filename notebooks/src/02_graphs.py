@@ -34,7 +34,8 @@ from shared.graph_lessons import markdown, pitfall_table
 from shared.tasks import make_spec
 
 spec = make_spec("autograd")
-FIGURES = Path(tempfile.mkdtemp(prefix="twinnets-notebook-"))
+WORK = tempfile.TemporaryDirectory(prefix="twinnets-notebook-")  # removed when the kernel stops
+FIGURES = Path(WORK.name)
 
 
 def show(*drawings, stacked=False):

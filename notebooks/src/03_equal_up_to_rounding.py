@@ -42,7 +42,8 @@ from shared.init import init_weights
 from shared.tasks import make_spec
 from shared.weights import cnn_layout, mlp_layout
 
-RUNS = Path(tempfile.mkdtemp(prefix="twinnets-notebook-"))
+WORK = tempfile.TemporaryDirectory(prefix="twinnets-notebook-")  # removed when the kernel stops
+RUNS = Path(WORK.name)
 
 
 def compare(*flags: str) -> dict:

@@ -31,7 +31,8 @@ import numpy as np
 from shared.metrics import dice, pixel_agreement
 from shared.rle import read_rle_csv, rle_decode, rle_encode
 
-out = Path(tempfile.mkdtemp(prefix="twinnets-notebook-")) / "unet"
+WORK = tempfile.TemporaryDirectory(prefix="twinnets-notebook-")  # removed when the kernel stops
+out = Path(WORK.name) / "unet"
 flags = ["--task", "unet", "--recipe", "quality", "--image-size", "32", "--base-filters", "4", "--sample-size", "48",
          "--epochs", "5", "--control", "none", "--out", str(out)]
 print("python compare.py", " ".join(flags[:-2]))

@@ -61,7 +61,8 @@ source("keras_fit/train.py", "def train", 25)
 # same digits and must agree with the first one named within 1e-5 (parity).
 
 # %%
-out = Path(tempfile.mkdtemp(prefix="twinnets-notebook-")) / "engines"
+WORK = tempfile.TemporaryDirectory(prefix="twinnets-notebook-")  # removed when the kernel stops
+out = Path(WORK.name) / "engines"
 flags = ["--task", "mlp", "--frameworks", "keras-tf,keras-jax,keras-torch,torch", "--sample-size", "400",
          "--epochs", "1", "--control", "none", "--out", str(out)]
 print("python compare.py", " ".join(flags[:-2]))
