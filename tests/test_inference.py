@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from harness.benchmark import inference, serving
+from harness.benchmark import inference, inference_report, serving
 from harness.predict.exported import exported_files
 from harness.registry import task_of
 from shared.errors import UserError
@@ -90,6 +90,101 @@ def test_a_row_whose_output_differs_is_not_timed(exported, tmp_path):
     assert result["failure"].startswith("gate failed") and "latency_s" not in result
 
 
+def run_row(folder: Path, row: dict, **job) -> dict:
+    """One planned row in its worker process (the arm's process for a Keras arm); its result file."""
+    assert inference.run_piece(folder, row["source"], job_for(MLP, folder, piece="row", row=row, **job), row["name"],
+                               1) is None
+    return json.loads((folder / f"{row['name']}.json").read_text())
+
+
+def planned(name: str, precisions=("fp32", "bf16")) -> dict:
+    return next(row for row in inference.planned_rows(["tf", "torch", "keras-jax", "keras-torch"], list(precisions))
+                if row["name"] == name)
+
+
+@pytest.mark.parametrize("name, engine_imported", [("keras-jax-jit", []), ("keras-torch-eager", ["torch"])])
+def test_a_keras_arms_row_runs_on_its_engine_gated_against_the_tf_eager_output(exported, name, engine_imported):
+    result = run_row(exported, planned(name))
+    assert "failure" not in result, result.get("failure")
+    gate = result["gate"]
+    assert gate["passed"] and gate["max_abs_diff"] <= task_of(MLP).tolerance == gate["tolerance"]
+    assert gate["against"] == "tf eager (the same Keras model)"
+    assert len(result["latency_s"]) == 20 and len(result["offline_s"]) == 3
+    assert result["frameworks_imported"] == engine_imported  # KERAS_BACKEND's engine alone: no TensorFlow
+    assert result["settings"]["keras_backend"] == name.split("-")[1]
+
+
+@pytest.mark.parametrize("name, against", [("tf-tf-function-bf16", "tf eager (float32)"),
+                                           ("torch-torch-eager-bf16", "torch eager (float32)")])
+def test_a_bf16_row_differs_from_float32_within_its_own_tolerance(exported, name, against):
+    row = planned(name)
+    result = run_row(exported, row, tolerance=serving.gate_tolerance(task_of(MLP), row))
+    assert "failure" not in result, result.get("failure")
+    gate, tolerances = result["gate"], task_of(MLP).tolerances
+    # bfloat16's 8 bits: far over float32's forward tolerance, within bf16_forward
+    assert 100 * tolerances["forward"] < gate["max_abs_diff"] <= tolerances["bf16_forward"] == gate["tolerance"]
+    assert gate["passed"] and gate["against"] == against
+    assert result["settings"]["precision"] == "bf16" and len(result["latency_s"]) == 20
+
+
+def test_a_bf16_row_over_a_tighter_tolerance_is_failed_and_not_timed(exported):
+    result = run_row(exported, planned("torch-torch-eager-bf16"), tolerance=task_of(MLP).tolerance)
+    assert result["gate"]["passed"] is False and result["gate"]["max_abs_diff"] > task_of(MLP).tolerance
+    assert result["failure"].startswith("gate failed: max |output - torch eager (float32)|")
+    assert "latency_s" not in result and "offline_s" not in result
+
+
+def test_the_arms_rows_come_with_frameworks_all_and_bf16_rows_with_precisions():
+    names = [inference.row_name(*row) for row in inference.ROWS]
+    assert [row["name"] for row in inference.planned_rows(["tf", "torch"], ["fp32"])] == names
+    every = inference.planned_rows(["tf", "torch", "keras-tf", "keras-jax", "keras-torch"], ["fp32", "bf16"])
+    assert [row["name"] for row in every] == names + ["keras-jax-jit", "keras-torch-eager", "tf-tf-function-bf16",
+                                                     "torch-torch-eager-bf16"]
+    assert [row["precision"] for row in every].count("bf16") == 2
+    assert {row.get("reference") for row in every if row["runtime"].startswith("keras")} == {"tf"}
+    assert [row["name"] for row in inference.planned_rows(["tf", "torch"], ["bf16"])] == [
+        "tf-tf-function-bf16", "torch-torch-eager-bf16"]
+    args = argparse.Namespace(inference=True, profile=False, golden=None, write_golden=None, repeat=1, nproc=1,
+                              tf32=False, all_combinations=False, precisions=None)
+    inference.check_args(args)
+    assert args.inference_precisions == ["fp32"]  # the default keeps today's rows (and run time)
+    args.precisions = "fp32,bf16"
+    inference.check_args(args)
+    assert args.inference_precisions == ["fp32", "bf16"]
+    args.precisions = "fp32,fp16"
+    with pytest.raises(UserError, match="--precisions 'fp32,fp16': choose from fp32, bf16"):
+        inference.check_args(args)
+
+
+def test_bf16_and_arm_rows_are_compared_with_their_float32_and_native_twins():
+    def row(name: str, source: str, milliseconds: float, precision: str = "fp32") -> dict:
+        return {"row_name": name, "row": {"source": source, "runtime": source, "precision": precision},
+                "latency": {"median_s": milliseconds / 1e3}, "latency_s": [milliseconds / 1e3 * (1 + i % 5 / 100)
+                                                                            for i in range(50)]}
+    rows = [row("tf-tf-function", "tf", 0.3), row("torch-torch-eager", "torch", 0.06),
+            row("keras-torch-eager", "keras-torch", 0.6), row("tf-tf-function-bf16", "tf", 0.03, "bf16")]
+    found = {c["what"]: c for c in inference.comparisons(rows)}
+    fastest = found["each side's fastest way to serve"]  # bf16 computes other numbers: not among the fp32 rows
+    assert {fastest["faster"], fastest["slower"]} == {"torch-torch-eager", "tf-tf-function"}
+    cost = found["the Keras API's cost on PyTorch (both eager)"]
+    assert cost["faster"] == "torch-torch-eager" and cost["ratio"] == pytest.approx(10, rel=0.01)
+    assert found["bf16 against fp32, TensorFlow's tf.function"]["faster"] == "tf-tf-function-bf16"
+    assert "one Keras model, JAX's jit against TensorFlow's tf.function" not in found  # keras-jax did not run
+
+
+def test_the_report_says_what_each_other_gate_was_and_whether_the_cpu_has_bf16_units():
+    gated = {"row_name": "tf-tf-function-bf16", "row": {"source": "tf", "precision": "bf16"},
+             "gate": {"max_abs_diff": 0.02, "tolerance": 0.05, "passed": True, "against": "tf eager (float32)"}}
+    own = {"row_name": "tf-tf-eager", "row": {"source": "tf"},
+           "gate": {"max_abs_diff": 0.0, "tolerance": 1e-5, "passed": True, "against": "tf eager"}}
+    results = {"rows": [own, gated], "config": {"precisions": ["fp32", "bf16"]}, "bf16_units": []}
+    assert inference_report.gate_lines(results) == [
+        "gate of tf-tf-function-bf16: max |output - tf eager (float32)| 0.02 <= 0.05"]
+    assert "no bf16 arithmetic" in inference_report.bf16_line(results)
+    assert "avx512_bf16" in inference_report.bf16_line({**results, "bf16_units": ["avx512_bf16"]})
+    assert inference_report.bf16_line({**results, "config": {"precisions": ["fp32"]}}) is None
+
+
 def test_the_training_benchmarks_flags_are_refused_with_inference():
     args = argparse.Namespace(inference=True, profile=False, golden=None, write_golden=None, repeat=2, nproc=1,
                               tf32=False, all_combinations=True)
@@ -147,8 +242,6 @@ def test_the_inference_benchmark_of_a_tiny_unet_has_every_row_gated_or_explained
 def test_predict_with_an_exported_file_says_in_one_line_what_is_missing(tmp_path):
     with pytest.raises(UserError, match="no exported files; run `python compare.py --export"):
         exported_files(tmp_path, "onnx", ["tf", "torch"], "classes")
-    with pytest.raises(UserError, match="not implemented yet: --runtime onnx for the U-Net's masks"):
-        exported_files(tmp_path, "onnx", ["tf", "torch"], "masks")
     (tmp_path / "exported").mkdir()
     (tmp_path / "exported" / "export.json").write_text(json.dumps({"sides": {"tf": {"savedmodel": {
         "path": "tf.savedmodel", "kept": True}}}, "layouts": {"tf": "NHWC"}}))

@@ -12,6 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 MODES = ("eager", "function", "xla")  # how this side runs a forward pass (torch_impl/export.py: eager, compile)
+# The forward's precisions: bf16 is Keras' "mixed_bfloat16" policy (float32 weights, bfloat16 compute), fixed when the
+# model is built (tf_impl/runtime.py configure_execution); torch_impl/export.py: torch.autocast at call time.
+PRECISIONS = ("fp32", "bf16")
+_COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # what the model's layers compute in, by precision
 INPUT_LAYOUT = "NHWC"  # the exported graphs take what Keras takes: channels last
 NATIVE_FORMAT = "savedmodel"  # a folder: saved_model.pb (the traced graph) and variables/ (the weights)
 
@@ -26,11 +30,16 @@ def to_canonical(outputs: np.ndarray) -> np.ndarray:
     return np.asarray(outputs)
 
 
-def inference_function(model, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+def inference_function(model, mode: str, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     """The forward pass in inference mode (BatchNorm's running statistics), run op by op ("eager"), as one traced
-    graph ("function") or as one XLA-compiled program ("xla"); numpy in, numpy out."""
+    graph ("function") or as one XLA-compiled program ("xla"); numpy in, float32 numpy out. In bf16 the model must
+    have been built under the mixed_bfloat16 policy: its layers compute in bfloat16, its output is cast back."""
+    if model.compute_dtype != _COMPUTE_DTYPES[precision]:
+        raise ValueError(f"{precision}: the model computes in {model.compute_dtype}; build it under the "
+                         f"{_COMPUTE_DTYPES[precision]} policy (tf_impl/runtime.py configure_execution)")
+
     def call(images):
-        return model(images, training=False)
+        return tf.cast(model(images, training=False), tf.float32)  # no op in float32
 
     if mode != "eager":
         call = tf.function(call, jit_compile=mode == "xla")  # traced once per input shape

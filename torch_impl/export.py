@@ -13,6 +13,10 @@ import numpy as np
 import torch
 
 MODES = ("eager", "compile")  # how this side runs a forward pass (tf_impl/export.py: eager, function, xla)
+# The forward's precisions: bf16 is torch.autocast's bfloat16 (float32 weights, matrix products and convolutions in
+# bfloat16), as training's mixed precision; tf_impl/export.py: Keras' mixed_bfloat16 policy, fixed at build time.
+PRECISIONS = ("fp32", "bf16")
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # what autocast runs its bfloat16 ops in, by precision
 INPUT_LAYOUT = "NCHW"  # the exported graphs take what nn.Conv2d takes: channels first
 NATIVE_FORMAT = "pt2"  # one file: the exported program, AOTInductor's compiled C++ kernels and the weights
 _MAX_BATCH = 4096  # the exported graphs' batch dimension is symbolic, 1 to this
@@ -28,15 +32,17 @@ def to_canonical(outputs: np.ndarray) -> np.ndarray:
     return np.transpose(outputs, (0, 2, 3, 1)) if outputs.ndim == 4 else outputs
 
 
-def inference_function(model, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+def inference_function(model, mode: str, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     """The forward pass in evaluation mode (BatchNorm's running statistics), op by op ("eager") or captured by
-    Dynamo and compiled by Inductor ("compile"), under inference_mode (no autograd record); numpy in, numpy out."""
+    Dynamo and compiled by Inductor ("compile"), under inference_mode (no autograd record); numpy in, float32 numpy
+    out. In bf16 under torch.autocast: the float32 weights stay, autocast's bfloat16 ops run in bfloat16."""
     model.eval()
     call = torch.compile(model) if mode == "compile" else model
+    dtype = _AUTOCAST_DTYPES[precision]
 
     def run(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return call(torch.from_numpy(images)).numpy()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            return call(torch.from_numpy(images)).float().numpy()  # .float(): no copy in float32
     return run
 
 
@@ -64,4 +70,3 @@ def export_onnx(model, example: np.ndarray, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
     torch.onnx.export(model, (torch.from_numpy(example),), str(path), dynamo=True, dynamic_shapes=({0: batch},),
                       input_names=["images"], output_names=["outputs"], external_data=False, verbose=False)
-

@@ -1,7 +1,9 @@
 """`--benchmark --inference`'s worker half, each piece in a fresh process of its own: a side's export (its native
 format and ONNX, timed and sized), one runtime row (loaded, gated against its framework's eager output, then timed:
-single-stream batch-1 latency and offline throughput), and the ONNX referee (both sides' ONNX files in one ONNX
-Runtime session setting, and what each graph holds). harness/benchmark/inference.py plans and starts them."""
+single-stream batch-1 latency and offline throughput; a Keras arm's row runs in the arm's process, gated against the
+tf side's eager output, the same Keras model; a bf16 row against its side's float32 eager output, within the
+registry's bf16_forward), and the ONNX referee (both sides' ONNX files in one ONNX Runtime session setting, and what
+each graph holds). harness/benchmark/inference.py plans and starts them."""
 from __future__ import annotations
 
 import importlib
@@ -19,7 +21,9 @@ import numpy as np
 from harness.benchmark.rows import peak_rss_bytes
 from harness.jobs import spec_of
 from harness.registry import task_of
+from harness.surface import ARMS
 from shared.atomic import write_json
+from shared.execution import default_execution
 from shared.graph_lessons import first_line
 from shared.weights import load_weights_file
 
@@ -29,12 +33,15 @@ FORMATS = {"tf": ("savedmodel", "onnx"), "torch": ("pt2", "onnx")}
 SUFFIX = {"savedmodel": ".savedmodel", "pt2": ".pt2", "onnx": ".onnx"}
 # What a reloaded file must not need: the models' own code.
 MODEL_CODE = ("keras_models", "torch_impl.mlp", "torch_impl.cnn", "torch_impl.unet")
+# How each side runs its forward in bf16 (tf_impl/export.py, torch_impl/export.py), in the row's settings.
+BF16 = {"tf": "Keras' mixed_bfloat16 policy: float32 variables, bfloat16 compute, the output cast to float32",
+        "torch": "torch.autocast('cpu', torch.bfloat16) under inference_mode: float32 weights, bfloat16 products"}
 
 
 def export_module(side: str):
-    """The side's export twin (tf_impl/export.py, torch_impl/export.py); imported here so that one framework only
-    enters this process."""
-    return importlib.import_module(f"{'tf_impl' if side == 'tf' else 'torch_impl'}.export")
+    """The side's export twin (tf_impl/export.py, torch_impl/export.py; a Keras arm's keras_fit/export.py); imported
+    here so that one framework only enters this process."""
+    return importlib.import_module(f"{ARMS[side].package}.export")
 
 
 def exported_path(folder: Path, side: str, fmt: str) -> Path:
@@ -65,10 +72,13 @@ def write_export(write: Callable[[Path], None], path: Path) -> float:
     return seconds
 
 
-def canonical_model(side: str, spec, weights=None):
-    """The side's model with the canonical weights (the task's initial ones, or a trained run's)."""
+def canonical_model(side: str, spec, weights=None, precision: str = "fp32"):
+    """The side's model with the canonical weights (the task's initial ones, or a trained run's); in bf16 built under
+    the side's mixed precision (TensorFlow fixes a Keras model's dtype policy when it builds it)."""
     task = task_of(spec)
     surface = task.surface(side, spec)
+    if precision != "fp32":
+        surface.runtime.configure_execution(default_execution(side, precision))
     model = surface.task.build(spec)
     surface.task.load_weights(model, task.initial_weights(spec) if weights is None else weights)
     return model, surface
@@ -83,8 +93,11 @@ def export_side(side: str, job: dict) -> None:
     surface.runtime.configure(job["threads"], spec.seed)
     trained = job.get("weights")  # --export RUN_DIR: a trained run's canonical weights file
     model, _ = canonical_model(side, spec, load_weights_file(trained) if trained else None)
-    images, _ = task.benchmark_batch(spec, job["settings"]["offline_batch"], spec.seed)
-    np.save(folder / f"{side}-images.npy", images)  # the same seeded batch on both sides (the referee checks)
+    if job.get("images"):  # --export RUN_DIR: the run's validation batch, saved by the parent (an .npy file)
+        images = np.load(job["images"])
+    else:
+        images, _ = task.benchmark_batch(spec, job["settings"]["offline_batch"], spec.seed)
+    np.save(folder / f"{side}-images.npy", images)  # the same batch on both sides (the referee checks)
     np.save(folder / f"{side}-reference.npy", surface.task.forward(model, images))
     export = export_module(side)
     example = export.to_input(np.concatenate([images, images])[:2])  # batch 2: a batch of 1 would be fixed at 1
@@ -146,22 +159,50 @@ def runtime_function(row: dict, folder: Path, spec, threads: int) -> tuple[Calla
         return onnxruntime_function(exported_path(folder, row["source"], "onnx"), threads)
     if row["runtime"] == "openvino":
         return openvino_function(exported_path(folder, row["source"], "onnx"), threads)
+    weights = load_weights_file(row["weights"]) if row.get("weights") else None
     export = export_module(row["source"])
+    if not ARMS[row["source"]].native:  # a Keras arm: the portable model on its engine (keras_fit/export.py)
+        model, _ = canonical_model(row["source"], spec, weights)
+        return export.inference_function(model, row["mode"]), export.settings(row["mode"])
     if row["mode"] in FORMATS[row["source"]]:
         return export.load_native(exported_path(folder, row["source"], row["mode"])), {}
-    model, _ = canonical_model(row["source"], spec, load_weights_file(row["weights"]) if row.get("weights") else None)
-    return export.inference_function(model, row["mode"]), {}
+    precision = row.get("precision", "fp32")
+    model, _ = canonical_model(row["source"], spec, weights, precision)
+    return export.inference_function(model, row["mode"], precision), {
+        "precision": precision, **({"bf16": BF16[row["source"]]} if precision == "bf16" else {})}
+
+
+def reference_of(row: dict) -> str:
+    """The side whose eager output (and seeded batch) gates the row: its own, or for a Keras arm the tf side's, the
+    same Keras model on TensorFlow."""
+    return row.get("reference", row["source"])
+
+
+def gate_tolerance(task, row: dict) -> float:
+    """The registry's forward tolerance; a bf16 row's own, bf16_forward, against the float32 eager output."""
+    return task.tolerances["bf16_forward"] if row.get("precision", "fp32") == "bf16" else task.tolerance
+
+
+def gated_against(row: dict) -> str:
+    """What the row's gate compared it with, in words: "tf eager", "tf eager (float32)", "tf eager (the same Keras
+    model)"."""
+    what = f"{reference_of(row)} eager"
+    if row.get("precision", "fp32") != "fp32":
+        return f"{what} (float32)"
+    return what if reference_of(row) == row["source"] else f"{what} (the same Keras model)"
 
 
 def runtime_row(side: str, job: dict) -> None:
-    """One row: load, first call, the gate on the whole batch, then single-stream latency and offline throughput."""
+    """One row: load, first call, the gate on the whole batch, then single-stream latency and offline throughput.
+    The gate's tolerance: job["tolerance"] when the parent gives one, else the registry's (gate_tolerance)."""
     spec, folder, row, settings = spec_of(job), Path(job["out"]), job["row"], job["settings"]
-    task, layout = task_of(spec), layout_of(folder, row["source"])
-    if row["runtime"] in ("tf", "torch"):  # the framework's own threads (ONNX Runtime's and OpenVINO's: their loaders)
-        importlib.import_module(f"{'tf_impl' if row['source'] == 'tf' else 'torch_impl'}.runtime").configure(
-            job["threads"], spec.seed)
-    images = in_layout(np.load(folder / f"{row['source']}-images.npy"), layout)
-    reference = np.load(folder / f"{row['source']}-reference.npy")
+    task, reference_side = task_of(spec), reference_of(row)
+    layout = layout_of(folder, reference_side)  # a Keras arm takes NHWC, as the tf side's graphs
+    if row["runtime"] in ARMS:  # the framework's own threads (ONNX Runtime's and OpenVINO's: their loaders)
+        importlib.import_module(f"{ARMS[row['runtime']].package}.runtime").configure(job["threads"], spec.seed)
+    images = in_layout(np.load(folder / f"{reference_side}-images.npy"), layout)
+    reference = np.load(folder / f"{reference_side}-reference.npy")
+    tolerance = job.get("tolerance", gate_tolerance(task, row))
     found: dict = {"row": row, "threads": job["threads"]}
     try:
         started = time.perf_counter()
@@ -171,11 +212,11 @@ def runtime_row(side: str, job: dict) -> None:
         call(images[:1])
         found["first_call_s"] = time.perf_counter() - started
         difference = float(np.abs(from_layout(call(images), layout) - reference).max())
-        found["gate"] = {"max_abs_diff": difference, "tolerance": task.tolerance,
-                         "passed": difference <= task.tolerance, "against": f"{row['source']} eager"}
+        found["gate"] = {"max_abs_diff": difference, "tolerance": tolerance, "passed": difference <= tolerance,
+                         "against": gated_against(row)}
         if not found["gate"]["passed"]:
-            found["failure"] = (f"gate failed: max |output - {row['source']} eager| {difference:.3g} > "
-                                f"{task.tolerance:g}; not timed")
+            found["failure"] = (f"gate failed: max |output - {gated_against(row)}| {difference:.3g} > "
+                                f"{tolerance:g}; not timed")
         else:
             found["latency_s"] = time_queries(call, images, settings["queries"], WARMUP_QUERIES)
             found["offline_s"] = time_queries(call, images, settings["offline_steps"], 2, whole=True)

@@ -1,7 +1,8 @@
 """`compare.py --export RUN_DIR`: each side's trained weights written as its native deployable format (SavedModel;
 .pt2) and as ONNX, each file verified in a fresh process of its own against the trained model's eager output before
 it is kept (written under pending/, moved into place only when it agrees), with the same worker pieces as
-`--benchmark --inference` (harness/benchmark/serving.py)."""
+`--benchmark --inference` (harness/benchmark/serving.py); the batch it is verified on is the run's own first
+validation batch (harness/predict/validation.py)."""
 from __future__ import annotations
 
 import json
@@ -9,18 +10,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from harness.benchmark import inference
 from harness.benchmark.serving import FORMATS, exported_path
 from harness.flags import frameworks
 from harness.ownership import output_folder
 from harness.predict import checks
 from harness.predict.exported import EXPORTED
+from harness.predict.validation import ValidationBatch, validation_batch
 from harness.registry import task_of
 from shared import tables
 from shared.atomic import write_json
 from shared.errors import UserError
+from shared.tasks import image_shape_of
 
-VERIFY_BATCH = 8
 # Which row verifies each kept file: (runtime, mode) for a side's native format and for its ONNX file.
 VERIFIERS = {"savedmodel": ("tf", "savedmodel"), "pt2": ("torch", "pt2"), "onnx": ("onnxruntime", "onnx")}
 
@@ -36,8 +40,10 @@ def export_run(args) -> int:
     out = args.out or run.folder / EXPORTED  # where --predict RUN_DIR --runtime looks
     if out.expanduser().resolve() == run.folder:
         raise UserError(f"{out}: --out is the run folder itself; export into another folder")
+    data_dir = args.data_dir.expanduser().resolve() if args.data_dir is not None else None
+    batch = validation_batch(run, spec, task_of(spec).prediction, data_dir)  # a data folder gone: one line, first
     with output_folder(out, spec.name, args.overwrite) as out:
-        found = export_into(out, spec, sides, weights, args.threads)
+        found = export_into(out, spec, sides, weights, args.threads, batch)
         found.update(run=str(run.folder), weights=weights)
         write_json(out / "export.json", found)
     print(tables.console(["side", "format", "file", "max |file - trained model|", "kept"], [
@@ -48,16 +54,19 @@ def export_run(args) -> int:
     return 0 if all(entry.get("kept") for formats in found["sides"].values() for entry in formats.values()) else 1
 
 
-def export_into(out: Path, spec, sides: list[str], weights: dict, threads: int) -> dict:
+def export_into(out: Path, spec, sides: list[str], weights: dict, threads: int, batch: ValidationBatch) -> dict:
+    """Each side's files written and verified on the batch (saved for the export pieces, which take it as the
+    reference's input); export.json's content: each file, the layout and input size its graphs take, the batch."""
     pending = out / "pending"
     pending.mkdir(exist_ok=True)
-    settings = {"offline_batch": VERIFY_BATCH, "queries": 1, "offline_steps": 1}
+    np.save(pending / "validation-images.npy", batch.images)
+    settings = {"offline_batch": len(batch.images), "queries": 1, "offline_steps": 1}
     tolerance = task_of(spec).tolerance
     base = {"task": spec.name, "spec": spec.to_dict(), "threads": threads, "data": None, "settings": settings,
-            "out": str(pending.resolve())}
-    found: dict = {"sides": {}, "layouts": {}, "tolerance": tolerance,
-                   "verified_on": f"a seeded batch of {VERIFY_BATCH} inputs of the run's shape (not yet the run's "
-                                  "validation batch: not implemented yet)"}
+            "out": str(pending.resolve()), "images": str((pending / "validation-images.npy").resolve())}
+    found: dict = {"sides": {}, "layouts": {}, "tolerance": tolerance, "verified_on": batch.text,
+                   "validation_batch": batch.record, "input_shape": list(batch.images.shape[1:]),  # canonical NHWC
+                   "image_size": list(image_shape_of(spec.image_size))}  # what --predict --runtime must ask for
     for side in sides:
         print(f"export {side} ...", flush=True)
         crash = inference.run_piece(pending, side, {**base, "piece": "export", "weights": weights[side]["file"]},

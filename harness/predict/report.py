@@ -25,13 +25,18 @@ def summary_rows(results: dict, unit: str) -> list[tuple[str, list]]:
             values.append(value)
         return values
 
-    rows = [("weights trained by", [SIDE_NAMES.get(w, w) for w in each("weights", "trained_by")]),
-            (f"{unit} predicted", each("rows")), ("skipped (unreadable)", [len(s or []) for s in each("skipped")])]
+    rows = [("weights trained by", [SIDE_NAMES.get(w, w) for w in each("weights", "trained_by")])]
+    served = each("served_by")
+    files = any("file" in (found or {}) for found in served)
+    if files:  # --runtime: an exported file served the forward pass
+        rows.append(("served by", [f"{found['runtime']}: {Path(found['file']).name}" if "file" in (found or {})
+                                   else "the framework's model" for found in served]))
+    rows += [(f"{unit} predicted", each("rows")), ("skipped (unreadable)", [len(s or []) for s in each("skipped")])]
     for keys, label in ((("metrics", "test_accuracy"), "test accuracy"),
                         (("timing", "photos_per_s"), f"{unit}/s (end to end)"),
                         (("timing", "model_photos_per_s"), f"{unit}/s (the model alone)"),
                         (("timing", "first_batch_s"), "first batch s (warm-up, tracing)"),
-                        (("timing", "setup_s"), "model build + weights s"),
+                        (("timing", "setup_s"), "exported file loaded s" if files else "model build + weights s"),
                         (("memory", "growth_mb"), "resident MB growth after 100"),
                         (("resumed",), "times resumed")):
         values = each(*keys)

@@ -97,6 +97,9 @@ def main(args) -> int:
         return export_run(args)
     checks.check_flags(args)
     check_device(args.device)
+    if args.runtime != "framework" and args.device == "cuda":
+        raise UserError(f"--runtime {args.runtime} runs the exported file on the CPU (as --export verified it): leave "
+                        "out --device cuda")
     holder = holder_of(args.predict) if args.predict.is_dir() else None
     if holder is not None:  # first: a run still training has no final weights yet, and that is not what is wrong
         raise UserError(f"{args.predict}: a twinnets run is still writing this folder (process {holder}); predict "
@@ -110,7 +113,8 @@ def main(args) -> int:
     if args.data_dir is not None:
         args.data_dir = args.data_dir.expanduser().resolve()
     exported = None if args.runtime == "framework" else exported_files(run.folder, args.runtime, sides,
-                                                                        task_of(spec).prediction)
+                                                                        task_of(spec).prediction, spec.image_size,
+                                                                        weights)
     description, write_input = PREDICTIONS[task_of(spec).prediction].prepare(run, args)
     out = args.out or Path.cwd() / "runs" / f"{spec.name}-predict-{datetime.now():%Y%m%d-%H%M%S}"
     if out.expanduser().resolve() == run.folder:
@@ -200,11 +204,13 @@ def predict_side(side: str, job: dict) -> None:
     surface.runtime.configure(job["threads"], spec.seed)
     execution = surface.runtime.configure_execution(default_execution(side, device=job["device"]))
     weights_file = job["weights"][side]["file"]
-    if job.get("exported"):  # --runtime: the forward pass served by an exported file of --export
+    if job.get("exported"):  # --runtime: the model is an exported file of --export, which build loads
         surface = exported_surface(surface, job["exported"][side], job["threads"])
 
     def model_of():
         model = surface.task.build(spec)
+        if job.get("exported"):  # the file holds its weights
+            return model
         surface.task.load_weights(model, load_weights_file(weights_file))
         if execution.device != "cpu":  # the surface has no call of its own for it: a train step moves the model
             surface.task.make_train_step(model, surface.task.make_optimizer(model, spec), spec, execution)
@@ -239,10 +245,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     predict("--skip-bad", action="store_true", help="skip (and list) photos that cannot be read")
     predict("--runtime", choices=RUNTIMES, default="framework",
             help="predict with the framework's model (default) or with a file --export kept in RUN_DIR/exported/ "
-                 "(mlp, cnn; savedmodel: --frameworks tf, pt2: --frameworks torch)")
+                 "(savedmodel: --frameworks tf, pt2: --frameworks torch; onnx: both)")
     predict("--export", type=Path, metavar="RUN_DIR", action=ExportRun,
             help="write each side's trained weights as its deployable format (SavedModel; .pt2) and ONNX, each "
-                 "verified first (docs/inference.md)")
+                 "verified first on the run's validation batch (docs/inference.md); --data-dir: the run's data "
+                 "moved there")
 
 
 class ExportRun(argparse.Action):

@@ -1,6 +1,6 @@
 """The JAX engine's part of the Keras arms (keras-jax): threads, versions, each batch's gradients, what the engine
-made of the train step (a jaxpr, drawn), the benchmark's matrix product and TF32 switch. Imported by
-keras_fit/backend/ in a keras-jax process only; the same functions as tensorflow.py and torch.py."""
+made of the train step (a jaxpr, drawn), the benchmark's matrix product and TF32 switch, the served forward pass.
+Imported by keras_fit/backend/ in a keras-jax process only; the same functions as tensorflow.py and torch.py."""
 from __future__ import annotations
 
 import os
@@ -123,3 +123,18 @@ def configure_tf32(tf32: bool) -> None:
 
 def tf32_state() -> bool:
     return jax.config.jax_default_matmul_precision == "tensorfloat32"
+
+
+def inference_function(model: keras.Model, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The forward pass as a Keras user on JAX deploys it: model.stateless_call in inference mode, the weights passed in
+    as arguments (not baked into the program as constants), jitted by jax.jit ("jit": one XLA program per input
+    shape) or run op by op ("eager"); numpy in, numpy out (float32; np.asarray waits for the result)."""
+    trainable = [variable.value for variable in model.trainable_variables]
+    fixed = [variable.value for variable in model.non_trainable_variables]
+
+    def forward(trainable, fixed, images):
+        outputs, _ = model.stateless_call(trainable, fixed, images, training=False)
+        return ops.cast(outputs, "float32")
+
+    call = jax.jit(forward) if mode == "jit" else forward
+    return lambda images: np.asarray(call(trainable, fixed, images))

@@ -1,6 +1,6 @@
 """The TensorFlow engine's part of the Keras arms (keras-tf): threads, versions, each batch's gradients, what the
-engine made of the train step, the benchmark's matrix product and TF32 switch. Imported by keras_fit/backend/ in a
-keras-tf process only; the same functions as jax.py and torch.py."""
+engine made of the train step, the benchmark's matrix product and TF32 switch, the served forward pass. Imported by
+keras_fit/backend/ in a keras-tf process only; the same functions as jax.py and torch.py."""
 from __future__ import annotations
 
 import os
@@ -68,3 +68,10 @@ def configure_tf32(tf32: bool) -> None:
 
 def tf32_state() -> bool:
     return bool(tf.config.experimental.tensor_float_32_execution_enabled())
+
+
+def inference_function(model: keras.Model, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The forward pass in inference mode as tf.function traces it ("function"; "xla": jit_compile=True), once per
+    input shape; numpy in, numpy out (float32)."""
+    call = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32), jit_compile=mode == "xla")
+    return lambda images: call(tf.constant(images)).numpy()

@@ -1,6 +1,6 @@
 """The PyTorch engine's part of the Keras arms (keras-torch): threads, versions, each batch's gradients, what the
-engine made of the train step, the benchmark's FLOPs, matrix product and TF32 switch. Imported by keras_fit/backend/
-in a keras-torch process only; the same functions as tensorflow.py and jax.py."""
+engine made of the train step, the benchmark's FLOPs, matrix product and TF32 switch, the served forward pass.
+Imported by keras_fit/backend/ in a keras-torch process only; the same functions as tensorflow.py and jax.py."""
 from __future__ import annotations
 
 import random
@@ -89,3 +89,14 @@ def configure_tf32(tf32: bool) -> None:
 
 def tf32_state() -> bool:
     return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+def inference_function(model: keras.Model, mode: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The Keras model on PyTorch called eagerly ("eager"; "compile": through torch.compile) in inference mode, under
+    torch.inference_mode (no autograd record); numpy in, numpy out (float32)."""
+    call = torch.compile(model) if mode == "compile" else model
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return call(torch.from_numpy(images), training=False).float().numpy()
+    return run
