@@ -20,11 +20,12 @@ LOCK = ".twinnets.lock"  # held (flock) by the process that owns the run folder;
 OWNED = ".twinnets-owned.json"  # the names twinnets wrote at the folder's top level
 ASIDE = ".twinnets-replaced"  # an earlier run moved aside by --overwrite, until the new run has started
 BOOKKEEPING = (LOCK, OWNED, ASIDE)  # a folder holding only these holds nothing
-RUN_MARKS = ("results.json", "job.json", "diagnose-job.json")  # a twinnets run was (or is) here
+RUN_MARKS = ("results.json", "job.json", "diagnose-job.json", "export.json")  # a twinnets run was (or is) here
 # What a run writes, recognised by name in a folder whose list of owned names is missing (its run was killed
 # before it could write the list, or an older twinnets wrote it).
 RUN_FILES = ("results.json", "report.md", "job.json", "diagnose-job.json", "*.png", *SIDES,
-             *(f"{side}-control" for side in SIDES), "rows", "seed-*", "profiles")
+             *(f"{side}-control" for side in SIDES), "rows", "seed-*", "profiles",
+             "export.json", "pending", "*.savedmodel", "*.pt2", "*.onnx")  # and what --export writes
 _held: dict[Path, object] = {}  # the folders this process owns, and their open lock files
 
 

@@ -157,3 +157,21 @@ def test_ctrl_c_after_both_sides_finished_leaves_the_partial_report_and_a_resuma
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
     assert (out / "job.json").is_file()
     assert f"continue with {command()} --resume {out}" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_an_earlier_export_folder_and_keeps_the_users_files(tmp_path):
+    """--export's folder holds no results.json: its export.json marks it as twinnets', so --overwrite moves the
+    earlier files (a SavedModel folder among them) aside instead of renaming the new ones onto them."""
+    out = tmp_path / "exported"
+    with output_folder(out, "mlp", overwrite=False):
+        (out / "export.json").write_text("{}")
+        (out / "tf.savedmodel" / "variables").mkdir(parents=True)
+        (out / "tf.savedmodel" / "saved_model.pb").write_text("first")
+    (out / "mine.txt").write_text("mine")
+    with output_folder(out, "mlp", overwrite=True):
+        assert sorted(path.name for path in out.iterdir() if not path.name.startswith(".")) == ["mine.txt"]
+        (out / "tf.savedmodel").mkdir()
+        (out / "tf.savedmodel" / "saved_model.pb").write_text("second")
+        (out / "export.json").write_text("{}")
+    assert (out / "tf.savedmodel" / "saved_model.pb").read_text() == "second"
+    assert (out / "mine.txt").read_text() == "mine" and not (out / ASIDE).exists()

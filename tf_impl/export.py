@@ -5,6 +5,7 @@ A Keras model is already a graph waiting to be traced: `model.export` traces `mo
 tf.function over a batch of any size and saves that graph with its weights (docs/inference.md)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +60,9 @@ def load_native(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 def export_onnx(model, example: np.ndarray, path: Path) -> None:
     """ONNX through Keras' own export (tf2onnx converts the traced graph), batch size left open."""
-    model.export(str(path), format="onnx", verbose=False, input_signature=[_signature(example)])
+    with warnings.catch_warnings():  # Keras' tf2onnx shim asks numpy for np.object, which warns: not the user's to fix
+        warnings.filterwarnings("ignore", message="In the future `np.object`", category=FutureWarning)
+        model.export(str(path), format="onnx", verbose=False, input_signature=[_signature(example)])
 
 
 def _signature(example: np.ndarray) -> tf.TensorSpec:

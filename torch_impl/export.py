@@ -6,11 +6,15 @@ A Python `forward` is not a graph: torch.export runs it once under Dynamo, which
 and refuses data-dependent Python control flow (docs/autograd.md, the graph_modes lesson)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+# AOTInductor's C++ toolchain warns on a CPU-only machine that it found no CUDA runtime: true, and not a problem here.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 MODES = ("eager", "compile")  # how this side runs a forward pass (tf_impl/export.py: eager, function, xla)
 # The forward's precisions: bf16 is torch.autocast's bfloat16 (float32 weights, matrix products and convolutions in

@@ -67,20 +67,22 @@ def export_into(out: Path, spec, sides: list[str], weights: dict, threads: int, 
     found: dict = {"sides": {}, "layouts": {}, "tolerance": tolerance, "verified_on": batch.text,
                    "validation_batch": batch.record, "input_shape": list(batch.images.shape[1:]),  # canonical NHWC
                    "image_size": list(image_shape_of(spec.image_size))}  # what --predict --runtime must ask for
-    for side in sides:
-        print(f"export {side} ...", flush=True)
-        crash = inference.run_piece(pending, side, {**base, "piece": "export", "weights": weights[side]["file"]},
-                                    f"{side}-export", threads)
-        written = {} if crash else json.loads((pending / f"{side}-export.json").read_text())
-        formats = {fmt: {"failure": crash} for fmt in FORMATS[side]} if crash else written["formats"]
-        found["layouts"][side] = written.get("input_layout")
-        for fmt, entry in formats.items():
-            if "failure" not in entry:
-                entry.update(verify(pending, side, fmt, weights[side]["file"], base, threads))
-            if entry.get("kept"):
-                os.replace(exported_path(pending, side, fmt), exported_path(out, side, fmt))
-        found["sides"][side] = formats
-    shutil.rmtree(pending)
+    try:
+        for side in sides:
+            print(f"export {side} ...", flush=True)
+            crash = inference.run_piece(pending, side, {**base, "piece": "export", "weights": weights[side]["file"]},
+                                        f"{side}-export", threads)
+            written = {} if crash else json.loads((pending / f"{side}-export.json").read_text())
+            formats = {fmt: {"failure": crash} for fmt in FORMATS[side]} if crash else written["formats"]
+            found["layouts"][side] = written.get("input_layout")
+            for fmt, entry in formats.items():
+                if "failure" not in entry:
+                    entry.update(verify(pending, side, fmt, weights[side]["file"], base, threads))
+                if entry.get("kept"):
+                    os.replace(exported_path(pending, side, fmt), exported_path(out, side, fmt))
+            found["sides"][side] = formats
+    finally:  # the work files, kept or not, never left behind (a crash or Ctrl-C included)
+        shutil.rmtree(pending, ignore_errors=True)
     return found
 
 
