@@ -177,22 +177,32 @@ def first_mismatch(weights: Weights, layout: dict[str, Param]) -> tuple[str, str
     return None if broken is None else ("non-finite", broken, extra)
 
 
+def mismatch_message(weights: Weights, layout: dict[str, Param], model: str = "model") -> str | None:
+    """The first way the weights do not fit the model (first_mismatch) as one sentence, the same wherever weights
+    are refused (--init-weights, --predict's --weights); None when they fit."""
+    found = first_mismatch(weights, layout)
+    if found is None:
+        return None
+    kind, name, extra = found
+    if kind == "missing":
+        also = f"; it holds {extra[0]} instead" if extra else ""
+        return f"weights of another architecture: no tensor {name}, which the {model} needs{also}"
+    if kind == "shape":
+        return (f"weights of another architecture or width: {name} is {tuple(weights[name].shape)} but the {model} "
+                f"needs {tuple(layout[name].shape)}")
+    if kind == "non-finite":
+        return f"tensor {name} holds NaN or infinite values: weights of a run that diverged"
+    return f"weights of another architecture: {name} (and {len(extra) - 1} more) is not a tensor of the {model}"
+
+
 def load_matching_weights(path: str | os.PathLike, layout: dict[str, Param]) -> Weights:
     """A canonical weights file to start training from (--init-weights), refused in one line naming the file and
     the first tensor that does not fit the model (another width, depth or task)."""
     loaded = load_weights_file(path)
-    found = first_mismatch(loaded, layout)
-    if found is None:
-        return {name: np.asarray(loaded[name], np.float32) for name in layout}
-    kind, name, extra = found
-    if kind == "missing":
-        raise DataError(path, f"has no tensor {name} (the model expects {layout[name].shape}): made for another model")
-    if kind == "shape":
-        raise DataError(path, f"tensor {name} has shape {tuple(loaded[name].shape)}, the model expects "
-                              f"{layout[name].shape}: made with another --base-filters, depth or task")
-    if kind == "non-finite":
-        raise DataError(path, f"tensor {name} holds NaN or infinite values: weights of a run that diverged")
-    raise DataError(path, f"tensor {name} is not in the model ({len(extra)} extra): made for another model")
+    problem = mismatch_message(loaded, layout)
+    if problem:
+        raise DataError(path, problem)
+    return {name: np.asarray(loaded[name], np.float32) for name in layout}
 
 
 def unet_widths(base_filters: int, depth: int) -> list[int]:

@@ -99,12 +99,13 @@ def test_init_weights_of_another_width_or_a_missing_file_is_one_line(tmp_path):
         parse_args(["--task", "unet", "--init-weights", str(narrow), "--base-filters", "4"])
     message = str(refused.value)
     assert "\n" not in message and str(narrow) in message
-    assert "tensor enc1.conv1.weight has shape (2, 3, 3, 3), the model expects (4, 3, 3, 3)" in message
+    assert "enc1.conv1.weight is (2, 3, 3, 3) but the model needs (4, 3, 3, 3)" in message
     with pytest.raises(UserError, match=r"nope\.safetensors: no such weights file"):
         parse_args(["--task", "unet", "--init-weights", str(tmp_path / "nope.safetensors")])
     shallow = save_weights({name: np.zeros(param.shape, np.float32) for name, param in
                             unet_layout(make_spec("unet", **SMALL, depth=2)).items()}, tmp_path / "d2.safetensors")
-    with pytest.raises(UserError, match=r"d2\.safetensors: has no tensor enc4\.conv1\.weight"):
+    with pytest.raises(UserError, match=r"d2\.safetensors: weights of another architecture: no tensor "
+                                        r"enc4\.conv1\.weight, which the model needs"):
         parse_args(["--task", "unet", "--init-weights", str(shallow), "--base-filters", "2"])
 
 

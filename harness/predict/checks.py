@@ -17,7 +17,7 @@ from shared.data import folders, synthetic_cars
 from shared.data.carvana import layout as carvana_layout
 from shared.errors import DataError, UserError
 from shared.tasks import TASKS, TaskSpec, make_spec
-from shared.weights import Param, first_mismatch, load_weights_file
+from shared.weights import Param, load_weights_file, mismatch_message
 
 PHOTO_SUFFIXES = folders.SUFFIXES  # PNG, JPEG, TIFF, GIF, BMP
 # Flags of a training run that do not apply to a prediction: its settings are the run's own.
@@ -160,21 +160,9 @@ def check_weights(files: dict[str, dict], spec: TaskSpec) -> None:
 
 
 def check_layout(path: Path, weights: dict, layout: dict[str, Param], spec: TaskSpec) -> None:
-    found = first_mismatch(weights, layout)
-    if found is None:
-        return
-    kind, name, extra = found
-    model = _describe_model(spec)
-    if kind == "missing":
-        also = f"; it holds {extra[0]} instead" if extra else ""
-        raise DataError(path, f"weights of another architecture: no tensor {name}, which the {model} needs{also}")
-    if kind == "shape":
-        raise DataError(path, f"weights of another architecture or width: {name} is {tuple(weights[name].shape)} "
-                              f"but the {model} needs {tuple(layout[name].shape)}")
-    if kind == "non-finite":
-        raise DataError(path, f"tensor {name} holds NaN or infinite values: weights of a run that diverged")
-    raise DataError(path, f"weights of another architecture: {name} (and {len(extra) - 1} more) is not a "
-                          f"tensor of the {model}")
+    problem = mismatch_message(weights, layout, _describe_model(spec))
+    if problem:
+        raise DataError(path, problem)
 
 
 def _describe_model(spec: TaskSpec) -> str:
