@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import comparison, seeds
+from harness import comparison, pair, seeds
 from harness.benchmark import run as benchmark_run
 from harness.benchmark.presets import preset_overrides
 from harness.benchmark.report import ParityFailed
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--overwrite", action="store_true", help="allow writing into a non-empty --out folder")
     add("--resume", type=Path, metavar="RUN_DIR", help="continue a killed run from its last checkpoints, with its "
                                                        "own settings")
+    pair.flags.add_flags(parser)
     return parser
 
 
@@ -94,8 +95,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TaskSpec | N
     args = resolve_user_paths(parser.parse_args(argv))  # the workers start elsewhere: no relative path reaches them
     if args.resume is not None:
         check_resume_alone(args, parser)
-    if args.resume is not None or args.predict is not None:
+    if args.resume is not None or args.predict is not None or args.pair is not None:
         return args, None, []
+    pair.flags.check_unused(args)
     if args.task is None:
         raise UserError("the following arguments are required: --task (see --help)")
     sides = frameworks(args.frameworks, SIDES)
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         args, spec, sides = parse_args(sys.argv[1:] if argv is None else argv)
         if args.predict is not None:
             return predict.main(args)
+        if args.pair is not None:
+            return pair.run.main(args)
         if spec is not None:  # a size that cannot fit, refused before any work
             batch_sizes = getattr(args, "bench_batch_sizes", None) or [getattr(spec, "batch_size", 1)]
             REGISTRY[spec.name].check_memory(spec, max(batch_sizes))

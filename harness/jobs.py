@@ -12,7 +12,7 @@ from shared.atomic import write_json
 from shared.tasks import TaskSpec, make_spec
 
 CONTROL_TITLES = {"ulp": "initial weights moved by 1 ulp", "threads": "1 thread", "none": ""}
-KINDS = ("train", "agree", "bench", "diagnose", "predict", "infer")  # what a worker can be ordered to do
+KINDS = ("train", "agree", "bench", "diagnose", "predict", "infer", "pair")  # what a worker can be ordered to do
 
 
 # The paths a mode's job file holds that lie inside its run folder: written relative to the file's folder, so a run

@@ -15,6 +15,7 @@ from harness.benchmark.serving import infer_side
 from harness.diagnose.steps import diagnose_side
 from harness.jobs import RunJob, WorkerOrder, read_job
 from harness.lifetime import default_signals, stop_on_sigterm, watch_parent
+from harness.pair.side import pair_side
 from harness.predict.run import predict_side
 from harness.side_training import agree_side, run_group
 from harness.surface import ARMS
@@ -32,6 +33,7 @@ WORK: dict[str, Callable[[WorkerOrder], object]] = {
     "diagnose": lambda order: diagnose_side(order.side, read(order)),
     "predict": lambda order: predict_side(order.side, read(order)),
     "infer": lambda order: infer_side(order.side, read(order)),
+    "pair": lambda order: pair_side(order.side, order.job),
 }
 
 
