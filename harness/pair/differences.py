@@ -151,7 +151,8 @@ def drift_of(out: Path, results: dict, lr: float) -> dict:
     runs = {}
     for side in SIDES:
         for run, losses in results[side].get("batch_losses", {}).items():
-            broken = next((step for step, loss in enumerate(losses, start=1) if not np.isfinite(loss)), None)
+            broken = next((step for step, loss in enumerate(losses, start=1)
+                           if loss is None or not np.isfinite(loss)), None)  # results.json writes NaN as null
             if broken is not None:
                 sentence = (f"the loss of the {run} run became NaN or infinite at step {broken}: the steps diverged "
                             f"and cannot be compared; choose a smaller --lr (this run had {lr:g})")
