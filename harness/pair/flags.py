@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.benchmark.rows import TIMED_STEPS, WARMUP_STEPS
 from harness.pair.mapping import read_pins
 from harness.paths import absolute
 from shared.errors import UserError
@@ -21,9 +22,11 @@ LR = 1e-3  # their learning rate (--lr): small, as the default loss sums squares
 SEED = 0  # the random input's and both factories' seed (--seed)
 MAX_STEPS = 10_000
 SOURCES = {"torch": "torch", "keras": "tf"}  # --from: whose weights both sides get
-# compare.py's flags that mean nothing to a pair, refused by name (their defaults are None or False).
-REFUSED = ("task", "benchmark", "diagnose", "seeds", "data_dir", "download", "epochs", "batch_size", "sample_size",
-           "image_size", "init_weights", "recipe", "resume")
+# compare.py's flags that mean nothing to a pair, refused by name (their defaults are None or False); the
+# benchmark's own that a pair's (one model, one batch, each side's training mode, fp32) does not take.
+REFUSED = ("task", "diagnose", "seeds", "data_dir", "download", "epochs", "batch_size", "sample_size",
+           "image_size", "init_weights", "recipe", "resume", "preset", "batch_sizes", "modes", "precisions", "tf32",
+           "golden", "write_golden", "profile", "all_combinations")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class PairConfig:
     out: Path | None
     overwrite: bool
     in_process: bool
+    benchmark: bool = False  # --benchmark: both sides' training step timed behind the parity gate
+    inference: bool = False  # --inference: their forward pass in inference mode too
+    warmup: int = WARMUP_STEPS  # the benchmark's untimed steps after the first
+    benchmark_steps: int = TIMED_STEPS  # its timed steps (--steps with --benchmark)
+    repeat: int = 1  # fresh processes per side, alternating; the median one is reported
 
     def to_dict(self) -> dict:
         found = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
@@ -146,7 +154,9 @@ def read_array(path: Path, flag: str) -> np.ndarray:
 def make_config(keras: str, torch: str, input_shape=None, *, keras_layout: str | None = None, input=None,
                 source: str = "torch", zero_unmatched_bias: bool = False, mapping=None, loss: str | None = None,
                 target=None, steps: int | None = None, lr: float | None = None, seed: int | None = None,
-                threads: int | None = None, out=None, overwrite: bool = False, in_process: bool = False) -> PairConfig:
+                threads: int | None = None, out=None, overwrite: bool = False, in_process: bool = False,
+                benchmark: bool = False, inference: bool = False, warmup: int | None = None,
+                benchmark_steps: int | None = None, repeat: int | None = None) -> PairConfig:
     """Every setting checked, every path made absolute (the workers start in the checkout)."""
     keras_spec, torch_spec = factory_spec(keras, "Keras"), factory_spec(torch, "PyTorch")
     given = None if input is None else read_array(absolute(input), "--input")
@@ -175,10 +185,29 @@ def make_config(keras: str, torch: str, input_shape=None, *, keras_layout: str |
     if seed < 0:
         raise UserError(f"--seed must be 0 or more, got {seed}")
     read_pins(None if mapping is None else absolute(mapping))  # a broken file is refused before any work
+    timing = benchmark_settings(benchmark, inference, warmup, benchmark_steps, repeat)
     return PairConfig(keras_spec, torch_spec, shape, keras_layout, None if input is None else absolute(input),
                       SOURCES.get(source, source), zero_unmatched_bias, None if mapping is None else absolute(mapping),
                       loss, None if target is None else absolute(target), steps, lr, seed,
-                      max(1, threads or 1), None if out is None else absolute(out), overwrite, in_process)
+                      max(1, threads or 1), None if out is None else absolute(out), overwrite, in_process, **timing)
+
+
+def benchmark_settings(benchmark: bool, inference: bool, warmup: int | None, steps: int | None,
+                       repeat: int | None) -> dict:
+    """--benchmark's warm-up, timed steps and processes per side (the benchmark's defaults), checked."""
+    if not benchmark:
+        given = [flag for flag, value in (("--inference", inference), ("--warmup", warmup is not None),
+                                          ("--repeat", repeat not in (None, 1))) if value]
+        if given:
+            raise UserError(f"{', '.join(given)} time{'s' if len(given) == 1 else ''} the pair: give --benchmark too")
+        return {}
+    found = {"warmup": WARMUP_STEPS if warmup is None else warmup,
+             "benchmark_steps": TIMED_STEPS if steps is None else steps, "repeat": 1 if repeat is None else repeat}
+    for flag, value, least in (("--warmup", found["warmup"], 0), ("--steps", found["benchmark_steps"], 1),
+                               ("--repeat", found["repeat"], 1)):
+        if value < least or value > MAX_STEPS:
+            raise UserError(f"{flag} must lie in [{least}, {MAX_STEPS}] for --pair --benchmark, got {value}")
+    return {"benchmark": True, "inference": bool(inference), **found}
 
 
 def config_from_args(args: argparse.Namespace) -> PairConfig:
@@ -186,10 +215,14 @@ def config_from_args(args: argparse.Namespace) -> PairConfig:
     refused = [f"--{name.replace('_', '-')}" for name in REFUSED if getattr(args, name, None) not in (None, False)]
     if refused:
         raise UserError(f"--pair checks your own two models: leave out {', '.join(refused)}")
+    benchmark = bool(getattr(args, "benchmark", False))  # with it, --steps counts the timed steps
     return make_config(*args.pair, args.input_shape, keras_layout=args.keras_layout, input=args.input,
                        source=args.pair_from, zero_unmatched_bias=args.zero_unmatched_bias, mapping=args.mapping,
-                       loss=args.loss, target=args.target, steps=args.steps, lr=args.lr, seed=args.seed,
-                       threads=args.threads, out=args.out, overwrite=args.overwrite, in_process=args.in_process)
+                       loss=args.loss, target=args.target, steps=None if benchmark else args.steps, lr=args.lr,
+                       seed=args.seed, threads=args.threads, out=args.out, overwrite=args.overwrite,
+                       in_process=args.in_process, benchmark=benchmark, inference=getattr(args, "inference", False),
+                       warmup=getattr(args, "warmup", None), benchmark_steps=args.steps if benchmark else None,
+                       repeat=getattr(args, "repeat", None))
 
 
 def check_unused(args: argparse.Namespace) -> None:

@@ -2,8 +2,9 @@
 --input-shape 2,3,64,64`, or check_pair(...) from a notebook or a test. Each side runs in a worker process of its
 own (the Keras one with KERAS_BACKEND=tensorflow), both at once: each describes its model, the parent maps the
 weights (harness/pair/mapping.py) and writes plan.json, each then records its numbers (harness/pair/side.py), and
-the parent compares them (differences.py), names the traps (traps.py) and writes the report (report.py). A bad
-input stops it in one line and leaves nothing behind."""
+the parent compares them (differences.py), names the traps (traps.py) and writes the report (report.py); with
+--benchmark, behind the parity gate, both sides are timed (benchmark.py). A bad input stops it in one line and
+leaves nothing behind."""
 from __future__ import annotations
 
 import json
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.benchmark.report import ParityFailed
 from harness.environment import environment
 from harness.jobs import WorkerOrder, write_job
 from harness.launch import ROOT, SideFailed, worker_env
 from harness.lifetime import die_with_parent
 from harness.ownership import held_locks, output_folder
+from harness.pair.benchmark import run_benchmark
 from harness.pair.differences import compare_pair
 from harness.pair.flags import PairConfig, config_from_args, make_config
 from harness.pair.mapping import (
@@ -55,20 +58,27 @@ def check_pair(keras: str, torch: str, input_shape=None, *, keras_layout: str | 
                source: str = "torch", zero_unmatched_bias: bool = False, mapping=None, loss: str | None = None,
                target=None, steps: int | None = None, lr: float | None = None, seed: int | None = None,
                threads: int | None = None, out=None, overwrite: bool = False, in_process: bool = False,
-               quiet: bool = True) -> dict:
+               quiet: bool = True, benchmark: bool = False, inference: bool = False, warmup: int | None = None,
+               benchmark_steps: int | None = None, repeat: int | None = None) -> dict:
     """The whole check as one call: keras="models/k.py:build", torch="models/t.py:Net", input_shape=(2, 3, 64, 64)
     in PyTorch's layout (or input= a .npy file); the rest as the flags of docs/pair.md. Returns results.json's
-    content; results["pair"]["verdict"] is "equal" or "different". Bad input raises UserError (one line)."""
+    content; results["pair"]["verdict"] is "equal" or "different". Bad input raises UserError (one line).
+    benchmark=True: both sides timed behind the parity gate, in results["pair"]["benchmark"] (its "gate" says
+    whether they were)."""
     config = make_config(keras, torch, input_shape, keras_layout=keras_layout, input=input, source=source,
                          zero_unmatched_bias=zero_unmatched_bias, mapping=mapping, loss=loss, target=target,
                          steps=steps, lr=lr, seed=seed, threads=threads or max(1, (os.cpu_count() or 2) // 2),
-                         out=out, overwrite=overwrite, in_process=in_process)
+                         out=out, overwrite=overwrite, in_process=in_process, benchmark=benchmark,
+                         inference=inference, warmup=warmup, benchmark_steps=benchmark_steps, repeat=repeat)
     return run_pair(config, quiet)
 
 
 def main(args) -> int:
-    """compare.py --pair ..."""
-    run_pair(config_from_args(args), quiet=False)
+    """compare.py --pair ...; with --benchmark, a pair the parity gate stops ends as the benchmark's does (exit 1)."""
+    results = run_pair(config_from_args(args), quiet=False)
+    gate = results["pair"].get("benchmark", {}).get("gate", {"passed": True})
+    if not gate["passed"]:
+        raise ParityFailed(gate["reason"])
     return 0
 
 
@@ -219,6 +229,8 @@ def run_into(out: Path, config: PairConfig, say) -> dict:
     (out / JOB).unlink(missing_ok=True)
     for line in summary_lines(results):
         say(line)
+    if config.benchmark:
+        results = run_benchmark(out, config, job, described, results, say)
     say(f"\nwrote {out}/results.json, {out}/report.md and {out}/pair.png")
     return results
 

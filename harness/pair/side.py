@@ -1,7 +1,8 @@
 """Your own pair, one side in its worker process (python -m harness.worker, kind "pair"): your file imported, your
 factory called, the model described (described.json; the source side's weights too), then, once the parent has
 written plan.json, the mapped weights loaded and every number the comparison needs recorded: each layer's output and
-the gradients in float32 and float64, one training step in both, and `steps` SGD steps with the 1-ulp control's."""
+the gradients in float32 and float64, one training step in both, and `steps` SGD steps with the 1-ulp control's.
+With --benchmark, a worker of its own times the side's training step and forward pass (bench_side)."""
 from __future__ import annotations
 
 import importlib
@@ -15,12 +16,14 @@ from typing import Callable
 
 import numpy as np
 
+from harness.benchmark.rows import peak_rss_bytes, time_steps
 from harness.drift import WeightSketch, flat_weights, perturb_ulp
 from harness.jobs import read_job
 from harness.pair.mapping import SIDE_TITLES
 from harness.surface import ARMS
 from shared.atomic import atomic_path, write_atomic, write_json
 from shared.errors import UserError, one_line
+from shared.execution import MODES, Execution
 from shared.weights import load_weights_file, save_weights
 
 PRECISIONS = {"float32": "", "float64": ".f64"}  # the files' suffixes
@@ -30,6 +33,9 @@ PLAN_POLL_S = 0.05
 def pair_side(side: str, job_path: str) -> None:
     """A worker's whole part: describe, wait for the parent's plan, run."""
     job = read_job(Path(job_path))
+    if "bench" in job:
+        bench_side(side, job)
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         state = describe_side(side, job, configure_threads=True)
@@ -210,3 +216,33 @@ def train(pair, model, job: dict, side: str, layout: dict, weights: dict, mapped
         with atomic_path(Path(job["out"]) / run / "drift.npz", suffix=".npz") as temporary:
             np.savez(temporary, steps=np.asarray(steps), sketches=np.stack(sketches), exact=sketch.exact)
     return {"batch_losses": losses}
+
+
+def bench_side(side: str, job: dict, configure_threads: bool = True) -> dict:
+    """--benchmark, in a fresh worker process: your model built again, given the mapped weights the check
+    compared, its training step timed (harness/benchmark/rows.py's time_steps: the first call alone, the warm-up,
+    the timed steps), then from the same weights its forward pass in inference mode; each side's training mode
+    (TensorFlow: one tf.function; PyTorch: eager). <out>/benchmark/<side>-r<run>.json."""
+    bench, out = job["bench"], Path(job["out"])
+    pair, runtime = side_module(side, "pair"), side_module(side, "runtime")
+    timing, side_benchmark = side_module(side, "pair_benchmark"), side_module(side, "benchmark")
+    runtime.configure(job["threads"] if configure_threads else runtime.threads(), job["seed"])
+    execution = Execution(MODES[side][0])
+    harness_set = side_benchmark.configure_fairness(execution, False)  # TF32 off on both, before the model is built
+    model = built(pair, load_factory(job, side), "float32", job, side)
+    inputs, targets = arrays_of(job, "float32")
+    layout = dict(bench["layout"])
+    pair.forward(model, inputs, layout)  # builds what a subclassed model creates on its first call
+    plan = json.loads((out / "plan.json").read_text())
+    weights, mapped = load_weights_file(out / "weights.safetensors"), plan["sides"][side]
+    pair.set_weights(model, weights, mapped)
+    found = {"train": time_steps(timing.train_step(model, inputs, targets, job["loss"], layout, lr_of(job)),
+                                 bench["warmup"], bench["steps"])}
+    if bench["inference"]:
+        pair.set_weights(model, weights, mapped)  # the same weights as the training step started from
+        found["forward"] = time_steps(timing.inference_step(model, inputs, layout), bench["warmup"], bench["steps"])
+    result = {"side": side, "run": bench["run"], "mode": execution.mode, **found, "threads": runtime.threads(),
+              "versions": runtime.versions(), "build": side_benchmark.build_info(), "peak_rss_bytes": peak_rss_bytes(),
+              "fairness": {"harness_set": harness_set, "settings": side_benchmark.fairness_settings(execution)}}
+    write_json(out / "benchmark" / f"{side}-r{bench['run']}.json", result)
+    return result
