@@ -119,6 +119,9 @@ class Task:
 # float64: relative, every quantity of --diagnose's float64 runs, where rounding is 5e8 times smaller than in
 # float32 (the default unet's 5 steps: float64 twins 1.4e-13 apart, where float32 parts by up to 2.3e-1 on a
 # gradient whose sums cancel); Keras' momentum cast through float32 (1e-8 off) would exceed it.
+# stock: the benchmark's stock row (harness/benchmark/stock.py): max abs of every layer's training-mode output, Keras'
+# own BatchNormalization against the twins'. Ten times the twins' forward: its one-reduction mean is ten times less
+# precise (measured 2.2e-5 at 64x64 width 8, 6.6e-5 at 128x128 width 64, where the twins part by 1.4e-5 and 5.0e-5).
 LESSON_TOLERANCES = {"parity": 1e-6}
 DIGITS_TOLERANCES = {"parity": 1e-5, "forward": 1e-5, "loss": 1e-6, "grad": 1e-4, "trained_loss": 1e-3,
                      "float64": 1e-10, "bf16_forward": 5e-2}
@@ -145,7 +148,7 @@ REGISTRY: dict[str, Task] = {task.name: task for task in (
          fit_data=folder_set.fit_data, category_flops=flops.unet_category_flops,
          tolerances={"parity": 1e-4, "forward": 1e-4, "loss": 1e-5, "grad": 1e-4, "trained_loss": 1e-3,
                      "trained_weights": 1e-4, "reference_loss": 1e-5, "data_parallel_step": 1e-5,
-                     "data_parallel_epoch": 1e-3, "float64": 1e-10, "bf16_forward": 5e-3}),
+                     "data_parallel_epoch": 1e-3, "float64": 1e-10, "bf16_forward": 5e-3, "stock": 1e-3}),
 )}
 # Each task's tolerances by task name, for the tests' tables.
 TOLERANCES: dict[str, dict[str, float]] = {name: task.tolerances for name, task in REGISTRY.items()}

@@ -166,6 +166,7 @@ class UNetSpec(TaskSpec):
     depth: int = 4  # downsamplings
     bn_eps: float = 1e-5  # PyTorch's default; Keras' own default (1e-3) would break parity
     bn_momentum: float = 0.1  # PyTorch's convention (weight of the new batch); Keras gets 1 - this
+    batch_norm: str = "precise"  # Keras' BatchNorm: "precise" (twinnets') or "stock" (the benchmark's stock row)
     augment: bool = True  # joint flip / shift-scale / HSV jitter of the training images
     synthetic_cars: int = 16  # cars in the embedded dataset (16 photos each, Kaggle's 1918x1280)
     synthetic_test_cars: int = 2  # cars in its test folder
@@ -197,10 +198,10 @@ class UNetSpec(TaskSpec):
             raise UserError(f"--variant must be padded or original, got {self.variant!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise UserError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.batch_norm not in ("precise", "stock"):
+            raise UserError(f"batch_norm must be precise or stock, got {self.batch_norm!r}")
         if not 0.0 <= self.validation_size < 1.0:
             raise UserError(f"--validation-size must lie in [0, 1), got {self.validation_size}")
-        if self.workers < 0:
-            raise UserError(f"--workers must be 0 or more, got {self.workers}")
         check_training_options(self)
         shown, step = size_text(self.image_size), 2**self.depth
         if self.variant == "padded" and any(side % step for side in self.image_shape):
@@ -333,9 +334,7 @@ def parse_image_size(text: str) -> int | tuple[int, int]:
     return normalize_image_size(tuple(int(part) for part in parts) if len(parts) == 2 else int(parts[0]))
 
 
-TASKS: dict[str, type[TaskSpec]] = {
-    spec.name: spec for spec in (NeuronSpec, AutogradSpec, MLPSpec, CNNSpec, UNetSpec)
-}
+TASKS: dict[str, type[TaskSpec]] = {spec.name: spec for spec in (NeuronSpec, AutogradSpec, MLPSpec, CNNSpec, UNetSpec)}
 
 
 def make_spec(task: str, **overrides) -> TaskSpec:

@@ -15,11 +15,11 @@ from test_cli import PNG_MAGIC, run_cli
 import compare
 from conftest import side_module
 from harness import parity
-from harness.benchmark import flops, summary
+from harness.benchmark import flops, stock, summary
 from harness.benchmark import rows as benchmark
 from harness.benchmark import run as benchmark_run
 from harness.benchmark.rows import Row
-from harness.registry import REGISTRY
+from harness.registry import REGISTRY, TOLERANCES
 from shared.execution import Execution
 from shared.tasks import make_spec
 
@@ -299,3 +299,86 @@ def test_interleaved_timing_alternates_and_keeps_first_steps_apart():
     assert timings["a"]["first_step_s"] == pytest.approx(3.0) and timings["b"]["first_step_s"] == pytest.approx(1.0)
     assert timings["a"]["times_s"] == pytest.approx([0.2] * 3) and timings["b"]["times_s"] == pytest.approx([0.1] * 3)
     assert len(timings["a"]["losses"]) == 1 + 2 + 3
+
+
+# ---- the stock row ------------------------------------------------------------------------------------------
+
+def test_the_stock_rows_follow_the_twins_only_where_a_batchnorm_can_be_swapped():
+    """A stock parity row after the twins' parity rows, a stock step row after the twins' steps for each fp32
+    tf.function row (per --repeat process), never with the reference loop; none for mlp (no BatchNorm: the stock
+    model is the model) or without tf.function, PyTorch's eager step or fp32."""
+    modes = {"tf": ["function", "xla"], "torch": ["eager"]}
+    twins = benchmark.plan_rows(["tf", "torch"], modes, ["fp32", "bf16"], [8], repeat=2)
+    rows = stock.plan(twins, make_spec("unet"), modes, ["fp32", "bf16"])
+    added = [row for row in rows if row not in twins]
+    assert [(r.kind, r.side, r.mode, r.precision, r.run) for r in added] == [
+        ("stock-parity", "tf", "function", "fp32", 1), ("stock", "tf", "function", "fp32", 1),
+        ("stock", "tf", "function", "fp32", 2)]
+    assert [r.kind for r in rows[:3]] == ["parity", "parity", "stock-parity"]
+    assert rows.index(added[1]) > max(index for index, r in enumerate(rows) if r.kind == "step")
+    assert [r for r in rows if r in twins] == twins and len({r.name for r in rows}) == len(rows)
+    assert not any(r.reference for r in added)
+    assert stock.plan(twins, make_spec("mlp"), modes, ["fp32"]) == twins
+    assert stock.plan(twins, make_spec("unet"), {"tf": ["xla"], "torch": ["eager"]}, ["fp32"]) == twins
+    assert stock.plan(twins, make_spec("unet"), modes, ["bf16"]) == twins
+    assert stock.row_spec(make_spec("unet"), added[1]).batch_norm == "stock"
+    assert stock.row_spec(make_spec("unet"), twins[0]).batch_norm == "precise"
+
+
+def test_the_stock_gate_is_looser_than_the_twins_and_names_each_mismatch():
+    tolerances = TOLERANCES["unet"]
+    parity_rows = {"torch": {"parameters": 10, "weights_sha256": "a"}}
+    probes = {"torch": np.zeros((2, 3), np.float32)}
+    result = {"parameters": 10, "weights_sha256": "a", "training_diff": 5e-4}
+    found = stock.gate(result, probes["torch"] + 3e-8, parity_rows, probes, tolerances)
+    assert found["passed"] and 5e-4 > tolerances["forward"]  # beyond the twins' own tolerance, inside the stock one
+    assert "max |stock - twins| 0.0005" in stock.gate_lines(found)[0] and "biased" in found["why"]
+    failed = stock.gate({**result, "weights_sha256": "b", "training_diff": 2e-3}, probes["torch"] + 1e-3,
+                        parity_rows, probes, tolerances)
+    assert not failed["passed"] and len(failed["problems"]) == 3
+    assert stock.gate_lines(failed)[0].startswith("stock row not timed, its gate failed: its parameters")
+
+
+def test_stock_against_stock_beside_the_twins_each_with_its_interval():
+    rng = np.random.default_rng(0)
+
+    def row(side: str, mode: str, median: float, loss: float) -> dict:
+        return {"side": side, "mode": mode, "precision": "fp32", "batch_size": 8, "run_medians_s": [median],
+                "times_s": list(median * (1 + 0.01 * rng.standard_normal(30))), "losses": [loss] * 25}
+
+    twins = [row("tf", "function", 0.10, 1.0), row("torch", "eager", 0.08, 1.0), row("torch", "compile", 0.05, 1.0)]
+    found = stock.ratios([row("tf", "function", 0.12, 1.00001)], twins)
+    assert len(found) == 1
+    assert found[0]["stock"]["ratio"] == pytest.approx(1.5, rel=0.02)  # TensorFlow's step time over PyTorch's eager
+    assert found[0]["twins"]["ratio"] == pytest.approx(1.25, rel=0.02)
+    assert all(r["low"] <= r["ratio"] <= r["high"] and r["distinguishable"] for r in (found[0]["stock"],
+                                                                                        found[0]["twins"]))
+    assert found[0]["loss_diff"] == {"stock": pytest.approx(1e-5, rel=1e-3), "twins": 0.0}
+    lines = stock.ratio_lines({"ratios": found})
+    assert lines[0].startswith("stock against stock (fp32, batch 8): TensorFlow tf.function with "
+                               "keras.layers.BatchNormalization / PyTorch eager with nn.BatchNorm2d step time 1.5")
+    assert "; the twins: TensorFlow tf.function / PyTorch eager 1.2" in lines[0]
+    assert stock.ratios([row("tf", "function", 0.12, 1.0)], twins[:1]) == []  # no PyTorch row to compare with
+
+
+def test_the_stock_parity_row_runs_where_the_plan_puts_it_and_is_gated(tmp_path):
+    """run_gate runs the stock parity row with its number in the plan, reads its probe and gates it; no stock
+    parity row in the plan, no gate."""
+    modes = {"tf": ["function"], "torch": ["eager"]}
+    rows = stock.plan(benchmark.plan_rows(["tf", "torch"], modes, ["fp32"], [8], 1), make_spec("unet"), modes,
+                      ["fp32"])
+    probe = np.zeros((2, 3), np.float32)
+    launched = []
+
+    def run(index: int, row: Row) -> dict:
+        launched.append((index, row.kind))
+        np.save(tmp_path / f"{row.name}.probe.npy", probe + 1e-8)
+        return {"parameters": 10, "weights_sha256": "a", "training_diff": 2e-5}
+
+    run.folder = tmp_path
+    parity_rows = {"torch": {"parameters": 10, "weights_sha256": "a"}}
+    found = stock.run_gate(run, rows, parity_rows, {"torch": probe}, TOLERANCES["unet"])
+    assert launched == [(3, "stock-parity")] and found["passed"]
+    assert found["max_abs_diff"] == pytest.approx(1e-8) and found["training_diff"] == 2e-5
+    twins_only = [row for row in rows if not row.kind.startswith("stock")]
+    assert stock.run_gate(run, twins_only, parity_rows, {"torch": probe}, TOLERANCES["unet"]) is None

@@ -193,7 +193,7 @@ def test_gpu_rows_fp32_tf32_bf16_fp16_and_the_reference_row():
     steps = [(r.mode, r.precision) for r in rows if r.kind == "step"]
     assert steps == [(m, p) for p in ("fp32", "tf32") for m in ("eager", "channels_last", "compile")] + [
         ("eager", "bf16"), ("eager", "fp16")]
-    assert [(r.mode, r.precision) for r in rows if r.with_reference] == [("eager", "fp32")]
+    assert [(r.mode, r.precision) for r in rows if r.reference] == [("eager", "fp32")]
     tf32_row = next(r for r in rows if r.precision == "tf32")
     assert tf32_row.execution.precision == "fp32" and tf32_row.tf32({}) and not rows[0].tf32({"tf32": True})
     assert not next(r for r in rows if r.precision == "fp32" and r.kind == "step").tf32({})
@@ -203,7 +203,7 @@ def test_gpu_rows_fp32_tf32_bf16_fp16_and_the_reference_row():
     precisions = benchmark_run.bench_precisions(args, benchmark_presets.PRESETS["default"])
     assert precisions == ["tf32", "bf16"]
     rows = benchmark.plan_rows(["torch"], {"torch": ["eager"]}, precisions, [8], 1, pipeline=False)
-    assert [(r.precision, r.with_reference) for r in rows if r.kind == "step"] == [("tf32", True), ("bf16", False)]
+    assert [(r.precision, r.reference) for r in rows if r.kind == "step"] == [("tf32", True), ("bf16", False)]
     assert all(r.tf32({"tf32": True}) for r in rows if r.kind == "step")
     # on a CPU the cpu preset drops bf16 without bf16 units, and says what cannot run
     args = SimpleNamespace(device="cpu", precisions=None, tf32=False, bench_not_run=[])
@@ -216,9 +216,9 @@ def test_nvidia_reference_line_on_a_gpu_run_only():
     rows = [{"side": "torch", "mode": "eager", "precision": p, "batch_size": 8, "stats": {"samples_per_s": v}}
             for p, v in (("tf32", 40.0), ("fp16", 100.0))]
     preset = benchmark_presets.PRESETS["nvidia-unet"]
-    line = benchmark_run.reference_line(preset, rows, "cuda")
+    line = benchmark_presets.reference_line(preset, rows, "cuda")
     assert "TF32 46 img/s" in line and "AMP 119 img/s" in line and "PyTorch eager fp16 100.0" in line
-    assert benchmark_run.reference_line(preset, rows, "cpu") is None
+    assert benchmark_presets.reference_line(preset, rows, "cpu") is None
 
 
 # ---- the fairness manifest -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import compare
 from conftest import side_module
 from harness.benchmark import flops
 from harness.benchmark import profile as bench_profile
-from harness.benchmark.rows import Row, fresh_step, plan_rows
+from harness.benchmark.rows import Row, fresh_model, fresh_step, plan_rows
 from harness.registry import task_of
 from shared.execution import Execution
 from shared.profiling import CATEGORIES, COMPILED_CONVOLUTIONS, OUTSIDE, Kernel, attribute, mean_step
@@ -109,6 +109,32 @@ def test_a_real_profile_of_each_side_adds_up_to_the_step_and_writes_a_trace(side
         assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))  # what TensorBoard's profile plugin opens
 
 
+def test_the_batchnorm_backward_written_by_hand_is_batch_norm_on_tensorflow():
+    """keras_models/unet.py writes BatchNorm's backward by hand (keras.ops.custom_gradient); TensorFlow builds it
+    outside the layer's scope, so the layer names it: every op of it counts as batch norm, as autodiff's did, and no
+    arithmetic op of the step is left without a scope (it would land in "activations and elementwise")."""
+    import tensorflow as tf
+
+    spec = small_unet()
+    task = task_of(spec)
+    model = fresh_model(task.surface("tf", spec), task, spec)
+    images = tf.constant(task.benchmark_batch(spec, 2, spec.seed)[0])
+
+    @tf.function
+    def gradients(images):
+        with tf.GradientTape() as tape, tf.name_scope("loss"):
+            loss = tf.reduce_sum(model(images, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = gradients.get_concrete_function(images).graph
+    arithmetic = [op for op in graph.get_operations() if op.type in ("Mul", "Sum", "Sub", "AddV2", "Neg", "RealDiv")]
+    by_hand = [op for op in arithmetic if re.match(r"(enc|dec)\d+_bn\d+(_\d+)?/", op.name)]
+    assert len(by_hand) >= 10 * 2 * 5  # ten ops or more in each BatchNorm's backward, two per level
+    tf_profile = side_module("tf", "profile")
+    assert {tf_profile.op_category(op.name, op.type) for op in by_hand} == {"batch norm"}
+    assert [op.name for op in arithmetic if "/" not in op.name] == []
+
+
 def test_category_flops_add_up_to_the_training_step():
     spec = UNetSpec()
     by_category = flops.unet_category_flops(spec, 8)
@@ -194,6 +220,8 @@ def test_benchmark_profile_end_to_end_writes_tables_bars_and_traces(tmp_path, ca
         assert entry["unprofiled_step_ms"] > 0 and entry["profiled_steps"] == bench_profile.PROFILE_STEPS
         assert json.loads(open(entry["trace"]).read())["traceEvents"]
     assert (out / "benchmark_profile.png").stat().st_size > 1000
+    assert results["stock"]["gate"]["passed"] and [row["batch_norm"] for row in results["stock"]["rows"]] == ["stock"]
+    assert [(e["side"], e["mode"]) for e in results["profile"]] == [("tf", "function"), ("torch", "eager")]
     report = (out / "report.md").read_text()
-    assert "## Where the step goes (--profile)" in report
+    assert "## Where the step goes (--profile)" in report and "## Stock BatchNorm" in report
     assert re.search(r"^\| convolution backward +\| [0-9.]+ +\|", report, re.M)  # cells padded to the column

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.report import SIDE_NAMES
 from shared.errors import UserError
 from shared.tasks import TASKS, shape_text
 
@@ -79,3 +80,15 @@ def describe(preset: Preset, spec, arms: bool = False) -> str:
     notes = [preset.note] + ([preset.arm_note] if arms else [])
     notes = "; ".join(note for note in notes if note)
     return f"preset {preset.name}: {preset.source}{size}" + (f" ({notes})" if notes else "")
+
+
+def reference_line(preset: Preset, rows: list[dict], device: str) -> str | None:
+    """A preset's published figures next to this run's, on a GPU only (on a CPU they measure something else)."""
+    if preset.reference is None or device != "cuda":
+        return None
+    published = preset.reference
+    batch = preset.spec.get("batch_size")
+    here = ", ".join(f"{SIDE_NAMES[r['side']]} {r['mode']} {r['precision']} {r['stats']['samples_per_s']:.1f}"
+                     for r in rows if r["batch_size"] == batch)
+    return (f"{published['what']}: " + ", ".join(f"{k.upper()} {v:g} img/s" for k, v in published["img_per_s"].items())
+            + f" (published); this run, img/s: {here or 'no rows at batch ' + str(batch)}")

@@ -6,7 +6,7 @@ from harness import report
 from harness.benchmark import arms as benchmark_arms
 from harness.benchmark import fairness as benchmark_fairness
 from harness.benchmark import golden as benchmark_golden
-from harness.benchmark import profile
+from harness.benchmark import profile, stock
 from harness.benchmark import stats as benchmark_stats
 from harness.benchmark.cpu_load import busy_line
 from harness.benchmark.peak import SOURCE_NAMES, describe_peak
@@ -38,11 +38,12 @@ def _timing_cells(first_s: float, s: dict) -> list[str]:
 
 def table(results: dict) -> str:
     body = []
-    for row in results["rows"]:
+    for row in [*results["rows"], *results.get("stock", {}).get("rows", [])]:
         ratio = f"{row['reference']['throughput_ratio']:.3f}" if "reference" in row else ""
         fraction = (f"{100 * row['peak_fraction']:.1f}" + ("!" if row["peak_error"] else "")
                     if row["peak_fraction"] is not None else "-")
-        body.append([report.SIDE_NAMES[row["side"]], MODE_NAMES[row["side"]][row["mode"]], row["precision"],
+        mode = MODE_NAMES[row["side"]][row["mode"]] + (", stock BatchNorm" if row.get("batch_norm") == "stock" else "")
+        body.append([report.SIDE_NAMES[row["side"]], mode, row["precision"],
                      row["batch_size"], *_timing_cells(row["first_step_s"], row["stats"]), ratio,
                      f"{row['gflop_per_s']:.2f}", fraction, _mib(row["peak_rss_bytes"])])
         if "reference" in row:
@@ -54,6 +55,7 @@ def table(results: dict) -> str:
     for comparison in results.get("comparisons", []):
         lines.append(comparison_line(comparison))
     lines += [benchmark_arms.ratio_line(ratio) for ratio in results.get("arm_ratios", [])]
+    lines += stock.ratio_lines(results["stock"]) if results.get("stock") else []
     lines += [f"! {benchmark_arms.failure_line(failed)}" for failed in results.get("failed_rows", [])]
     for side, found in (results.get("scaling") or {}).items():
         lines.append(
@@ -164,6 +166,8 @@ def markdown_report(results: dict) -> str:
         lines += [f"- {comparison_line(c)}." for c in results["comparisons"]] + [""]
     if "arm_ratios" in results:
         lines += keras_section(results)
+    if results.get("stock"):
+        lines += stock.markdown(results["stock"])
     if results.get("profile"):
         lines += profile.markdown(results["profile"])
     if results.get("reference_line"):

@@ -42,7 +42,8 @@ class Row:
     side: str
     kind: str  # "parity", "step" (twinnets step, + the reference loop in REFERENCE_MODE fp32), "pipeline",
     #            "data-parallel" (the side's distributed step in `nproc` processes on the global batch),
-    #            or "profile" (a step row's step under the framework's profiler, --profile)
+    #            "profile" (a step row's step under the framework's profiler, --profile), or "stock-parity" and
+    #            "stock" (the parity and step rows of the model with stock BatchNorm, harness/benchmark/stock.py)
     mode: str
     precision: str = "fp32"
     batch_size: int = 0
@@ -58,13 +59,9 @@ class Row:
     def execution(self) -> Execution:
         return Execution(self.mode, "fp32" if self.precision == "tf32" else self.precision)
 
-    @property
-    def with_reference(self) -> bool:
-        return self.reference
-
     def tf32(self, settings: dict) -> bool:
         """TF32 in this row: a tf32 row, or --tf32 for every timed row; never in the parity row (checked in fp32)."""
-        return self.precision == "tf32" or (bool(settings.get("tf32")) and self.kind != "parity")
+        return self.precision == "tf32" or (bool(settings.get("tf32")) and "parity" not in self.kind)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -207,7 +204,7 @@ def parity_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings:
         images, targets = golden.read_golden(settings["golden"]).batch
     else:
         images, targets = task.benchmark_batch(spec, row.batch_size, spec.seed)
-    side_benchmark = benchmark_module(surface)
+    side_benchmark = surface.module("benchmark")
     result = {"parameters": surface.task.count_parameters(model),
               "weights_sha256": weights_digest(surface.task.export_weights(model)), "flops": {}}
     probe = surface.task.forward(side_benchmark.place(model, execution), images)
@@ -227,15 +224,15 @@ def step_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: d
     batch = surface.task.to_tensors(*task.benchmark_batch(spec, row.batch_size, spec.seed), execution)
     step = fresh_step(surface, task, spec, execution)
     steps = {"twinnets": lambda: float(step(*batch))}
-    side_benchmark = benchmark_module(surface)
-    if row.with_reference:
+    side_benchmark = surface.module("benchmark")
+    if row.reference:
         model = fresh_model(surface, task, spec)
         reference = side_benchmark.reference_step(model, surface.task.loss, surface.task.make_optimizer(model, spec),
                                                   execution)
         steps["reference"] = lambda: reference(*batch)
     timings = time_interleaved(steps, settings["warmup"], settings["steps"])
     result = {**timings["twinnets"], "stats": step_statistics(timings["twinnets"]["times_s"], row.batch_size)}
-    if row.with_reference:
+    if row.reference:
         result["reference"] = {**timings["reference"],
                                "stats": step_statistics(timings["reference"]["times_s"], row.batch_size)}
         result["matmul_peak"] = side_peaks(side_benchmark, execution, row.tf32(settings))
@@ -264,7 +261,7 @@ def pipeline_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, setting
     train_set, description = task.train_set(spec, data or {})
     loader = surface.task.make_loader(train_set, row.batch_size, spec.seed, True, getattr(spec, "workers", 0))
     samples, start = 0, time.perf_counter()
-    for images, targets in benchmark_module(surface).loader_batches(loader, 1):
+    for images, targets in surface.module("benchmark").loader_batches(loader, 1):
         float(step(images, targets))
         samples += int(images.shape[0])
     elapsed = time.perf_counter() - start
@@ -295,12 +292,21 @@ def profile_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings
     return {"profile": found, "times_s": times}, None
 
 
+def stock_parity_row(surface: Surface, task: Task, spec: TaskSpec, row: Row, settings: dict, data: dict | None,
+                     execution: Execution) -> tuple[dict, np.ndarray]:
+    """The parity row of the model with stock BatchNorm (the job's spec; harness/benchmark/stock.py gates it), and
+    how far it is from the twins' model: max |stock - twins| of every layer's output in a training step's forward
+    pass (BatchNorm on the batch's statistics), from the same weights."""
+    result, probe = parity_row(surface, task, spec, row, settings, data, execution)
+    images, _ = task.benchmark_batch(spec, row.batch_size, spec.seed)
+    stock, twins = (surface.module("diagnose").layer_outputs(fresh_model(surface, task, form), images)
+                    for form in (spec, spec.replace(batch_norm="precise")))
+    result["training_diff"] = max(float(np.max(np.abs(stock[name] - twins[name]))) for name in twins)
+    return result, probe
+
+
 ROW_KINDS = {"parity": parity_row, "step": step_row, "data-parallel": data_parallel_row, "pipeline": pipeline_row,
-             "profile": profile_row}
-
-
-def benchmark_module(surface: Surface):
-    return surface.module("benchmark")
+             "profile": profile_row, "stock-parity": stock_parity_row, "stock": step_row}
 
 
 def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
@@ -308,7 +314,7 @@ def run_row(surface: Surface, spec: TaskSpec, row: Row, settings: dict,
     """Run one row in this process; returns its result and, for the parity row, the probe (the initial model's
     output on the batch)."""
     execution = surface.runtime.configure_execution(row.execution.replace(device=settings["device"]))
-    side_benchmark = benchmark_module(surface)
+    side_benchmark = surface.module("benchmark")
     harness_set = side_benchmark.configure_fairness(execution, row.tf32(settings))  # before the model is built
     try:
         found, probe = ROW_KINDS[row.kind](surface, task_of(spec), spec, row, settings, data, execution)

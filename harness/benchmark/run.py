@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import parity
-from harness.benchmark import arms, inference, presets, summary
+from harness.benchmark import arms, inference, presets, stock, summary
 from harness.benchmark import golden as benchmark_golden
 from harness.benchmark import peak as benchmark_peak
 from harness.benchmark import profile as bench_profile
@@ -126,7 +126,8 @@ class RowRunner:
         self.results: dict[str, dict] = {}
 
     def __call__(self, index: int, row: benchmark.Row) -> dict:
-        job = {"task": self.spec.name, "spec": self.spec.to_dict(), "threads": self.threads, "data": self.data,
+        spec = stock.row_spec(self.spec, row)  # the stock rows' spec swaps the BatchNorm
+        job = {"task": spec.name, "spec": spec.to_dict(), "threads": self.threads, "data": self.data,
                "row": row.to_dict(), "settings": self.settings, "out": str(self.folder.resolve())}
         job_path = write_job(self.folder / f"{row.name}.job.json", job)
         print(f"[{index}/{self.total}] {SIDE_NAMES[row.side]} {row.kind} {row.mode} {row.precision} "
@@ -172,6 +173,7 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     rows = benchmark.plan_rows(sides, options.bench_modes, options.bench_precisions, options.bench_batch_sizes,
                                options.repeat, options.all_combinations, options.bench_pipeline, options.nproc,
                                bench_profile.SIDES if getattr(options, "profile", False) else ())
+    rows = stock.plan(rows, spec, options.bench_modes, options.bench_precisions)
     if write_path:  # the golden file needs the parity rows only
         rows = [row for row in rows if row.kind == "parity"]
     folder = out / "rows"
@@ -209,6 +211,9 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
         raise benchmark_report.ParityFailed("; ".join(gate["problems"]))
     for line in parity_lines(gate):
         print(line, flush=True)
+    stock_gate = stock.run_gate(run, rows, parity_rows, probes, task.tolerances)  # once the twins' gate has passed
+    if stock_gate is not None:
+        print("\n".join(stock.gate_lines(stock_gate)), flush=True)
     if write_path:
         return write_golden_file(write_path, task, spec, options, parity_rows, probes, gate, out, config, env)
     before = cpu_snapshot()
@@ -216,8 +221,10 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
     peak_load = {"row_name": PEAK_ROW, "other_cpu_share": other_share(before, cpu_snapshot())}
     print(f"numpy matrix multiply: fp32 {numpy_peak['fp32']['gflop_per_s']:.1f} GFLOP/s "
           f"(n={numpy_peak['fp32']['n']})", flush=True)
-    timed = [row for row in rows if row.kind != "parity" and row.side not in dropped]  # an arm without parity: none
-    run.total = len(parity_rows) + len(dropped) + len(timed)
+    stock_timed = bool(stock_gate and stock_gate["passed"])
+    timed = [row for row in rows if row.kind not in ("parity", "stock-parity") and row.side not in dropped
+             and (row.kind != "stock" or stock_timed)]  # an arm without parity: none; the stock row, behind its gate
+    run.total = len(parity_rows) + len(dropped) + (stock_gate is not None) + len(timed)
     for index, row in enumerate(timed, start=run.total - len(timed) + 1):
         run(index, row)
 
@@ -236,7 +243,7 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
                "comparisons": comparisons(summary_rows),
                "targets": summary.targets(summary_rows, checks),
                "fairness": manifest(list(run.results.values()), options.threads, config["tf32"], device),
-               "reference_line": reference_line(preset, summary_rows, device),
+               "reference_line": presets.reference_line(preset, summary_rows, device),
                "scaling": summary.scaling_summary(run.of_kind("data-parallel")),
                "pipeline": summary.pipeline_summary(run.of_kind("pipeline"), summary_rows),
                "machine_load": machine_load([peak_load, *run.results.values()]),
@@ -246,6 +253,8 @@ def benchmark_into(out: Path, spec: TaskSpec, sides: list[str], options, golden,
         results["profile"] = bench_profile.summarize(run.of_kind("profile"), summary_rows, category_flops, machine)
     if with_arms:
         results.update(arm_ratios=arms.arm_ratios(summary_rows), failed_rows=arms.failed_rows(run.results.values()))
+    if stock_gate is not None:
+        results["stock"] = stock.summarize(run.of_kind("stock"), summary_rows, stock_gate, flops, machine, own_peaks)
     benchmark_report.write_reports(out, results)
     print()
     print(benchmark_report.table(results))
@@ -296,21 +305,6 @@ def write_golden_file(path: Path, task, spec: TaskSpec, options, parity_rows: di
           f"check one side against it with --frameworks torch --golden {path})")
     return results
 
-
-def reference_line(preset, rows: list[dict], device: str) -> str | None:
-    """A preset's published figures next to this run's, on a GPU only (on a CPU they measure something else)."""
-    if preset.reference is None or device != "cuda":
-        return None
-    published = preset.reference
-    batch = preset.spec.get("batch_size")
-    here = ", ".join(f"{report_side(r)} {r['mode']} {r['precision']} {r['stats']['samples_per_s']:.1f}"
-                     for r in rows if r["batch_size"] == batch)
-    return (f"{published['what']}: " + ", ".join(f"{k.upper()} {v:g} img/s" for k, v in published["img_per_s"].items())
-            + f" (published); this run, img/s: {here or 'no rows at batch ' + str(batch)}")
-
-
-def report_side(row: dict) -> str:
-    return SIDE_NAMES[row["side"]]
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """compare.py's flags of a benchmark (--benchmark)."""
