@@ -329,7 +329,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
           help="comma-separated modes, each for the sides that have it, or side:mode for one (default all, or the "
                "preset's): " + "; ".join(f"{side}: {', '.join(m)}" for side, m in MODES.items()))
     bench("--precisions", help=f"comma-separated: {', '.join(BENCH_PRECISIONS)} (default fp32,bf16; on cuda "
-                               "fp32,tf32,bf16,fp16)")
+                               "fp32,tf32,bf16,fp16; with --inference fp32 or fp32,bf16, default fp32)")
     bench("--profile", action="store_true",
           help="also run each step row once under the framework's own profiler (in its own process, after the timed "
                "rows): where the step goes by category, a trace per row, and the stacked bars (docs/profile.md)")
