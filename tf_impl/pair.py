@@ -268,7 +268,8 @@ def _tensor_of(inputs: np.ndarray, layout: dict):
     return ops.convert_to_tensor(layouts.keras_input(inputs, layout["input"]))
 
 
-def _canonical(outputs, layout: dict):
+def model_output(outputs, layout: dict):
+    """The model's first output in PyTorch's layout (channels first)."""
     outputs = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
     return ops.moveaxis(outputs, -1, 1) if layout.get("output_spatial") else outputs
 
@@ -285,7 +286,7 @@ def forward(model: keras.Model, inputs: np.ndarray, layout: dict) -> tuple[np.nd
                                                                                 last["flatten_from"]))
     layout["output_spatial"] = bool(last["spatial"] if made else
                                     layout["input"] == "channels_last" and value.ndim == inputs.ndim >= 3)
-    return np.asarray(_canonical(outputs, layout)), records
+    return np.asarray(model_output(outputs, layout)), records
 
 
 def loss_of(outputs, targets, loss: str):
@@ -308,7 +309,7 @@ def gradients(model: keras.Model, inputs: np.ndarray, targets: np.ndarray | None
     owned = {entry["unit"]: _own_variables(layers[entry["unit"]]) for entry in mapped}
     trainable = [v for variables in owned.values() for v in variables.values() if v.trainable]
     with tf.GradientTape() as tape:
-        value = loss_of(_canonical(model(_tensor_of(inputs, layout), training=False), layout),
+        value = loss_of(model_output(model(_tensor_of(inputs, layout), training=False), layout),
                         None if targets is None else ops.convert_to_tensor(targets), loss)
     by_id = {id(v): g for v, g in zip(trainable, tape.gradient(value, trainable))}
     found = {}
@@ -337,7 +338,7 @@ def train_steps(model: keras.Model, inputs: np.ndarray, targets: np.ndarray | No
     try:
         for step in range(steps):
             with tf.GradientTape() as tape:
-                value = loss_of(_canonical(model(x, training=True), layout), t, loss)
+                value = loss_of(model_output(model(x, training=True), layout), t, loss)
             pairs = [(g, v) for g, v in zip(tape.gradient(value, model.trainable_variables),
                                             model.trainable_variables) if g is not None]
             optimizer.apply_gradients(pairs)

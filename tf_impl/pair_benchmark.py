@@ -9,16 +9,9 @@ from typing import Callable
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from shared import pair_layouts as layouts
-from tf_impl.pair import loss_of
-
-
-def _canonical(outputs, layout: dict):
-    """The model's first output in PyTorch's layout (the pair's loss is taken there, as in tf_impl/pair.py)."""
-    outputs = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    return ops.moveaxis(outputs, -1, 1) if layout.get("output_spatial") else outputs
+from tf_impl.pair import loss_of, model_output
 
 
 def train_step(model: keras.Model, inputs: np.ndarray, targets: np.ndarray | None, loss: str, layout: dict,
@@ -37,7 +30,7 @@ def train_step(model: keras.Model, inputs: np.ndarray, targets: np.ndarray | Non
     @tf.function
     def step() -> tf.Tensor:
         with tf.GradientTape() as tape:
-            value = loss_of(_canonical(model(x, training=True), layout), t, loss)
+            value = loss_of(model_output(model(x, training=True), layout), t, loss)
         optimizer.apply_gradients([(g, v) for g, v in zip(tape.gradient(value, variables), variables)
                                    if g is not None])
         return value
@@ -51,6 +44,6 @@ def inference_step(model: keras.Model, inputs: np.ndarray, layout: dict) -> Call
 
     @tf.function
     def forward() -> tf.Tensor:
-        return tf.reshape(_canonical(model(x, training=False), layout), [-1])[0]
+        return tf.reshape(model_output(model(x, training=False), layout), [-1])[0]
 
     return lambda: float(forward())

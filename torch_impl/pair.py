@@ -168,7 +168,8 @@ def _inputs(model: nn.Module, inputs: np.ndarray) -> torch.Tensor:
     return x.to(parameter.dtype) if x.is_floating_point() and parameter is not None else x
 
 
-def _first(outputs):
+def model_output(outputs, layout: dict):
+    """The model's first output, already in PyTorch's layout."""
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
@@ -188,7 +189,7 @@ def forward(model: nn.Module, inputs: np.ndarray, layout: dict) -> tuple[np.ndar
     """The inference pass (eval mode): the output and every unit's recorded calls."""
     model.eval()
     with torch.no_grad(), _without_fast_path(), recording(model, layout) as records:
-        outputs = _first(model(_inputs(model, inputs)))
+        outputs = model_output(model(_inputs(model, inputs)), layout)
     return outputs.detach().cpu().numpy().copy(), records
 
 
@@ -209,8 +210,8 @@ def gradients(model: nn.Module, inputs: np.ndarray, targets: np.ndarray | None, 
     model.eval()
     model.zero_grad(set_to_none=True)
     with _without_fast_path():
-        value = loss_of(_first(model(_inputs(model, inputs))), None if targets is None else torch.from_numpy(targets),
-                        loss)
+        value = loss_of(model_output(model(_inputs(model, inputs)), layout),
+                        None if targets is None else torch.from_numpy(targets), loss)
     value.backward()
     modules = units(model)
     return value.item(), {
@@ -234,7 +235,7 @@ def train_steps(model: nn.Module, inputs: np.ndarray, targets: np.ndarray | None
     try:
         for step in range(steps):
             optimizer.zero_grad()
-            value = loss_of(_first(model(x)), t, loss)
+            value = loss_of(model_output(model(x), layout), t, loss)
             value.backward()
             optimizer.step()
             losses.append(value.item())

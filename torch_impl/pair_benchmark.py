@@ -9,19 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch_impl.pair import kind_of, loss_of
-
-
-def _canonical(outputs, layout: dict):
-    """The model's first output, already in PyTorch's layout."""
-    return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-
-
-def _inputs(model: nn.Module, inputs: np.ndarray) -> torch.Tensor:
-    """The numpy input in the model's float dtype (integer inputs, token ids, as they are)."""
-    x = torch.from_numpy(np.ascontiguousarray(inputs))
-    parameter = next(model.parameters(), None)
-    return x.to(parameter.dtype) if x.is_floating_point() and parameter is not None else x
+from torch_impl.pair import _inputs, kind_of, loss_of, model_output
 
 
 def train_step(model: nn.Module, inputs: np.ndarray, targets: np.ndarray | None, loss: str, layout: dict,
@@ -38,7 +26,7 @@ def train_step(model: nn.Module, inputs: np.ndarray, targets: np.ndarray | None,
 
     def step() -> float:
         optimizer.zero_grad()
-        value = loss_of(_canonical(model(x), layout), t, loss)
+        value = loss_of(model_output(model(x), layout), t, loss)
         value.backward()
         optimizer.step()
         return value.item()
@@ -53,6 +41,6 @@ def inference_step(model: nn.Module, inputs: np.ndarray, layout: dict) -> Callab
 
     def forward() -> float:
         with torch.inference_mode():
-            return _canonical(model(x), layout).reshape(-1)[0].item()
+            return model_output(model(x), layout).reshape(-1)[0].item()
 
     return forward
