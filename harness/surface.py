@@ -152,7 +152,8 @@ class Runtime(Protocol):
 class ModuleTask:
     """A trained task on one arm, member by member from its modules: the model's own module (mlp.py, cnn.py, unet.py)
     builds it, weights.py converts its weights (both from the arm's models package), and its trainer module (train.py
-    or classifier.py) does the rest. Each member is the side's own function, named where `of` picks it."""
+    or classifier.py) does the rest, building the model too where it trains it on its framework's own kernels
+    (tf_impl/classifier.py). Each member is the side's own function, named where `of` picks it."""
 
     build: Callable
     load_weights: Callable
@@ -173,7 +174,8 @@ class ModuleTask:
         model = importlib.import_module(f"{arm.models}.{model_module}")
         weights = importlib.import_module(f"{arm.models}.weights")
         trainer = importlib.import_module(f"{arm.package}.{trainer_module}")
-        return cls(build=model.build, load_weights=weights.load_weights, export_weights=weights.export_weights,
+        return cls(build=getattr(trainer, "build", model.build), load_weights=weights.load_weights,
+                   export_weights=weights.export_weights,
                    count_parameters=weights.count_parameters, forward=trainer.forward, gradients=trainer.gradients,
                    loss=trainer.loss, to_tensors=trainer.to_tensors, make_optimizer=trainer.make_optimizer,
                    make_train_step=trainer.make_train_step, make_loader=trainer.make_loader, train=trainer.train,

@@ -16,7 +16,7 @@ AXES = (0, 1, 2)  # N, H, W: a BatchNorm's statistics are per channel
 BY_HAND = keras.backend.backend() != "torch"
 
 
-def _nested_mean(x):
+def nested_mean(x):
     """Per-channel mean over N, H, W, one axis at a time, as PyTorch's reduction sums: one float32 sum over all
     N*H*W values (ops.moments, tf.nn.moments) loses ten times more (on 32,768 values a mean 3e-7 off, against 3e-8)."""
     return ops.mean(ops.mean(ops.mean(x, axis=2), axis=1), axis=0)
@@ -36,14 +36,14 @@ def _moments(x, scope: str):
 
     def moments(x):
         n = ops.cast(ops.size(x) // x.shape[-1], x.dtype)  # N*H*W; N is known only when the step runs
-        mean = _nested_mean(x)
+        mean = nested_mean(x)
         centered = x - mean
 
         def gradient(*args, upstream=None):  # the upstream gradient comes first on TensorFlow and JAX, named on PyTorch
             d_mean, d_variance = ops.unstack(args[0] if upstream is None else upstream)
             with keras.name_scope(scope):  # the backward runs outside the layer: named after it, as autodiff's is
                 return centered * (2 * d_variance / n) + d_mean / n
-        return ops.stack([mean, _nested_mean(ops.square(centered))]), gradient
+        return ops.stack([mean, nested_mean(ops.square(centered))]), gradient
 
     return _with_gradient(moments, x)
 
@@ -78,12 +78,18 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not training:
             return super().call(x, training=False)
         x32 = ops.cast(x, self.moving_mean.dtype)  # statistics in float32 under a mixed bf16/fp16 policy, as Keras does
-        mean, variance, n = self._batch_moments(x32)
-        self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
-        self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
         # Tensors, not the variables: TensorFlow's custom_gradient refuses a variable read inside it.
         gamma, beta = ops.cast(self.gamma, x32.dtype), ops.cast(self.beta, x32.dtype)
-        return ops.cast(_normalize(x32, mean, variance, gamma, beta, self.epsilon, self.name), x.dtype)
+        y, mean, variance, n = self._normalize_batch(x32, gamma, beta)
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+        self.moving_variance.assign(self.momentum * self.moving_variance + (1 - self.momentum) * variance * n / (n - 1))
+        return ops.cast(y, x.dtype)
+
+    def _normalize_batch(self, x, gamma, beta) -> tuple:
+        """The batch normalised with its own statistics, and those statistics with their count n (a separate method
+        so that the TensorFlow side can run it on TensorFlow's own kernels: tf_impl/runtime.py)."""
+        mean, variance, n = self._batch_moments(x)
+        return _normalize(x, mean, variance, gamma, beta, self.epsilon, self.name), mean, variance, n
 
     def _batch_moments(self, x) -> tuple:
         """Per-channel mean and biased variance over N, H, W, and the count n they were taken over (a separate

@@ -109,15 +109,21 @@ def test_a_real_profile_of_each_side_adds_up_to_the_step_and_writes_a_trace(side
         assert list(tmp_path.glob("plugins/profile/*/*.xplane.pb"))  # what TensorBoard's profile plugin opens
 
 
-def test_the_batchnorm_backward_written_by_hand_is_batch_norm_on_tensorflow():
-    """keras_models/unet.py writes BatchNorm's backward by hand (keras.ops.custom_gradient); TensorFlow builds it
-    outside the layer's scope, so the layer names it: every op of it counts as batch norm, as autodiff's did, and no
-    arithmetic op of the step is left without a scope (it would land in "activations and elementwise")."""
+@pytest.mark.parametrize("form", ["by hand", "fused"])
+def test_the_batchnorm_backward_is_batch_norm_on_tensorflow(form):
+    """The BatchNorm's backward, TensorFlow builds outside the layer's scope, so the layer names it: by hand
+    (keras_models/unet.py's keras.ops.custom_gradient, as Keras' engines and tf_impl/distributed.py run it), ten ops
+    or more a layer; on the tf side's fused kernels (tf_impl/runtime.py), one FusedBatchNormGradV3 a layer. Either
+    way every op of it counts as batch norm, as autodiff's did, and no arithmetic op of the step is left without a
+    scope (it would land in "activations and elementwise")."""
     import tensorflow as tf
+
+    from keras_models import unet
 
     spec = small_unet()
     task = task_of(spec)
-    model = fresh_model(task.surface("tf", spec), task, spec)
+    surface = task.surface("tf", spec)
+    model = fresh_model(surface, task, spec) if form == "fused" else unet.build(spec)
     images = tf.constant(task.benchmark_batch(spec, 2, spec.seed)[0])
 
     @tf.function
@@ -128,10 +134,14 @@ def test_the_batchnorm_backward_written_by_hand_is_batch_norm_on_tensorflow():
 
     graph = gradients.get_concrete_function(images).graph
     arithmetic = [op for op in graph.get_operations() if op.type in ("Mul", "Sum", "Sub", "AddV2", "Neg", "RealDiv")]
-    by_hand = [op for op in arithmetic if re.match(r"(enc|dec)\d+_bn\d+(_\d+)?/", op.name)]
-    assert len(by_hand) >= 10 * 2 * 5  # ten ops or more in each BatchNorm's backward, two per level
+    kernels = [op for op in graph.get_operations() if op.type == "FusedBatchNormGradV3"]
+    backward = [op for op in arithmetic + kernels if re.match(r"(enc|dec)\d+_bn\d+(_\d+)?/", op.name)]
+    if form == "fused":
+        assert len(kernels) == 2 * (2 * spec.depth + 1) and set(kernels) <= set(backward)  # every BatchNorm's
+    else:
+        assert not kernels and len(backward) >= 10 * 2 * 5  # ten ops or more in each BatchNorm's backward
     tf_profile = side_module("tf", "profile")
-    assert {tf_profile.op_category(op.name, op.type) for op in by_hand} == {"batch norm"}
+    assert {tf_profile.op_category(op.name, op.type) for op in backward} == {"batch norm"}
     assert [op.name for op in arithmetic if "/" not in op.name] == []
 
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_models import unet
 from keras_models.optimizers import make_optimizer, make_schedule
 from keras_models.weights import canonical_gradients, checkpointer
 from shared.atomic import write_json
@@ -23,7 +24,7 @@ from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from tf_impl import data
 from tf_impl.data import CarvanaLoader, to_tensor_images
-from tf_impl.runtime import compiled, traces
+from tf_impl.runtime import compiled, fused_batch_norm, traces
 
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
@@ -49,6 +50,11 @@ def dice_score(logits: tf.Tensor, masks: tf.Tensor, threshold: float) -> tf.Tens
         total = tf.reduce_sum(predicted, 1) + tf.reduce_sum(truth, 1)
         return tf.reduce_mean(tf.where(total > 0, 2 * tf.reduce_sum(predicted * truth, 1) / tf.maximum(total, 1.0),
                                        tf.ones_like(total)))
+
+
+def build(spec: UNetSpec) -> keras.Model:
+    """The portable U-Net (keras_models/unet.py), its BatchNorms trained on TensorFlow's fused kernels."""
+    return fused_batch_norm(unet.build(spec))
 
 
 def forward(model: keras.Model, images: np.ndarray) -> np.ndarray:
