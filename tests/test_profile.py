@@ -190,6 +190,19 @@ def test_the_summary_rates_the_convolutions_against_the_peak_and_pairs_the_sides
     assert "NOT within" not in "\n".join(bench_profile.markdown(entries))
 
 
+def test_batch_norm_and_activations_are_also_given_together():
+    """TensorFlow fuses a BatchNorm with its ReLU (one kernel, counted as batch norm), PyTorch does not: the report
+    gives the two categories' sum beside them, on the console and in report.md."""
+    entry = fake_profile("tf", "function", 30.0, 5.0)
+    entry["profile"]["steps"] = [{**step, "batch norm": 3.25, "activations and elementwise": 1.5}
+                                 for step in entry["profile"]["steps"]]
+    (summary,) = bench_profile.summarize([entry], [], {}, {})
+    assert bench_profile.fused_ms(summary) == pytest.approx(4.75)
+    printed, written = "\n".join(bench_profile.console_lines([summary])), "\n".join(bench_profile.table_lines(summary))
+    assert re.search(r"\nbatch norm \+ activations and elementwise +4\.75\n", printed)
+    assert "Batch norm and activations and elementwise together: 4.75 ms" in written
+
+
 def test_a_rate_above_the_machine_peak_is_called_out():
     entry = fake_profile("tf", "xla", 1.0, 60.0)  # 0.73 GFLOP of forward convolutions in 1 ms: 732 GFLOP/s
     (summary,) = bench_profile.summarize([entry], [], {"8": flops.unet_category_flops(UNetSpec(), 8)},

@@ -16,6 +16,10 @@ from shared.profiling import CATEGORIES, OUTSIDE, mean_step
 ADDS_UP = 0.10  # the categories must add up to the profiled step's wall time within this share
 PROFILE_STEPS = 10  # profiled steps per row (after the row's warm-up)
 SIDES = ("tf", "torch")  # the sides with a profile module; the Keras arms are not profiled
+# TensorFlow's grappler fuses a BatchNorm with the ReLU after it (_FusedBatchNormEx, oneDNN's
+# _MklNativeFusedBatchNormEx): one kernel, counted as batch norm, where PyTorch's aten::relu counts as an activation.
+# The two categories together compare like for like (docs/profile.md).
+FUSED = ("batch norm", "activations and elementwise")
 
 
 def summarize(profile_results: list[dict], summary_rows: list[dict], category_flops: dict,
@@ -93,10 +97,16 @@ def table_lines(entry: dict) -> list[str]:
                   "kernels do not cover the work they count (XLA's CPU runtime, for one, launches its thunks "
                   "asynchronously), so their times and the time outside any kernel are not where the step goes."]
     largest = "; ".join(f"`{op['op']}` {op['ms_per_step']:.2f} ms" for op in entry["top_ops"][:6])
-    lines += ["", f"Largest ops: {largest}",
+    lines += ["", f"{' and '.join(FUSED).capitalize()} together: {fused_ms(entry):.2f} ms (a kernel that fuses a "
+              "BatchNorm with its ReLU counts as batch norm).", "", f"Largest ops: {largest}",
               "", f"Trace: `{entry['trace']}`" + (f"; TensorBoard: `{entry['xplane']}`" if entry.get("xplane") else ""),
               ""]
     return lines
+
+
+def fused_ms(entry: dict) -> float:
+    """Batch norm and activations together, ms per step: where fusing the two moves time from one to the other."""
+    return sum(item["ms"] for item in entry["categories"] if item["category"] in FUSED)
 
 
 def markdown(entries: list[dict]) -> list[str]:
@@ -115,6 +125,7 @@ def console_lines(entries: list[dict]) -> list[str]:
     """The categories side by side, one column per profiled row."""
     rows = [[category, *(f"{entry['categories'][index]['ms']:.2f}" for entry in entries)]
             for index, category in enumerate(CATEGORIES)]
+    rows.append([" + ".join(FUSED), *(f"{fused_ms(entry):.2f}" for entry in entries)])
     rows.append(["sum / profiled step", *(f"{entry['sum_ms']:.1f} / {entry['profiled_step_ms']:.1f}"
                                           for entry in entries)])
     rows.append(["step without the profiler", *("-" if entry["unprofiled_step_ms"] is None
