@@ -87,7 +87,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     def _normalize_batch(self, x, gamma, beta) -> tuple:
         """The batch normalised with its own statistics, and those statistics with their count n (a separate method
-        so that the TensorFlow side can run it on TensorFlow's own kernels: tf_impl/runtime.py)."""
+        so that the TensorFlow side can run it on TensorFlow's own kernels: tf_impl/classifier.py)."""
         mean, variance, n = self._batch_moments(x)
         return _normalize(x, mean, variance, gamma, beta, self.epsilon, self.name), mean, variance, n
 

@@ -2,7 +2,7 @@
 is autodiff of the nested-mean form it replaced, in float64, also when a subclass takes the statistics its own way
 (as tf_impl/distributed.py does); its float32 forward and moving statistics are the old form's; it is as precise as
 the nested mean (docs/profile.md); and the spec's stock form is Keras' own layer with the twins' epsilon and momentum.
-The TensorFlow side's on TensorFlow's fused kernels (tf_impl/runtime.py) computes the same, as precisely.
+The TensorFlow side's on TensorFlow's fused kernels (tf_impl/classifier.py) computes the same, as precisely.
 Each engine runs in a process of its own (KERAS_BACKEND is fixed when Keras is imported), all three at once."""
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def precision(x: np.ndarray) -> dict[str, tuple[float, float, float]]:
     import tensorflow as tf
 
     from keras_models.unet import BatchNorm, nested_mean
-    from tf_impl.runtime import FusedBatchNorm
+    from tf_impl.classifier import FusedBatchNorm
 
     x64 = x.astype(np.float64)
     mean64 = x64.mean(axis=(0, 1, 2))
@@ -202,7 +202,7 @@ def fused_and_portable(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, dtype: 
     import tensorflow as tf
 
     from keras_models.unet import BatchNorm
-    from tf_impl.runtime import FusedBatchNorm
+    from tf_impl.classifier import FusedBatchNorm
 
     found = {}
     for name, layer_class in (("portable", BatchNorm), ("fused", FusedBatchNorm)):
@@ -225,7 +225,7 @@ def fused_and_portable(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, dtype: 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
 def test_the_fused_kernels_compute_what_the_portable_form_does(graph):
-    """tf_impl/runtime.py's FusedBatchNorm against the portable layer in float64 (whose gradient is autodiff's, as
+    """tf_impl/classifier.py's FusedBatchNorm against the portable layer in float64 (whose gradient is autodiff's, as
     above): output and gradients to float32 rounding (1e-5 of each tensor's largest value), the moving statistics
     bit for bit the portable float32 layer's (the same nested means); on a width that is not a power of two."""
     rng = np.random.default_rng(7)
@@ -247,7 +247,7 @@ def test_the_tensorflow_side_builds_its_batch_norms_on_the_fused_kernels():
     from harness.surface import open_surface
     from keras_models.unet import BatchNorm
     from shared.tasks import make_spec
-    from tf_impl.runtime import FusedBatchNorm
+    from tf_impl.classifier import FusedBatchNorm
 
     def norms(side: str, batch_norm: str) -> set[type]:
         spec = make_spec("unet", depth=1, image_size=16, base_filters=2, batch_norm=batch_norm)

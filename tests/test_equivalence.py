@@ -230,8 +230,7 @@ ONE_SIDED = {
     "weights": ({"canonical_gradients"}, {"parameter_gradients"}),  # the tape returns gradients; .grad holds them
     "profile": ({"op_category"}, {"event_category"}),  # an op by its name scope; an event by its autograd link
     # TensorFlow trains the portable BatchNorm on its fused kernels; PyTorch's nn.BatchNorm2d already runs on its own.
-    "classifier": ({"build"}, set()),
-    "runtime": ({"FusedBatchNorm", "fused_batch_norm"}, set()),
+    "classifier": ({"build", "FusedBatchNorm", "fused_batch_norm"}, set()),
     "unet": ({"nested_mean"}, set()),  # float32 means as precise as PyTorch's, which its reduction takes as they are
 }
 

@@ -113,7 +113,7 @@ def test_a_real_profile_of_each_side_adds_up_to_the_step_and_writes_a_trace(side
 def test_the_batchnorm_backward_is_batch_norm_on_tensorflow(form):
     """The BatchNorm's backward, TensorFlow builds outside the layer's scope, so the layer names it: by hand
     (keras_models/unet.py's keras.ops.custom_gradient, as Keras' engines and tf_impl/distributed.py run it), ten ops
-    or more a layer; on the tf side's fused kernels (tf_impl/runtime.py), one FusedBatchNormGradV3 a layer. Either
+    or more a layer; on the tf side's fused kernels (tf_impl/classifier.py), one FusedBatchNormGradV3 a layer. Either
     way every op of it counts as batch norm, as autodiff's did, and no arithmetic op of the step is left without a
     scope (it would land in "activations and elementwise")."""
     import tensorflow as tf

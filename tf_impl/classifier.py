@@ -1,5 +1,6 @@
 """CarvanaClassifier: trains, validates and predicts with a U-Net in TensorFlow; the train step is one
-tf.function (GradientTape, apply_gradients) traced once and replayed; twin of torch_impl/classifier.py."""
+tf.function (GradientTape, apply_gradients) traced once and replayed; twin of torch_impl/classifier.py. At the end,
+what TensorFlow alone needs: the U-Net's BatchNorms on TensorFlow's fused kernels (build)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from shared.metrics import BatchAverage, sigmoid
 from shared.tasks import UNetSpec
 from tf_impl import data
 from tf_impl.data import CarvanaLoader, to_tensor_images
-from tf_impl.runtime import compiled, fused_batch_norm, traces
+from tf_impl.runtime import compiled, traces
 
 
 def bce_dice_loss(logits: tf.Tensor, masks: tf.Tensor, smooth: float = 1.0) -> tf.Tensor:
@@ -51,10 +52,6 @@ def dice_score(logits: tf.Tensor, masks: tf.Tensor, threshold: float) -> tf.Tens
         return tf.reduce_mean(tf.where(total > 0, 2 * tf.reduce_sum(predicted * truth, 1) / tf.maximum(total, 1.0),
                                        tf.ones_like(total)))
 
-
-def build(spec: UNetSpec) -> keras.Model:
-    """The portable U-Net (keras_models/unet.py), its BatchNorms trained on TensorFlow's fused kernels."""
-    return fused_batch_norm(unet.build(spec))
 
 
 def forward(model: keras.Model, images: np.ndarray) -> np.ndarray:
@@ -237,3 +234,61 @@ def train(model: keras.Model, spec: UNetSpec, loaders: Loaders, callbacks=None, 
     history = classifier.train(loaders.train, loaders.valid, spec.epochs, callbacks)
     return {"history": history, "batch_losses": classifier.batch_losses, "batch_lrs": classifier.batch_lrs,
             "timing": classifier.timing, "traces": classifier.traces, **classifier.graph}
+
+
+def _variance(x: tf.Tensor, mean: tf.Tensor) -> tf.Tensor:
+    """The nested mean of (x - mean)^2, the squared difference taken on rows of W*C values against the mean tiled W
+    times: TensorFlow's binary kernels broadcast a vector along a short innermost axis (C, 8-128 channels) at about
+    half the speed (docs/profile.md). The same values, the same precision."""
+    width = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
+    squares = tf.math.squared_difference(tf.reshape(x, [-1, width * x.shape[3]]), tf.tile(mean, [width]))
+    return unet.nested_mean(tf.reshape(squares, tf.shape(x)))
+
+
+class FusedBatchNorm(unet.BatchNorm):
+    """keras_models/unet.py's BatchNorm trained on TensorFlow's own kernels: the same nested-mean statistics (the
+    fused kernel's own, one float32 sum, are 20x less precise), then FusedBatchNormV3 in inference mode normalises
+    with them, and FusedBatchNormGradV3 in training mode is the whole backward: one kernel each way where the portable
+    form runs a dozen elementwise ops (docs/profile.md). Float32 only, as the kernels; else the portable form."""
+
+    def _normalize_batch(self, x, gamma, beta) -> tuple:
+        if x.dtype != tf.float32:
+            return super()._normalize_batch(x, gamma, beta)
+        epsilon, scope = self.epsilon, self.name
+
+        @tf.custom_gradient
+        def normalize(x, gamma, beta, mean, variance):
+            y = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance,
+                                            epsilon=epsilon, data_format="NHWC", is_training=False)[0]
+
+            def gradient(dy):
+                # PyTorch's closed form, dx = scale (dy - mean(dy) - x_hat mean(dy x_hat)): it holds the statistics'
+                # part of the gradient, so none flows back into them. The CPU kernel reads reserve_space_2 as the
+                # variance (cuDNN's as its inverse square root: fused_batch_norm keeps a GPU off this path).
+                with tf.name_scope(scope):  # the backward runs outside the layer: named after it, for --profile
+                    dx, d_gamma, d_beta = tf.raw_ops.FusedBatchNormGradV3(
+                        y_backprop=dy, x=x, scale=gamma, reserve_space_1=mean, reserve_space_2=variance,
+                        reserve_space_3=tf.zeros([0]), epsilon=epsilon, data_format="NHWC", is_training=True)[:3]
+                return dx, d_gamma, d_beta, None, None
+            return y, gradient
+
+        mean = unet.nested_mean(x)
+        variance = _variance(x, mean)
+        return normalize(x, gamma, beta, mean, variance), mean, variance, tf.cast(tf.size(x) // x.shape[-1], x.dtype)
+
+
+def fused_batch_norm(model: keras.Model) -> keras.Model:
+    """Every precise BatchNorm of the model on TensorFlow's fused kernels (FusedBatchNorm), where TensorFlow runs on
+    the CPU: with a GPU visible the portable form stays, as no GPU was at hand to check cuDNN's kernels. Keras locks
+    a built model's layers, so each changes class in place, keeping its variables (as tf_impl/distributed.py does)."""
+    if tf.config.get_visible_devices("GPU"):
+        return model
+    for layer in model._flatten_layers(include_self=False):
+        if type(layer) is unet.BatchNorm:
+            layer.__class__ = FusedBatchNorm
+    return model
+
+
+def build(spec: UNetSpec) -> keras.Model:
+    """The portable U-Net (keras_models/unet.py), its BatchNorms trained on TensorFlow's fused kernels."""
+    return fused_batch_norm(unet.build(spec))

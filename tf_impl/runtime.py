@@ -1,5 +1,4 @@
-"""Threads, seeds and versions for the TensorFlow side, and its BatchNorm on TensorFlow's own kernels; twin of
-torch_impl/runtime.py."""
+"""Threads, seeds and versions for the TensorFlow side; twin of torch_impl/runtime.py."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +6,6 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from keras_models import unet
 from shared.errors import UserError
 from shared.execution import Execution
 from shared.tasks import TaskSpec
@@ -88,56 +86,3 @@ def versions() -> dict:
 def threads() -> int:
     return tf.config.threading.get_intra_op_parallelism_threads()
 
-
-def _variance(x: tf.Tensor, mean: tf.Tensor) -> tf.Tensor:
-    """The nested mean of (x - mean)^2, the squared difference taken on rows of W*C values against the mean tiled W
-    times: TensorFlow's binary kernels broadcast a vector along a short innermost axis (C, 8-128 channels) at about
-    half the speed (docs/profile.md). The same values, the same precision."""
-    width = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
-    squares = tf.math.squared_difference(tf.reshape(x, [-1, width * x.shape[3]]), tf.tile(mean, [width]))
-    return unet.nested_mean(tf.reshape(squares, tf.shape(x)))
-
-
-
-class FusedBatchNorm(unet.BatchNorm):
-    """keras_models/unet.py's BatchNorm trained on TensorFlow's own kernels: the same nested-mean statistics (the
-    fused kernel's own, one float32 sum, are 20x less precise), then FusedBatchNormV3 in inference mode normalises
-    with them, and FusedBatchNormGradV3 in training mode is the whole backward: one kernel each way where the portable
-    form runs a dozen elementwise ops (docs/profile.md). Float32 only, as the kernels; else the portable form."""
-
-    def _normalize_batch(self, x, gamma, beta) -> tuple:
-        if x.dtype != tf.float32:
-            return super()._normalize_batch(x, gamma, beta)
-        epsilon, scope = self.epsilon, self.name
-
-        @tf.custom_gradient
-        def normalize(x, gamma, beta, mean, variance):
-            y = tf.raw_ops.FusedBatchNormV3(x=x, scale=gamma, offset=beta, mean=mean, variance=variance,
-                                            epsilon=epsilon, data_format="NHWC", is_training=False)[0]
-
-            def gradient(dy):
-                # PyTorch's closed form, dx = scale (dy - mean(dy) - x_hat mean(dy x_hat)): it holds the statistics'
-                # part of the gradient, so none flows back into them. The CPU kernel reads reserve_space_2 as the
-                # variance (cuDNN's as its inverse square root: fused_batch_norm keeps a GPU off this path).
-                with tf.name_scope(scope):  # the backward runs outside the layer: named after it, for --profile
-                    dx, d_gamma, d_beta = tf.raw_ops.FusedBatchNormGradV3(
-                        y_backprop=dy, x=x, scale=gamma, reserve_space_1=mean, reserve_space_2=variance,
-                        reserve_space_3=tf.zeros([0]), epsilon=epsilon, data_format="NHWC", is_training=True)[:3]
-                return dx, d_gamma, d_beta, None, None
-            return y, gradient
-
-        mean = unet.nested_mean(x)
-        variance = _variance(x, mean)
-        return normalize(x, gamma, beta, mean, variance), mean, variance, tf.cast(tf.size(x) // x.shape[-1], x.dtype)
-
-
-def fused_batch_norm(model: keras.Model) -> keras.Model:
-    """Every precise BatchNorm of the model on TensorFlow's fused kernels (FusedBatchNorm), where TensorFlow runs on
-    the CPU: with a GPU visible the portable form stays, as no GPU was at hand to check cuDNN's kernels. Keras locks
-    a built model's layers, so each changes class in place, keeping its variables (as tf_impl/distributed.py does)."""
-    if tf.config.get_visible_devices("GPU"):
-        return model
-    for layer in model._flatten_layers(include_self=False):
-        if type(layer) is unet.BatchNorm:
-            layer.__class__ = FusedBatchNorm
-    return model
